@@ -1,0 +1,82 @@
+/*
+ * The channel interface and registry. A channel is one file in
+ * src/channels/ exporting one `const struct dw_channel_type`; it knows how to
+ * turn a request into the HTTP call(s) of its API (CONTRACT section 3) and
+ * how to read a 2xx answer. It does no I/O: the pool makes the calls.
+ * Adding a seventh channel: one file, one enum value, one registry line in
+ * channel.c.
+ */
+#ifndef DW_CHANNEL_H
+#define DW_CHANNEL_H
+
+#include <stddef.h>
+
+#include "dw/common.h"
+#include "dw/status.h"
+
+struct dw_request;
+
+enum dw_channel_id {
+    DW_CHANNEL_URIDONGNETV,
+    DW_CHANNEL_GINITV,
+    DW_CHANNEL_RINGOBIZ,
+    DW_CHANNEL_INSTAGRAM,
+    DW_CHANNEL_NAVER,
+    DW_CHANNEL_KAKAO,
+    DW_CHANNEL_COUNT
+};
+
+#define DW_EXTERNAL_ID_MAX 128
+#define DW_URL_MAX 512
+#define DW_ERRMSG_MAX 256
+
+/* One HTTP call a channel wants made: POST base_url + path. */
+struct dw_http_call {
+    const char *path;         /* static, e.g. "/api/v1/ads" */
+    const char *content_type; /* static, "application/json" or form */
+    char *body;               /* owned by the call; free with dw_http_call_cleanup */
+    size_t body_len;
+    const char *idempotency_suffix; /* static: "" or ":publish" (appended to eventId:CHANNEL) */
+};
+
+void dw_http_call_cleanup(struct dw_http_call *call);
+
+/* What a 2xx answer said. For a step that is not the last, external_id holds
+ * the id the next step needs (Instagram's creation id). */
+struct dw_channel_reply {
+    char external_id[DW_EXTERNAL_ID_MAX];
+    char url[DW_URL_MAX]; /* "" when the API gives none */
+};
+
+struct dw_channel_type {
+    enum dw_channel_id id;
+    const char *name;         /* wire name, "KAKAO" */
+    const char *kind;         /* "TV", "CALL" or "SNS" */
+    const char *display_name; /* "Kakao Channel" */
+    int steps;                /* HTTP calls per post: 1, or 2 for Instagram */
+
+    /* Builds call `step` (0-based) for req. prev_id is the external_id the
+     * previous step returned (NULL at step 0). On DW_OK the caller owns
+     * call->body. Optional fields absent from req are left out of the body. */
+    enum dw_err (*build)(const struct dw_request *req, int step, const char *prev_id,
+                         struct dw_http_call *call);
+
+    /* Reads the 2xx body of step `step`. Returns DW_EC_NONE with reply filled,
+     * or DW_EC_BAD_RESPONSE with a reason in errbuf when the id is missing or
+     * the body is not the expected JSON. */
+    enum dw_errcode (*parse)(int step, const char *body, size_t len,
+                             struct dw_channel_reply *reply, char *errbuf, size_t errlen);
+};
+
+/* The registry; id must be < DW_CHANNEL_COUNT. Never NULL. */
+const struct dw_channel_type *dw_channel_get(enum dw_channel_id id);
+
+/* The id of a wire name, or -1 when unknown (case-sensitive). */
+int dw_channel_from_name(const char *name);
+
+/* Classifies an HTTP status: 2xx DW_EC_NONE; 408 DW_EC_TIMEOUT; 429
+ * DW_EC_RATE_LIMITED; 5xx DW_EC_HTTP_5XX; any other status DW_EC_HTTP_4XX
+ * (permanent, not retried). */
+enum dw_errcode dw_channel_classify_http(long status);
+
+#endif /* DW_CHANNEL_H */

@@ -1,0 +1,86 @@
+/*
+ * Configuration: the libconfig file, then the environment of CONTRACT
+ * section 5 on top, validated once at start-up into an immutable struct.
+ * The struct is open because every module reads it; nobody writes it after
+ * dw_config_load returns. Keys, types, defaults and ranges live in one
+ * table in config.c; conf/distribution-worker.conf documents each.
+ */
+#ifndef DW_CONFIG_H
+#define DW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dw/channel.h"
+#include "dw/common.h"
+#include "dw/log.h"
+
+/* A librdkafka property passed through unchanged ("fetch.wait.max.ms"="50"). */
+struct dw_kafka_prop {
+    char *name;
+    char *value;
+};
+
+struct dw_channel_config {
+    char *url;   /* base URL, no trailing slash; required */
+    char *token; /* bearer token; may be "" */
+    int connect_timeout_ms;
+    int timeout_ms;          /* one whole HTTP call */
+    int max_attempts;        /* first try included, >= 1 */
+    int initial_backoff_ms;
+    double multiplier;       /* >= 1.0 */
+    int max_backoff_ms;
+    int max_retry_after_ms;  /* a longer Retry-After gives up as RATE_LIMITED */
+    int max_concurrent;      /* calls in flight to this channel (bulkhead) */
+};
+
+struct dw_config {
+    /* kafka */
+    char *kafka_brokers;
+    char *kafka_group;
+    char *request_topic;
+    char *completed_topic;
+    char *dlq_topic;
+    struct dw_kafka_prop *kafka_props; /* both clients */
+    size_t kafka_prop_count;
+    struct dw_kafka_prop *consumer_props; /* consumer only */
+    size_t consumer_prop_count;
+    struct dw_kafka_prop *producer_props; /* producer only */
+    size_t producer_prop_count;
+
+    /* postgres */
+    char *pg_dsn;
+
+    /* http */
+    int http_port; /* 0 turns the listener off */
+    char *http_bind;
+
+    /* log */
+    enum dw_log_level log_level;
+
+    /* worker */
+    int pool_threads;          /* HTTP engine threads, each driving many transfers */
+    int max_in_flight_requests; /* partitions pause above this */
+    int max_in_flight_calls;   /* channel calls the engine runs at once, all channels */
+    int drain_timeout_ms;
+    int store_batch_max;       /* status writes per database round trip */
+
+    struct dw_channel_config channels[DW_CHANNEL_COUNT];
+};
+
+/*
+ * Loads path (NULL: built-in defaults only, which still need channel URLs
+ * from the environment) and applies the environment from envp (NULL-ended
+ * "NAME=value" strings, normally `environ`; tests pass their own).
+ * On error returns DW_ERR_CONFIG and writes into errbuf a message that names
+ * the setting: the environment variable when the value came from one, else
+ * the setting's path in the file with its line ("channels.KAKAO.url"
+ * (line 42): missing). On DW_OK the caller owns *out; free with
+ * dw_config_destroy.
+ */
+enum dw_err dw_config_load(const char *path, char *const *envp, struct dw_config **out,
+                           char *errbuf, size_t errlen) DW_MUST_CHECK;
+
+void dw_config_destroy(struct dw_config *cfg);
+
+#endif /* DW_CONFIG_H */

@@ -1,0 +1,48 @@
+/*
+ * A distribution request (CONTRACT 2.1): decoding and validation. Pure; no
+ * I/O, no globals; safe from any thread.
+ */
+#ifndef DW_REQUEST_H
+#define DW_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dw/channel.h"
+#include "dw/status.h"
+
+#define DW_REQUEST_MAX_BYTES (1024 * 1024)
+
+/* A valid request. All strings are owned, NUL-terminated UTF-8. */
+struct dw_request {
+    char *event_id;       /* 1..64 of [A-Za-z0-9._-] */
+    char *title;          /* 1..200 code points */
+    char *content;        /* NULL when absent; at most 10,000 code points */
+    char *image_url;      /* NULL when absent; http:// or https:// */
+    char *requested_at;   /* NULL when absent; as sent (RFC 3339) */
+    int64_t requested_at_ms; /* parsed requestedAt, ms since epoch; 0 when absent */
+    unsigned channels;    /* bit (1u << enum dw_channel_id) per requested channel */
+    int channel_count;
+    /* channelSettings values the adapters use; NULL when absent. */
+    char *radius;       /* URIDONGNETV.radius */
+    char *region;       /* GINITV.region */
+    char *phone_number; /* RINGOBIZ.phoneNumber */
+};
+
+/*
+ * Decodes and validates the value of a Kafka message. value may be NULL (a
+ * null value: DW_DLQ_INVALID_JSON). On DW_DLQ_NONE *out is a new request the
+ * caller frees with dw_request_destroy; otherwise *out is NULL and errbuf
+ * says, for a human, which rule failed. Rules and their order: CONTRACT 2.1.
+ */
+enum dw_dlq_code dw_request_decode(const char *value, size_t len, struct dw_request **out,
+                                   char *errbuf, size_t errlen);
+
+void dw_request_destroy(struct dw_request *req);
+
+static inline int dw_request_has(const struct dw_request *req, enum dw_channel_id ch)
+{
+    return (req->channels >> ch) & 1u;
+}
+
+#endif /* DW_REQUEST_H */

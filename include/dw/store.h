@@ -1,0 +1,122 @@
+/*
+ * The status store: PostgreSQL through libpq. Two tables, `distribution`
+ * (one row per eventId) and `channel_status` (one row per eventId and
+ * channel); every key starts with event_id so the store can be sharded by
+ * it (Citus). Writes are idempotent upserts that never move a status
+ * backwards (dw_chstatus_may_replace, dw_overall_may_replace). Each batch
+ * call is one transaction sent in pipeline mode: one network round trip for
+ * many requests. All SQL is parameterised.
+ *
+ * A dw_store is one connection and belongs to one thread at a time.
+ */
+#ifndef DW_STORE_H
+#define DW_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dw/channel.h"
+#include "dw/common.h"
+#include "dw/log.h"
+#include "dw/status.h"
+
+struct dw_request;
+struct dw_store;
+
+/* One channel of one event, as stored. */
+struct dw_channel_state {
+    bool present; /* a row exists */
+    enum dw_chstatus status;
+    int attempts;
+    enum dw_errcode error; /* DW_EC_NONE when none */
+    char error_message[DW_ERRMSG_MAX];
+    char external_id[DW_EXTERNAL_ID_MAX];
+    char url[DW_URL_MAX];
+    int64_t updated_at_ms; /* wall clock */
+};
+
+/* One event, as stored. */
+struct dw_status {
+    char event_id[72];
+    enum dw_overall overall;
+    int total_channels;
+    int success_count;
+    int failure_count;
+    int64_t started_at_ms;   /* wall clock */
+    int64_t completed_at_ms; /* 0 while not final */
+    struct dw_channel_state channels[DW_CHANNEL_COUNT]; /* indexed by enum dw_channel_id */
+};
+
+/* Connects (does not migrate). log may be NULL. The caller destroys. A
+ * connection failure returns DW_ERR_DB with libpq's message in errbuf. */
+enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store **out,
+                          char *errbuf, size_t errlen) DW_MUST_CHECK;
+void dw_store_destroy(struct dw_store *store);
+
+/* Creates or migrates the schema, idempotently and safely when several
+ * workers start at once (advisory lock). */
+enum dw_err dw_store_migrate(struct dw_store *store, char *errbuf, size_t errlen) DW_MUST_CHECK;
+
+/* False once the connection is known broken. Cheap. */
+bool dw_store_connected(struct dw_store *store);
+
+/* Tries once to re-establish a broken connection. */
+enum dw_err dw_store_reconnect(struct dw_store *store) DW_MUST_CHECK;
+
+/*
+ * Starts drives of requests. For each item: the distribution row is
+ * inserted IN_PROGRESS (or, when it exists and is not final, set
+ * IN_PROGRESS; a final one is left as it is) with total_channels of this
+ * request; a PENDING channel row is inserted for each requested channel
+ * that has none; then item->status is filled with everything stored for the
+ * event (all channel rows, requested or not). One transaction.
+ */
+struct dw_store_begin {
+    const struct dw_request *req; /* in, borrowed */
+    struct dw_status status;      /* out */
+};
+enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items, size_t n)
+    DW_MUST_CHECK;
+
+/*
+ * Saves final (or IN_PROGRESS) channel results. A row moves only as
+ * dw_chstatus_may_replace allows; attempts are added to the stored count.
+ * Strings may be NULL or "" (stored as NULL). One transaction.
+ */
+struct dw_store_result {
+    const char *event_id;
+    enum dw_channel_id channel;
+    enum dw_chstatus status;
+    int attempts; /* calls made in this drive */
+    enum dw_errcode error;
+    const char *error_message;
+    const char *external_id;
+    const char *url;
+};
+enum dw_err dw_store_save_results(struct dw_store *store, const struct dw_store_result *items,
+                                  size_t n) DW_MUST_CHECK;
+
+/*
+ * Finishes drives: writes each overall status (only as
+ * dw_overall_may_replace allows; completed_at set when it becomes final),
+ * then fills item->status with what is stored afterwards. One transaction.
+ */
+struct dw_store_finish {
+    const char *event_id;    /* in */
+    enum dw_overall overall; /* in */
+    int total_channels;      /* in */
+    int success_count;       /* in */
+    int failure_count;       /* in */
+    struct dw_status status; /* out */
+};
+enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *items, size_t n)
+    DW_MUST_CHECK;
+
+/* Reads one event. DW_ERR_NOT_FOUND when there is no row. */
+enum dw_err dw_store_read(struct dw_store *store, const char *event_id, struct dw_status *out)
+    DW_MUST_CHECK;
+
+/* Network round trips made so far (for the benchmark's figures). */
+uint64_t dw_store_round_trips(const struct dw_store *store);
+
+#endif /* DW_STORE_H */
