@@ -1,0 +1,763 @@
+/*
+ * Decoding and validation of a distribution request (CONTRACT 2.1): Kafka
+ * message bytes in, a struct dw_request or the DLQ code out.
+ *
+ * Threads: any. Nothing here keeps state; each call owns its json-c tokener
+ * and tree, and frees both before it returns.
+ *
+ * Invariants:
+ * - The rules run in a fixed order and the first broken one decides the code:
+ *   size, null value, the bytes (UTF-8 and strict JSON), eventId, title,
+ *   content, imageUrl, channels, channelSettings, what a requested channel
+ *   needs (RINGOBIZ a phoneNumber, INSTAGRAM an imageUrl), requestedAt.
+ * - json-c 0.16 is lenient even in strict mode (it takes overlong UTF-8,
+ *   encoded surrogates, raw control characters in strings, 'single quotes',
+ *   NaN, Infinity, "1." and "-01"), so the bytes are checked here first
+ *   (scan_bytes) and json-c only builds the tree.
+ * - A request handed out holds no empty strings: an optional field that is
+ *   missing, JSON null or "" (content and the channel settings) is NULL.
+ * - Every string handed out is valid UTF-8 without NUL: a "\u0000" escape
+ *   makes its field invalid rather than silently cutting it short.
+ * - The json-c tree has exactly one reference, the root's, dropped at `out:`;
+ *   values read from it are copied before that.
+ */
+#include "dw/request.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "dw/channel.h"
+#include "dw/common.h"
+#include "dw/status.h"
+
+#define EVENT_ID_MAX 64
+#define TITLE_MAX    200
+#define CONTENT_MAX  10000
+/* Nesting json-c accepts; the request itself needs 3 levels, the rest is
+ * room for unknown fields. Deeper input is INVALID_JSON. */
+#define JSON_DEPTH_MAX 64
+/* Channel names longer than this are not echoed in error messages. */
+#define ECHO_MAX 32
+
+/* Where a human-readable reason goes; errbuf may be NULL or errlen 0. */
+struct decode {
+    char *errbuf;
+    size_t errlen;
+};
+
+/* channelSettings values the adapters use: a table, so a new setting is one
+ * line here and one field in struct dw_request. */
+static const struct setting {
+    const char *channel;
+    const char *key;
+    size_t offset; /* of the char * in struct dw_request */
+} settings[] = {
+    {"URIDONGNETV", "radius", offsetof(struct dw_request, radius)},
+    {"GINITV", "region", offsetof(struct dw_request, region)},
+    {"RINGOBIZ", "phoneNumber", offsetof(struct dw_request, phone_number)},
+};
+
+static enum dw_dlq_code fail(struct decode *d, enum dw_dlq_code code, const char *fmt, ...)
+    DW_PRINTF(3, 4);
+
+static enum dw_dlq_code fail(struct decode *d, enum dw_dlq_code code, const char *fmt, ...)
+{
+    if (d->errbuf && d->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->errbuf, d->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/*
+ * The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0 when there is none.
+ */
+static size_t utf8_seq_len(const unsigned char *p, size_t avail)
+{
+    unsigned char c = p[0];
+    unsigned char lo = 0x80, hi = 0xBF;
+    size_t n;
+
+    if (c < 0x80)
+        return 1;
+    if (c < 0xC2) /* a continuation byte, or an overlong 2-byte form */
+        return 0;
+    if (c < 0xE0) {
+        n = 2;
+    } else if (c < 0xF0) {
+        n = 3;
+        if (c == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (c == 0xED)
+            hi = 0x9F; /* U+D800..U+DFFF */
+    } else if (c < 0xF5) {
+        n = 4;
+        if (c == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xF4)
+            hi = 0x8F; /* above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (avail < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    }
+    return n;
+}
+
+/* Code points in s, or SIZE_MAX when s is not valid UTF-8. */
+static size_t utf8_count(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t count = 0;
+
+    for (size_t i = 0; i < len; count++) {
+        size_t n = utf8_seq_len(p + i, len - i);
+        if (n == 0)
+            return SIZE_MAX;
+        i += n;
+    }
+    return count;
+}
+
+static bool is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_json_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static bool is_number_char(unsigned char c)
+{
+    return is_digit(c) || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+/* Bytes that may stand outside strings and numbers: white space,
+ * punctuation and the letters of true, false and null. */
+static bool is_structural_char(unsigned char c)
+{
+    return c != '\0' && strchr(" \t\n\r{}[],:truefalsn", c) != NULL;
+}
+
+/* The length of the RFC 8259 number at p, or 0 when it is malformed. */
+static size_t number_len(const unsigned char *p, size_t avail)
+{
+    size_t k = 0, start;
+
+    if (k < avail && p[k] == '-')
+        k++;
+    if (k < avail && p[k] == '0') {
+        k++;
+    } else if (k < avail && p[k] >= '1' && p[k] <= '9') {
+        while (k < avail && is_digit(p[k]))
+            k++;
+    } else {
+        return 0;
+    }
+    if (k < avail && p[k] == '.') {
+        start = ++k;
+        while (k < avail && is_digit(p[k]))
+            k++;
+        if (k == start)
+            return 0;
+    }
+    if (k < avail && (p[k] == 'e' || p[k] == 'E')) {
+        k++;
+        if (k < avail && (p[k] == '+' || p[k] == '-'))
+            k++;
+        start = k;
+        while (k < avail && is_digit(p[k]))
+            k++;
+        if (k == start)
+            return 0;
+    }
+    if (k < avail && is_number_char(p[k]))
+        return 0; /* "01", "1.2.3", "1e5e5" */
+    return k;
+}
+
+/*
+ * Checks the bytes for what json-c lets through: strict UTF-8 anywhere, no
+ * NUL byte, no raw control character inside a string, outside strings only
+ * JSON's own characters, numbers in RFC 8259's grammar. The structure
+ * (brackets, commas, literals, escapes) is json-c's job.
+ */
+static enum dw_dlq_code scan_bytes(const unsigned char *p, size_t len, struct decode *d)
+{
+    bool in_string = false, escaped = false;
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = p[i];
+
+        if (c >= 0x80) {
+            size_t n = utf8_seq_len(p + i, len - i);
+            if (n == 0)
+                return fail(d, DW_DLQ_INVALID_JSON, "value: invalid UTF-8 at byte %zu", i);
+            if (!in_string)
+                return fail(d, DW_DLQ_INVALID_JSON,
+                            "value: not JSON: unexpected character at byte %zu", i);
+            escaped = false;
+            i += n;
+            continue;
+        }
+        if (c == '\0')
+            return fail(d, DW_DLQ_INVALID_JSON, "value: NUL byte at byte %zu", i);
+        if (in_string) {
+            if (c < 0x20)
+                return fail(d, DW_DLQ_INVALID_JSON,
+                            "value: not JSON: unescaped control character in a string at "
+                            "byte %zu",
+                            i);
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+            i++;
+        } else if (c == '"') {
+            in_string = true;
+            i++;
+        } else if (c == '-' || is_digit(c)) {
+            size_t n = number_len(p + i, len - i);
+            if (n == 0)
+                return fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: malformed number at byte %zu",
+                            i);
+            i += n;
+        } else if (is_structural_char(c)) {
+            i++;
+        } else {
+            return fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: unexpected character at byte %zu",
+                        i);
+        }
+    }
+    return DW_DLQ_NONE;
+}
+
+/* Parses value into *root (set even on some failures: the caller puts it). */
+static enum dw_dlq_code parse_json(const char *value, size_t len, struct json_object **root,
+                                   struct decode *d)
+{
+    struct json_tokener *tok = NULL;
+    enum json_tokener_error jerr;
+    enum dw_dlq_code code;
+    size_t end;
+
+    code = scan_bytes((const unsigned char *)value, len, d);
+    if (code)
+        goto out;
+    end = 0;
+    while (end < len && is_json_space((unsigned char)value[end]))
+        end++;
+    if (end == len) {
+        code = fail(d, DW_DLQ_INVALID_JSON, "value: empty");
+        goto out;
+    }
+
+    tok = json_tokener_new_ex(JSON_DEPTH_MAX);
+    if (!tok)
+        abort(); /* out of memory: the daemon's policy (see dw_xmalloc) */
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    /* len <= DW_REQUEST_MAX_BYTES, so it fits an int. */
+    *root = json_tokener_parse_ex(tok, value, (int)len);
+    jerr = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    if (!*root) {
+        if (jerr == json_tokener_continue)
+            code =
+                fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: ends before the value is complete");
+        else if (jerr == json_tokener_error_depth)
+            code = fail(d, DW_DLQ_INVALID_JSON, "value: JSON nested deeper than %d levels",
+                        JSON_DEPTH_MAX);
+        else
+            code = fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: %s at byte %zu",
+                        json_tokener_error_desc(jerr), end);
+        goto out;
+    }
+    while (end < len && is_json_space((unsigned char)value[end]))
+        end++;
+    if (end != len) {
+        code = fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: trailing data at byte %zu", end);
+        goto out;
+    }
+    if (!json_object_is_type(*root, json_type_object)) {
+        code = fail(d, DW_DLQ_INVALID_JSON, "value: must be a JSON object, not %s",
+                    json_type_to_name(json_object_get_type(*root)));
+        goto out;
+    }
+out:
+    if (tok) /* json-c 0.16's free is not NULL-safe */
+        json_tokener_free(tok);
+    return code;
+}
+
+/* obj[key], or NULL when it is missing or JSON null (both mean absent). */
+static struct json_object *member(struct json_object *obj, const char *key)
+{
+    struct json_object *v = NULL;
+
+    if (!json_object_object_get_ex(obj, key, &v))
+        return NULL;
+    return v;
+}
+
+/*
+ * Reads obj[key] as a string; *s is NULL when absent. `field` names it in
+ * messages. Not a string, or a string holding U+0000, gives `code`.
+ */
+static enum dw_dlq_code get_string(struct json_object *obj, const char *key, const char *field,
+                                   enum dw_dlq_code code, const char **s, size_t *len,
+                                   struct decode *d)
+{
+    struct json_object *v = member(obj, key);
+
+    *s = NULL;
+    *len = 0;
+    if (!v)
+        return DW_DLQ_NONE;
+    if (!json_object_is_type(v, json_type_string))
+        return fail(d, code, "%s: must be a string, not %s", field,
+                    json_type_to_name(json_object_get_type(v)));
+    *s = json_object_get_string(v);
+    *len = (size_t)json_object_get_string_len(v);
+    if (strlen(*s) != *len)
+        return fail(d, code, "%s: contains a NUL character (\\u0000)", field);
+    return DW_DLQ_NONE;
+}
+
+/* Code points of a string json-c decoded; the bytes were checked, and its
+ * escapes give well-formed UTF-8 (a lone surrogate becomes U+FFFD), so
+ * SIZE_MAX here would be a json-c fault: still reported, as bad UTF-8. */
+static enum dw_dlq_code count_chars(const char *field, const char *s, size_t len, size_t *count,
+                                    struct decode *d)
+{
+    *count = utf8_count(s, len);
+    if (*count == SIZE_MAX)
+        return fail(d, DW_DLQ_INVALID_JSON, "%s: invalid UTF-8", field);
+    return DW_DLQ_NONE;
+}
+
+static bool is_event_id_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '.' ||
+           c == '_' || c == '-';
+}
+
+static enum dw_dlq_code read_event_id(struct json_object *root, struct dw_request *req,
+                                      struct decode *d)
+{
+    const char *s;
+    size_t len;
+    enum dw_dlq_code code;
+
+    code = get_string(root, "eventId", "eventId", DW_DLQ_INVALID_EVENT_ID, &s, &len, d);
+    if (code)
+        return code;
+    if (!s)
+        return fail(d, DW_DLQ_INVALID_EVENT_ID, "eventId: required");
+    if (len == 0)
+        return fail(d, DW_DLQ_INVALID_EVENT_ID, "eventId: empty, 1 to %d characters required",
+                    EVENT_ID_MAX);
+    for (size_t i = 0; i < len; i++) {
+        if (!is_event_id_char((unsigned char)s[i]))
+            return fail(d, DW_DLQ_INVALID_EVENT_ID,
+                        "eventId: byte %zu is not one of A-Z a-z 0-9 . _ -", i);
+    }
+    if (len > EVENT_ID_MAX)
+        return fail(d, DW_DLQ_INVALID_EVENT_ID, "eventId: %zu characters, at most %d allowed", len,
+                    EVENT_ID_MAX);
+    req->event_id = dw_xstrndup(s, len);
+    return DW_DLQ_NONE;
+}
+
+static enum dw_dlq_code read_title(struct json_object *root, struct dw_request *req,
+                                   struct decode *d)
+{
+    const char *s;
+    size_t len, count;
+    enum dw_dlq_code code;
+
+    code = get_string(root, "title", "title", DW_DLQ_INVALID_FIELD, &s, &len, d);
+    if (code)
+        return code;
+    if (!s)
+        return fail(d, DW_DLQ_INVALID_FIELD, "title: required");
+    code = count_chars("title", s, len, &count, d);
+    if (code)
+        return code;
+    if (count == 0)
+        return fail(d, DW_DLQ_INVALID_FIELD, "title: empty, 1 to %d characters required",
+                    TITLE_MAX);
+    if (count > TITLE_MAX)
+        return fail(d, DW_DLQ_INVALID_FIELD, "title: %zu characters, at most %d allowed", count,
+                    TITLE_MAX);
+    req->title = dw_xstrndup(s, len);
+    return DW_DLQ_NONE;
+}
+
+static enum dw_dlq_code read_content(struct json_object *root, struct dw_request *req,
+                                     struct decode *d)
+{
+    const char *s;
+    size_t len, count;
+    enum dw_dlq_code code;
+
+    code = get_string(root, "content", "content", DW_DLQ_INVALID_FIELD, &s, &len, d);
+    if (code || !s || len == 0) /* "" is absent: channels never get empty strings */
+        return code;
+    code = count_chars("content", s, len, &count, d);
+    if (code)
+        return code;
+    if (count > CONTENT_MAX)
+        return fail(d, DW_DLQ_INVALID_FIELD, "content: %zu characters, at most %d allowed", count,
+                    CONTENT_MAX);
+    req->content = dw_xstrndup(s, len);
+    return DW_DLQ_NONE;
+}
+
+/* Does s start with the ASCII prefix, in any case? */
+static bool has_prefix_nocase(const char *s, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    if (len < n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != prefix[i])
+            return false;
+    }
+    return true;
+}
+
+static enum dw_dlq_code read_image_url(struct json_object *root, struct dw_request *req,
+                                       struct decode *d)
+{
+    const char *s;
+    size_t len;
+    enum dw_dlq_code code;
+
+    code = get_string(root, "imageUrl", "imageUrl", DW_DLQ_INVALID_FIELD, &s, &len, d);
+    if (code || !s)
+        return code;
+    if (!(has_prefix_nocase(s, len, "http://") && len > strlen("http://")) &&
+        !(has_prefix_nocase(s, len, "https://") && len > strlen("https://")))
+        return fail(d, DW_DLQ_INVALID_FIELD,
+                    "imageUrl: must be an http:// or https:// URL with a host after the scheme");
+    req->image_url = dw_xstrndup(s, len);
+    return DW_DLQ_NONE;
+}
+
+/* Short printable ASCII is safe to quote in a message; anything else is not
+ * echoed (the message goes into a Kafka header and logs). */
+static bool echoable(const char *s, size_t len)
+{
+    if (len > ECHO_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < 0x20 || s[i] > 0x7E || s[i] == '"' || s[i] == '\\')
+            return false;
+    }
+    return true;
+}
+
+static enum dw_dlq_code read_channels(struct json_object *root, struct dw_request *req,
+                                      struct decode *d)
+{
+    struct json_object *array = member(root, "channels");
+    size_t n;
+
+    if (!array)
+        return fail(d, DW_DLQ_INVALID_CHANNELS, "channels: required");
+    if (!json_object_is_type(array, json_type_array))
+        return fail(d, DW_DLQ_INVALID_CHANNELS, "channels: must be an array of names, not %s",
+                    json_type_to_name(json_object_get_type(array)));
+    n = json_object_array_length(array);
+    if (n == 0)
+        return fail(d, DW_DLQ_INVALID_CHANNELS, "channels: empty, at least one channel required");
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *v = json_object_array_get_idx(array, i);
+        const char *name;
+        size_t len;
+        int id;
+
+        if (!json_object_is_type(v, json_type_string))
+            return fail(d, DW_DLQ_INVALID_CHANNELS, "channels[%zu]: must be a string, not %s", i,
+                        json_type_to_name(json_object_get_type(v)));
+        name = json_object_get_string(v);
+        len = (size_t)json_object_get_string_len(v);
+        /* A name cut short by "\u0000" is no name. */
+        id = strlen(name) == len ? dw_channel_from_name(name) : -1;
+        if (id < 0 || id >= DW_CHANNEL_COUNT) {
+            if (echoable(name, len))
+                return fail(d, DW_DLQ_INVALID_CHANNELS,
+                            "channels[%zu]: \"%s\" is not a channel name (names are upper case)", i,
+                            name);
+            return fail(d, DW_DLQ_INVALID_CHANNELS, "channels[%zu]: not a channel name", i);
+        }
+        if (req->channels & (1u << id))
+            return fail(d, DW_DLQ_INVALID_CHANNELS, "channels[%zu]: %s is listed twice", i, name);
+        req->channels |= 1u << id;
+        req->channel_count++;
+    }
+    return DW_DLQ_NONE;
+}
+
+static enum dw_dlq_code read_settings(struct json_object *root, struct dw_request *req,
+                                      struct decode *d)
+{
+    struct json_object *all = member(root, "channelSettings");
+
+    if (!all)
+        return DW_DLQ_NONE;
+    if (!json_object_is_type(all, json_type_object))
+        return fail(d, DW_DLQ_INVALID_FIELD, "channelSettings: must be an object, not %s",
+                    json_type_to_name(json_object_get_type(all)));
+    /* Settings of channels not requested are read and checked the same way:
+     * a request is valid or not whatever its channel list. */
+    for (size_t i = 0; i < DW_ARRAY_LEN(settings); i++) {
+        const struct setting *st = &settings[i];
+        struct json_object *one = member(all, st->channel);
+        char field[64];
+        const char *s;
+        size_t len;
+        enum dw_dlq_code code;
+
+        if (!one)
+            continue;
+        if (!json_object_is_type(one, json_type_object))
+            return fail(d, DW_DLQ_INVALID_FIELD, "channelSettings.%s: must be an object, not %s",
+                        st->channel, json_type_to_name(json_object_get_type(one)));
+        dw_snprintf(field, sizeof(field), "channelSettings.%s.%s", st->channel, st->key);
+        code = get_string(one, st->key, field, DW_DLQ_INVALID_FIELD, &s, &len, d);
+        if (code)
+            return code;
+        if (s && len > 0) /* "" is absent */
+            *(char **)((char *)req + st->offset) = dw_xstrndup(s, len);
+    }
+    return DW_DLQ_NONE;
+}
+
+static enum dw_dlq_code check_channel_needs(const struct dw_request *req, struct decode *d)
+{
+    if (dw_request_has(req, DW_CHANNEL_RINGOBIZ) && !req->phone_number)
+        return fail(d, DW_DLQ_INVALID_FIELD,
+                    "channelSettings.RINGOBIZ.phoneNumber: required when RINGOBIZ is requested");
+    if (dw_request_has(req, DW_CHANNEL_INSTAGRAM) && !req->image_url)
+        return fail(d, DW_DLQ_INVALID_FIELD,
+                    "imageUrl: required when INSTAGRAM is requested (Instagram posts need an "
+                    "image)");
+    return DW_DLQ_NONE;
+}
+
+/* Reads n digits at *p (advancing it); false when one is not a digit. */
+static bool take_digits(const char **p, const char *end, int n, int *out)
+{
+    int v = 0;
+
+    if (end - *p < n)
+        return false;
+    for (int i = 0; i < n; i++) {
+        if (!is_digit((unsigned char)(*p)[i]))
+            return false;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+static bool take_char(const char **p, const char *end, char a, char b)
+{
+    if (*p == end || (**p != a && **p != b))
+        return false;
+    (*p)++;
+    return true;
+}
+
+static bool is_leap_year(int y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m == 2 && is_leap_year(y) ? 29 : days[m - 1];
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar
+ * (Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/*
+ * Parses an RFC 3339 date-time, YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)
+ * ('t' and 'z' too), into ms since the epoch (the fraction truncated to ms).
+ * Second 60 is taken only where a leap second can be, 23:59:60 UTC, and
+ * counts as the next second (as POSIX time does). Returns NULL or why not.
+ */
+static const char *parse_rfc3339(const char *s, size_t len, int64_t *ms_out)
+{
+    static const char *const form =
+        "not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.fraction] then Z or +HH:MM)";
+    const char *p = s, *end = s + len;
+    int year, month, day, hour, minute, second, off_h = 0, off_m = 0, off_sign = 0, ms = 0;
+
+    if (!take_digits(&p, end, 4, &year) || !take_char(&p, end, '-', '-') ||
+        !take_digits(&p, end, 2, &month) || !take_char(&p, end, '-', '-') ||
+        !take_digits(&p, end, 2, &day) || !take_char(&p, end, 'T', 't') ||
+        !take_digits(&p, end, 2, &hour) || !take_char(&p, end, ':', ':') ||
+        !take_digits(&p, end, 2, &minute) || !take_char(&p, end, ':', ':') ||
+        !take_digits(&p, end, 2, &second))
+        return form;
+    if (take_char(&p, end, '.', '.')) {
+        int digits = 0;
+        while (p < end && is_digit((unsigned char)*p)) {
+            if (digits < 3)
+                ms = ms * 10 + (*p - '0');
+            digits++;
+            p++;
+        }
+        if (digits == 0)
+            return form;
+        for (; digits < 3; digits++)
+            ms *= 10;
+    }
+    if (take_char(&p, end, 'Z', 'z')) {
+        off_sign = 0;
+    } else if (p < end && (*p == '+' || *p == '-')) {
+        off_sign = *p == '-' ? -1 : 1;
+        p++;
+        if (!take_digits(&p, end, 2, &off_h) || !take_char(&p, end, ':', ':') ||
+            !take_digits(&p, end, 2, &off_m))
+            return form;
+    } else {
+        return form;
+    }
+    if (p != end)
+        return form;
+
+    if (month < 1 || month > 12)
+        return "month out of range";
+    if (day < 1 || day > days_in_month(year, month))
+        return "day out of range for the month";
+    if (hour > 23)
+        return "hour out of range";
+    if (minute > 59)
+        return "minute out of range";
+    if (off_h > 23 || off_m > 59)
+        return "offset out of range";
+    int offset_min = off_sign * (off_h * 60 + off_m);
+    if (second > 60)
+        return "second out of range";
+    if (second == 60) {
+        int utc_min = ((hour * 60 + minute - offset_min) % 1440 + 1440) % 1440;
+        if (utc_min != 23 * 60 + 59)
+            return "second 60 is only valid at 23:59 UTC (a leap second)";
+    }
+
+    int64_t secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second -
+                   (int64_t)offset_min * 60;
+    *ms_out = secs * 1000 + ms;
+    return NULL;
+}
+
+static enum dw_dlq_code read_requested_at(struct json_object *root, struct dw_request *req,
+                                          struct decode *d)
+{
+    const char *s, *why;
+    size_t len;
+    int64_t ms = 0;
+    enum dw_dlq_code code;
+
+    code = get_string(root, "requestedAt", "requestedAt", DW_DLQ_INVALID_FIELD, &s, &len, d);
+    if (code || !s)
+        return code;
+    why = parse_rfc3339(s, len, &ms);
+    if (why)
+        return fail(d, DW_DLQ_INVALID_FIELD, "requestedAt: %s", why);
+    req->requested_at = dw_xstrndup(s, len);
+    req->requested_at_ms = ms;
+    return DW_DLQ_NONE;
+}
+
+enum dw_dlq_code dw_request_decode(const char *value, size_t len, struct dw_request **out,
+                                   char *errbuf, size_t errlen)
+{
+    struct decode d = {errbuf, errlen};
+    struct json_object *root = NULL;
+    struct dw_request *req = NULL;
+    enum dw_dlq_code code;
+
+    *out = NULL;
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+
+    if (len > DW_REQUEST_MAX_BYTES) {
+        code = fail(&d, DW_DLQ_TOO_LARGE, "value: %zu bytes, at most %d allowed", len,
+                    DW_REQUEST_MAX_BYTES);
+        goto out;
+    }
+    if (!value) {
+        code = fail(&d, DW_DLQ_INVALID_JSON, "value: missing (a null message value)");
+        goto out;
+    }
+    code = parse_json(value, len, &root, &d);
+    if (code)
+        goto out;
+
+    req = dw_xcalloc(1, sizeof(*req));
+    if ((code = read_event_id(root, req, &d)) || (code = read_title(root, req, &d)) ||
+        (code = read_content(root, req, &d)) || (code = read_image_url(root, req, &d)) ||
+        (code = read_channels(root, req, &d)) || (code = read_settings(root, req, &d)) ||
+        (code = check_channel_needs(req, &d)) || (code = read_requested_at(root, req, &d)))
+        goto out;
+
+    *out = req;
+    req = NULL;
+out:
+    dw_request_destroy(req);
+    json_object_put(root);
+    return code;
+}
+
+void dw_request_destroy(struct dw_request *req)
+{
+    if (!req)
+        return;
+    free(req->event_id);
+    free(req->title);
+    free(req->content);
+    free(req->image_url);
+    free(req->requested_at);
+    free(req->radius);
+    free(req->region);
+    free(req->phone_number);
+    free(req);
+}
