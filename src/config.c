@@ -1,0 +1,958 @@
+/*
+ * Configuration: built-in defaults, then the libconfig file, then the
+ * environment (CONTRACT section 5), validated into one struct dw_config.
+ *
+ * DESIGN
+ * Two tables drive everything (redis static_configs[], pgbouncer
+ * bouncer_params[]): config_keys[] for the top-level groups and
+ * channel_keys[] for one channel. A row says where a value lands (offsetof),
+ * its type, default, range, extra checks and environment variable. Loading,
+ * validation, defaults, the list of known names in error messages and
+ * dw_config_destroy all walk these tables; nothing about one key is written
+ * anywhere else. Channel keys apply first from channels.defaults, then from
+ * channels.<NAME>, then from DIST_CHANNEL_<NAME>_<SUFFIX>.
+ *
+ * Every stored value remembers where it came from (struct origin), so an
+ * error names the environment variable when a variable set it, else the
+ * setting's path with its line, else the bare path for a built-in default.
+ *
+ * Runs once on the main thread at start-up; the result is never written
+ * again. Every error path frees what it took (one `out:` label).
+ */
+#include "dw/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <libconfig.h>
+
+enum key_type {
+    KEY_STRING,
+    KEY_INT,
+    KEY_DOUBLE,
+    KEY_LEVEL, /* a log level name, stored as enum dw_log_level */
+    KEY_PROPS, /* a list of "name=value" strings, stored as dw_kafka_prop[] */
+};
+
+/* Extra checks on a value, beyond its type and range. */
+enum {
+    KEY_NONEMPTY = 1u << 0,    /* "" is refused */
+    KEY_URL = 1u << 1,         /* http:// or https://; trailing slashes removed */
+    KEY_ADDRESS = 1u << 2,     /* an IPv4 or IPv6 literal */
+    KEY_TOPIC = 1u << 3,       /* a legal Kafka topic name */
+    KEY_PER_CHANNEL = 1u << 4, /* not allowed in channels.defaults */
+};
+
+struct key {
+    const char *group; /* top-level group; NULL in channel_keys[] */
+    const char *name;
+    enum key_type type;
+    unsigned flags;
+    size_t offset;       /* of the field in struct dw_config or dw_channel_config */
+    size_t count_offset; /* KEY_PROPS: of the size_t element count */
+    const char *def_str; /* KEY_STRING, KEY_LEVEL; NULL: no default (required) */
+    double def_num;      /* KEY_INT, KEY_DOUBLE */
+    double min, max;     /* KEY_INT, KEY_DOUBLE; inclusive */
+    /* The environment variable; in channel_keys[] the suffix after
+     * DIST_CHANNEL_<NAME>_. NULL: none. */
+    const char *env;
+    const char *noun; /* KEY_INT from env: "a port number"; NULL: "an integer in" */
+};
+
+#define CFG_STR(grp, key, field, flg, def, envname)                                                \
+    {                                                                                              \
+        .group = grp, .name = key, .type = KEY_STRING, .flags = flg,                               \
+        .offset = offsetof(struct dw_config, field), .def_str = def, .env = envname                \
+    }
+#define CFG_INT(grp, key, field, def, lo, hi, envname, what)                                       \
+    {                                                                                              \
+        .group = grp, .name = key, .type = KEY_INT, .offset = offsetof(struct dw_config, field),   \
+        .def_num = def, .min = lo, .max = hi, .env = envname, .noun = what                         \
+    }
+#define CFG_LEVEL(grp, key, field, def, envname)                                                   \
+    {                                                                                              \
+        .group = grp, .name = key, .type = KEY_LEVEL, .offset = offsetof(struct dw_config, field), \
+        .def_str = def, .env = envname                                                             \
+    }
+#define CFG_PROPS(grp, key, field, count)                                                          \
+    {                                                                                              \
+        .group = grp, .name = key, .type = KEY_PROPS, .offset = offsetof(struct dw_config, field), \
+        .count_offset = offsetof(struct dw_config, count)                                          \
+    }
+
+/* The top-level settings, in the order of conf/distribution-worker.conf. */
+static const struct key config_keys[] = {
+    CFG_STR("kafka", "brokers", kafka_brokers, KEY_NONEMPTY, "localhost:9092",
+            "DIST_KAFKA_BROKERS"),
+    CFG_STR("kafka", "group", kafka_group, KEY_NONEMPTY, "distribution-worker", "DIST_KAFKA_GROUP"),
+    CFG_STR("kafka", "request_topic", request_topic, KEY_NONEMPTY | KEY_TOPIC,
+            "distribution-requests", "DIST_REQUEST_TOPIC"),
+    CFG_STR("kafka", "completed_topic", completed_topic, KEY_NONEMPTY | KEY_TOPIC,
+            "distribution-completed", "DIST_COMPLETED_TOPIC"),
+    CFG_STR("kafka", "dlq_topic", dlq_topic, KEY_NONEMPTY | KEY_TOPIC, "distribution-requests.dlq",
+            "DIST_DLQ_TOPIC"),
+    CFG_PROPS("kafka", "properties", kafka_props, kafka_prop_count),
+    CFG_PROPS("kafka", "consumer_properties", consumer_props, consumer_prop_count),
+    CFG_PROPS("kafka", "producer_properties", producer_props, producer_prop_count),
+    CFG_STR("postgres", "dsn", pg_dsn, KEY_NONEMPTY, "postgresql://localhost/distribution",
+            "DIST_PG_DSN"),
+    CFG_INT("http", "port", http_port, 8080, 0, 65535, "DIST_HTTP_PORT", "a port number"),
+    CFG_STR("http", "bind_address", http_bind, KEY_NONEMPTY | KEY_ADDRESS, "0.0.0.0", NULL),
+    CFG_LEVEL("log", "level", log_level, "info", "DIST_LOG_LEVEL"),
+    CFG_INT("worker", "threads", pool_threads, 2, 1, 64, NULL, NULL),
+    CFG_INT("worker", "max_in_flight_requests", max_in_flight_requests, 2000, 1, 1000000, NULL,
+            NULL),
+    CFG_INT("worker", "max_in_flight_calls", max_in_flight_calls, 4000, 1, 1000000, NULL, NULL),
+    CFG_INT("worker", "drain_timeout_ms", drain_timeout_ms, 30000, 0, 3600000, NULL, NULL),
+    CFG_INT("worker", "store_batch_max", store_batch_max, 256, 1, 10000, NULL, NULL),
+};
+
+#define CH_STR(key, field, flg, def, suffix)                                                       \
+    {                                                                                              \
+        .name = key, .type = KEY_STRING, .flags = flg,                                             \
+        .offset = offsetof(struct dw_channel_config, field), .def_str = def, .env = suffix         \
+    }
+#define CH_INT(key, field, def, lo, hi)                                                            \
+    {                                                                                              \
+        .name = key, .type = KEY_INT, .offset = offsetof(struct dw_channel_config, field),         \
+        .def_num = def, .min = lo, .max = hi                                                       \
+    }
+#define CH_DOUBLE(key, field, def, lo, hi)                                                         \
+    {                                                                                              \
+        .name = key, .type = KEY_DOUBLE, .offset = offsetof(struct dw_channel_config, field),      \
+        .def_num = def, .min = lo, .max = hi                                                       \
+    }
+
+/* The settings of one channel: channels.defaults, then channels.<NAME>. */
+static const struct key channel_keys[] = {
+    CH_STR("url", url, KEY_NONEMPTY | KEY_URL | KEY_PER_CHANNEL, NULL, "URL"),
+    CH_STR("token", token, KEY_PER_CHANNEL, "", "TOKEN"),
+    CH_INT("connect_timeout_ms", connect_timeout_ms, 2000, 1, 3600000),
+    CH_INT("timeout_ms", timeout_ms, 10000, 1, 3600000),
+    CH_INT("max_attempts", max_attempts, 3, 1, 20),
+    CH_INT("initial_backoff_ms", initial_backoff_ms, 200, 0, 3600000),
+    CH_DOUBLE("multiplier", multiplier, 2.0, 1.0, 10.0),
+    CH_INT("max_backoff_ms", max_backoff_ms, 5000, 0, 3600000),
+    CH_INT("max_retry_after_ms", max_retry_after_ms, 30000, 0, 3600000),
+    CH_INT("max_concurrent", max_concurrent, 500, 1, 100000),
+};
+
+#define CONFIG_KEY_COUNT  DW_ARRAY_LEN(config_keys)
+#define CHANNEL_KEY_COUNT DW_ARRAY_LEN(channel_keys)
+
+/* librdkafka properties that have a setting of their own: one place only. */
+static const struct {
+    const char *property;
+    const char *instead;
+} owned_props[] = {
+    {"bootstrap.servers", "kafka.brokers (DIST_KAFKA_BROKERS)"},
+    {"metadata.broker.list", "kafka.brokers (DIST_KAFKA_BROKERS)"},
+    {"group.id", "kafka.group (DIST_KAFKA_GROUP)"},
+};
+
+/* Where a value came from, for error messages. */
+struct origin {
+    char path[96];  /* "worker.threads", "channels.defaults.timeout_ms" */
+    char env[64];   /* the variable that set it; "" when none did */
+    char file[128]; /* an @include'd file other than the main one, or "" */
+    unsigned line;  /* 0: not from the file */
+};
+
+struct loader {
+    struct dw_config *cfg;
+    const char *path;
+    char *errbuf;
+    size_t errlen;
+    struct origin global[CONFIG_KEY_COUNT];
+    struct origin channel[DW_CHANNEL_COUNT][CHANNEL_KEY_COUNT];
+};
+
+static void *field_of(void *base, const struct key *key)
+{
+    return (char *)base + key->offset;
+}
+
+static void describe(const struct origin *o, char *buf, size_t len)
+{
+    if (o->env[0])
+        dw_snprintf(buf, len, "%s", o->env);
+    else if (o->line && o->file[0])
+        dw_snprintf(buf, len, "%s (line %u of %s)", o->path, o->line, o->file);
+    else if (o->line)
+        dw_snprintf(buf, len, "%s (line %u)", o->path, o->line);
+    else
+        dw_snprintf(buf, len, "%s", o->path);
+}
+
+/* Writes "<where the value came from>: <message>" and returns DW_ERR_CONFIG. */
+static enum dw_err fail(struct loader *ld, const struct origin *o, const char *fmt, ...)
+    DW_PRINTF(3, 4);
+static enum dw_err fail(struct loader *ld, const struct origin *o, const char *fmt, ...)
+{
+    char who[256];
+    char what[768];
+    va_list ap;
+
+    describe(o, who, sizeof(who));
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (ld->errbuf && ld->errlen)
+        dw_snprintf(ld->errbuf, ld->errlen, "%s: %s", who, what);
+    return DW_ERR_CONFIG;
+}
+
+/* The origin of a setting read from the file at path. */
+static void origin_from_setting(const struct loader *ld, const config_setting_t *setting,
+                                const char *path, struct origin *o)
+{
+    const char *file = config_setting_source_file(setting);
+
+    memset(o, 0, sizeof(*o));
+    dw_strlcpy(o->path, path, sizeof(o->path));
+    o->line = config_setting_source_line(setting);
+    if (file && ld->path && strcmp(file, ld->path) != 0)
+        dw_strlcpy(o->file, file, sizeof(o->file));
+}
+
+static void origin_from_env(const char *path, const char *env, struct origin *o)
+{
+    memset(o, 0, sizeof(*o));
+    dw_strlcpy(o->path, path, sizeof(o->path));
+    dw_strlcpy(o->env, env, sizeof(o->env));
+}
+
+/* The value of NAME in a NULL-ended "NAME=value" array, like getenv. */
+static const char *env_lookup(char *const *envp, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (; envp && *envp; envp++) {
+        if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+            return *envp + n + 1;
+    }
+    return NULL;
+}
+
+static void free_props(struct dw_kafka_prop *props, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(props[i].name);
+        free(props[i].value);
+    }
+    free(props);
+}
+
+/* Frees whatever a key holds in base and leaves it empty. */
+static void clear_value(const struct key *key, void *base)
+{
+    if (key->type == KEY_STRING) {
+        char **str = field_of(base, key);
+        free(*str);
+        *str = NULL;
+    } else if (key->type == KEY_PROPS) {
+        struct dw_kafka_prop **props = field_of(base, key);
+        size_t *count = (size_t *)((char *)base + key->count_offset);
+        free_props(*props, *count);
+        *props = NULL;
+        *count = 0;
+    }
+}
+
+static bool is_topic_name(const char *s)
+{
+    size_t len = strlen(s);
+
+    if (len == 0 || len > 249 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (const char *p = s; *p; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            return false;
+    }
+    return true;
+}
+
+/* http:// or https://, a host, no white space or control characters. */
+static bool is_http_url(const char *s)
+{
+    size_t scheme;
+
+    if (strncasecmp(s, "http://", 7) == 0)
+        scheme = 7;
+    else if (strncasecmp(s, "https://", 8) == 0)
+        scheme = 8;
+    else
+        return false;
+    if (s[scheme] == '\0' || s[scheme] == '/')
+        return false;
+    for (const char *p = s; *p; p++) {
+        if (isspace((unsigned char)*p))
+            return false;
+    }
+    return true;
+}
+
+static bool is_ip_address(const char *s)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1;
+}
+
+static bool has_control_char(const char *s)
+{
+    for (const char *p = s; *p; p++) {
+        if (iscntrl((unsigned char)*p))
+            return true;
+    }
+    return false;
+}
+
+/* Checks value against key's flags and stores a copy in base. */
+static enum dw_err set_string(struct loader *ld, const struct key *key, void *base,
+                              const char *value, const struct origin *o)
+{
+    char **field = field_of(base, key);
+    char *copy;
+
+    if ((key->flags & KEY_NONEMPTY) && value[0] == '\0')
+        return fail(ld, o, "must not be empty");
+    /* Control characters would end up in HTTP headers, DSNs or log lines. */
+    if (has_control_char(value))
+        return fail(ld, o, "contains a control character");
+    if ((key->flags & KEY_URL) && !is_http_url(value))
+        return fail(ld, o, "\"%s\" is not an http:// or https:// URL", value);
+    if ((key->flags & KEY_TOPIC) && !is_topic_name(value))
+        return fail(ld, o, "\"%s\" is not a topic name (1 to 249 of A-Z a-z 0-9 . _ -)", value);
+    if ((key->flags & KEY_ADDRESS) && !is_ip_address(value))
+        return fail(ld, o, "\"%s\" is not an IPv4 or IPv6 address", value);
+
+    copy = dw_xstrdup(value);
+    if (key->flags & KEY_URL) {
+        /* Paths are appended to the base URL; "http://h/" + "/api" would double the slash. */
+        size_t len = strlen(copy);
+        while (len > 0 && copy[len - 1] == '/')
+            copy[--len] = '\0';
+    }
+    free(*field);
+    *field = copy;
+    return DW_OK;
+}
+
+static enum dw_err set_level(struct loader *ld, const struct key *key, void *base,
+                             const char *value, const struct origin *o)
+{
+    char lower[16];
+    size_t len = strlen(value);
+    enum dw_log_level level;
+
+    if (len < sizeof(lower)) {
+        for (size_t i = 0; i <= len; i++)
+            lower[i] = (char)tolower((unsigned char)value[i]);
+        if (dw_log_level_parse(lower, &level)) {
+            *(enum dw_log_level *)field_of(base, key) = level;
+            return DW_OK;
+        }
+    }
+    if (has_control_char(value))
+        return fail(ld, o, "not a log level (debug, info, warn, error)");
+    return fail(ld, o, "\"%s\" is not a log level (debug, info, warn, error)", value);
+}
+
+static bool int_in_range(const struct key *key, long long v)
+{
+    return (double)v >= key->min && (double)v <= key->max;
+}
+
+static bool double_in_range(const struct key *key, double v)
+{
+    return v >= key->min && v <= key->max; /* false for NaN */
+}
+
+/* Parses the "name=value" strings of a list or array setting. */
+static enum dw_err set_props(struct loader *ld, const struct key *key, void *base,
+                             const config_setting_t *setting, const struct origin *o)
+{
+    struct dw_kafka_prop **field = field_of(base, key);
+    size_t *field_count = (size_t *)((char *)base + key->count_offset);
+    struct dw_kafka_prop *props = NULL;
+    size_t count = 0;
+    enum dw_err err = DW_OK;
+    int type = config_setting_type(setting);
+
+    if (type != CONFIG_TYPE_LIST && type != CONFIG_TYPE_ARRAY) {
+        err = fail(ld, o, "expected a list of \"name=value\" strings");
+        goto out;
+    }
+
+    int n = config_setting_length(setting);
+    props = dw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*props));
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *elem = config_setting_get_elem(setting, (unsigned)i);
+        const char *text = config_setting_get_string(elem);
+        struct origin eo;
+        char path[sizeof(eo.path)];
+
+        dw_snprintf(path, sizeof(path), "%s[%d]", o->path, i);
+        origin_from_setting(ld, elem, path, &eo);
+        if (!text) {
+            err = fail(ld, &eo, "expected a \"name=value\" string");
+            goto out;
+        }
+        const char *eq = strchr(text, '=');
+        if (!eq || eq == text) {
+            err = fail(ld, &eo, "\"%s\" is not name=value", text);
+            goto out;
+        }
+        for (const char *p = text; p < eq; p++) {
+            if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p)) {
+                err = fail(ld, &eo, "\"%s\" is not name=value (no spaces around '=')", text);
+                goto out;
+            }
+        }
+        if (has_control_char(eq + 1)) {
+            err = fail(ld, &eo, "the value of %.*s contains a control character", (int)(eq - text),
+                       text);
+            goto out;
+        }
+        for (size_t j = 0; j < DW_ARRAY_LEN(owned_props); j++) {
+            const char *owned = owned_props[j].property;
+            if (strlen(owned) == (size_t)(eq - text) && strncmp(text, owned, eq - text) == 0) {
+                err = fail(ld, &eo, "set %s through %s, not here", owned, owned_props[j].instead);
+                goto out;
+            }
+        }
+        props[count].name = dw_xstrndup(text, (size_t)(eq - text));
+        props[count].value = dw_xstrdup(eq + 1);
+        count++;
+    }
+
+    clear_value(key, base);
+    *field = props;
+    *field_count = count;
+    props = NULL;
+    count = 0;
+out:
+    free_props(props, count);
+    return err;
+}
+
+/* Reads one setting of the file into key's field in base. */
+static enum dw_err set_from_setting(struct loader *ld, const struct key *key, void *base,
+                                    const config_setting_t *setting, const struct origin *o)
+{
+    int type = config_setting_type(setting);
+
+    switch (key->type) {
+    case KEY_STRING:
+        if (type != CONFIG_TYPE_STRING)
+            return fail(ld, o, "expected a string");
+        return set_string(ld, key, base, config_setting_get_string(setting), o);
+    case KEY_LEVEL:
+        if (type != CONFIG_TYPE_STRING)
+            return fail(ld, o, "expected a string (debug, info, warn, error)");
+        return set_level(ld, key, base, config_setting_get_string(setting), o);
+    case KEY_INT: {
+        if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
+            return fail(ld, o, "expected an integer");
+        long long v = config_setting_get_int64(setting);
+        if (!int_in_range(key, v))
+            return fail(ld, o, "%lld is out of range %lld..%lld", v, (long long)key->min,
+                        (long long)key->max);
+        *(int *)field_of(base, key) = (int)v;
+        return DW_OK;
+    }
+    case KEY_DOUBLE: {
+        double v;
+        if (type == CONFIG_TYPE_FLOAT)
+            v = config_setting_get_float(setting);
+        else if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64)
+            v = (double)config_setting_get_int64(setting);
+        else
+            return fail(ld, o, "expected a number");
+        if (!double_in_range(key, v))
+            return fail(ld, o, "%g is out of range %g..%g", v, key->min, key->max);
+        *(double *)field_of(base, key) = v;
+        return DW_OK;
+    }
+    case KEY_PROPS:
+        return set_props(ld, key, base, setting, o);
+    }
+    return fail(ld, o, "internal error: unknown key type");
+}
+
+/* Reads one environment variable's text into key's field in base. */
+static enum dw_err set_from_env(struct loader *ld, const struct key *key, void *base,
+                                const char *value, const struct origin *o)
+{
+    switch (key->type) {
+    case KEY_STRING:
+        return set_string(ld, key, base, value, o);
+    case KEY_LEVEL:
+        return set_level(ld, key, base, value, o);
+    case KEY_INT: {
+        char *end = NULL;
+        long long v = 0;
+        bool ok = false;
+
+        /* strtoll skips leading space and accepts a bare sign; refuse both. */
+        if (value[0] != '\0' && !isspace((unsigned char)value[0])) {
+            errno = 0;
+            v = strtoll(value, &end, 10);
+            ok = errno == 0 && end != value && *end == '\0' && int_in_range(key, v);
+        }
+        if (!ok) {
+            if (has_control_char(value))
+                return fail(ld, o, "not %s %lld..%lld", key->noun ? key->noun : "an integer in",
+                            (long long)key->min, (long long)key->max);
+            return fail(ld, o, "\"%s\" is not %s %lld..%lld", value,
+                        key->noun ? key->noun : "an integer in", (long long)key->min,
+                        (long long)key->max);
+        }
+        *(int *)field_of(base, key) = (int)v;
+        return DW_OK;
+    }
+    case KEY_DOUBLE:
+    case KEY_PROPS:
+        break;
+    }
+    return fail(ld, o, "cannot be set from the environment");
+}
+
+static void set_default(const struct key *key, void *base)
+{
+    switch (key->type) {
+    case KEY_STRING:
+        clear_value(key, base);
+        if (key->def_str)
+            *(char **)field_of(base, key) = dw_xstrdup(key->def_str);
+        break;
+    case KEY_LEVEL: {
+        enum dw_log_level level = DW_LOG_INFO;
+        (void)dw_log_level_parse(key->def_str, &level);
+        *(enum dw_log_level *)field_of(base, key) = level;
+        break;
+    }
+    case KEY_INT:
+        *(int *)field_of(base, key) = (int)key->def_num;
+        break;
+    case KEY_DOUBLE:
+        *(double *)field_of(base, key) = key->def_num;
+        break;
+    case KEY_PROPS:
+        clear_value(key, base);
+        break;
+    }
+}
+
+static void apply_defaults(struct loader *ld)
+{
+    for (size_t k = 0; k < CONFIG_KEY_COUNT; k++) {
+        const struct key *key = &config_keys[k];
+        set_default(key, ld->cfg);
+        dw_snprintf(ld->global[k].path, sizeof(ld->global[k].path), "%s.%s", key->group, key->name);
+    }
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const char *channel = dw_channel_get((enum dw_channel_id)c)->name;
+        for (size_t k = 0; k < CHANNEL_KEY_COUNT; k++) {
+            struct origin *o = &ld->channel[c][k];
+            set_default(&channel_keys[k], &ld->cfg->channels[c]);
+            dw_snprintf(o->path, sizeof(o->path), "channels.%s.%s", channel, channel_keys[k].name);
+        }
+    }
+}
+
+/* "a, b, c" of the names in keys: those of group when it is not NULL, and
+ * only those allowed in channels.defaults when defaults_only. */
+static void list_key_names(const struct key *keys, size_t n, const char *group, bool defaults_only,
+                           char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (size_t k = 0; k < n; k++) {
+        if (group && strcmp(keys[k].group, group) != 0)
+            continue;
+        if (defaults_only && (keys[k].flags & KEY_PER_CHANNEL))
+            continue;
+        used += dw_strlcpy(buf + used, used ? ", " : "", len - used);
+        if (used >= len)
+            return;
+        used += dw_strlcpy(buf + used, keys[k].name, len - used);
+        if (used >= len)
+            return;
+    }
+}
+
+static void list_groups(char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (size_t k = 0; k < CONFIG_KEY_COUNT && used < len; k++) {
+        if (k > 0 && strcmp(config_keys[k - 1].group, config_keys[k].group) == 0)
+            continue;
+        used += dw_strlcpy(buf + used, used ? ", " : "", len - used);
+        if (used < len)
+            used += dw_strlcpy(buf + used, config_keys[k].group, len - used);
+    }
+    if (used < len)
+        dw_strlcpy(buf + used, ", channels", len - used);
+}
+
+static void list_channels(char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (int c = 0; c < DW_CHANNEL_COUNT && used < len; c++) {
+        used += dw_strlcpy(buf + used, used ? ", " : "", len - used);
+        if (used < len)
+            used += dw_strlcpy(buf + used, dw_channel_get((enum dw_channel_id)c)->name, len - used);
+    }
+}
+
+static const struct key *find_channel_key(const char *name, size_t *index)
+{
+    for (size_t k = 0; k < CHANNEL_KEY_COUNT; k++) {
+        if (strcmp(channel_keys[k].name, name) == 0) {
+            *index = k;
+            return &channel_keys[k];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Applies the keys of one group under channels. section is "defaults"
+ * (applies to every channel) or a channel's name (channel is its id).
+ */
+static enum dw_err load_channel_group(struct loader *ld, const config_setting_t *group,
+                                      const char *section, int channel)
+{
+    bool defaults = channel < 0;
+    int n = config_setting_length(group);
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *setting = config_setting_get_elem(group, (unsigned)i);
+        const char *name = config_setting_name(setting);
+        char path[96];
+        struct origin o;
+        size_t k;
+        const struct key *key = find_channel_key(name, &k);
+
+        dw_snprintf(path, sizeof(path), "channels.%s.%s", section, name);
+        origin_from_setting(ld, setting, path, &o);
+        if (!key || (defaults && (key->flags & KEY_PER_CHANNEL))) {
+            char known[512];
+            list_key_names(channel_keys, CHANNEL_KEY_COUNT, NULL, defaults, known, sizeof(known));
+            if (key)
+                return fail(ld, &o, "unknown setting (%s is set per channel, not in defaults)",
+                            name);
+            return fail(ld, &o, "unknown setting; known: %s", known);
+        }
+        for (int c = defaults ? 0 : channel; c < (defaults ? DW_CHANNEL_COUNT : channel + 1); c++) {
+            enum dw_err err = set_from_setting(ld, key, &ld->cfg->channels[c], setting, &o);
+            if (err != DW_OK)
+                return err;
+            ld->channel[c][k] = o;
+        }
+    }
+    return DW_OK;
+}
+
+static enum dw_err load_channels(struct loader *ld, const config_setting_t *channels)
+{
+    int n = config_setting_length(channels);
+    enum dw_err err;
+
+    /* Every child must be a group with a known name; defaults go first
+     * wherever they stand in the file, so a channel's own keys win. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n; i++) {
+            const config_setting_t *group = config_setting_get_elem(channels, (unsigned)i);
+            const char *name = config_setting_name(group);
+            bool is_defaults = strcmp(name, "defaults") == 0;
+            int channel = is_defaults ? -1 : dw_channel_from_name(name);
+            char path[96];
+            struct origin o;
+
+            dw_snprintf(path, sizeof(path), "channels.%s", name);
+            origin_from_setting(ld, group, path, &o);
+            if (pass == 0) {
+                if (!is_defaults && channel < 0) {
+                    char known[256];
+                    list_channels(known, sizeof(known));
+                    return fail(ld, &o, "unknown channel; known: %s (and defaults)", known);
+                }
+                if (!config_setting_is_group(group))
+                    return fail(ld, &o, "expected a group { ... }");
+                if (is_defaults && (err = load_channel_group(ld, group, name, -1)) != DW_OK)
+                    return err;
+            } else if (!is_defaults) {
+                if ((err = load_channel_group(ld, group, name, channel)) != DW_OK)
+                    return err;
+            }
+        }
+    }
+    return DW_OK;
+}
+
+static enum dw_err load_group(struct loader *ld, const config_setting_t *group,
+                              const char *group_name)
+{
+    int n = config_setting_length(group);
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *setting = config_setting_get_elem(group, (unsigned)i);
+        const char *name = config_setting_name(setting);
+        char path[96];
+        struct origin o;
+        size_t k;
+
+        dw_snprintf(path, sizeof(path), "%s.%s", group_name, name);
+        origin_from_setting(ld, setting, path, &o);
+        for (k = 0; k < CONFIG_KEY_COUNT; k++) {
+            if (strcmp(config_keys[k].group, group_name) == 0 &&
+                strcmp(config_keys[k].name, name) == 0)
+                break;
+        }
+        if (k == CONFIG_KEY_COUNT) {
+            char known[512];
+            list_key_names(config_keys, CONFIG_KEY_COUNT, group_name, false, known, sizeof(known));
+            return fail(ld, &o, "unknown setting; known: %s", known);
+        }
+        enum dw_err err = set_from_setting(ld, &config_keys[k], ld->cfg, setting, &o);
+        if (err != DW_OK)
+            return err;
+        ld->global[k] = o;
+    }
+    return DW_OK;
+}
+
+static bool is_known_group(const char *name)
+{
+    for (size_t k = 0; k < CONFIG_KEY_COUNT; k++) {
+        if (strcmp(config_keys[k].group, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The directory part of path ("." when none), for @include. Caller frees. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (!slash)
+        return dw_xstrdup(".");
+    if (slash == path)
+        return dw_xstrdup("/");
+    return dw_xstrndup(path, (size_t)(slash - path));
+}
+
+static enum dw_err load_file(struct loader *ld, const char *path)
+{
+    config_t lc;
+    char *dir = NULL;
+    enum dw_err err = DW_OK;
+    FILE *fp;
+
+    /* libconfig says only "file I/O error"; find out why first. */
+    fp = fopen(path, "r");
+    if (!fp) {
+        if (ld->errbuf && ld->errlen)
+            dw_snprintf(ld->errbuf, ld->errlen, "%s: cannot open: %s", path, strerror(errno));
+        return DW_ERR_CONFIG;
+    }
+    fclose(fp);
+
+    config_init(&lc);
+    dir = dir_of(path);
+    config_set_include_dir(&lc, dir);
+    if (config_read_file(&lc, path) != CONFIG_TRUE) {
+        const char *file = config_error_file(&lc);
+        if (ld->errbuf && ld->errlen)
+            dw_snprintf(ld->errbuf, ld->errlen, "%s:%d: %s", file ? file : path,
+                        config_error_line(&lc), config_error_text(&lc));
+        err = DW_ERR_CONFIG;
+        goto out;
+    }
+
+    const config_setting_t *root = config_root_setting(&lc);
+    int n = config_setting_length(root);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *group = config_setting_get_elem(root, (unsigned)i);
+        const char *name = config_setting_name(group);
+        bool is_channels = strcmp(name, "channels") == 0;
+        struct origin o;
+
+        origin_from_setting(ld, group, name, &o);
+        if (!is_channels && !is_known_group(name)) {
+            char known[256];
+            list_groups(known, sizeof(known));
+            err = fail(ld, &o, "unknown setting; known groups: %s", known);
+            goto out;
+        }
+        if (!config_setting_is_group(group)) {
+            err = fail(ld, &o, "expected a group { ... }");
+            goto out;
+        }
+        err = is_channels ? load_channels(ld, group) : load_group(ld, group, name);
+        if (err != DW_OK)
+            goto out;
+    }
+out:
+    config_destroy(&lc);
+    free(dir);
+    return err;
+}
+
+static enum dw_err load_env(struct loader *ld, char *const *envp)
+{
+    enum dw_err err;
+
+    for (size_t k = 0; k < CONFIG_KEY_COUNT; k++) {
+        const struct key *key = &config_keys[k];
+        const char *value = key->env ? env_lookup(envp, key->env) : NULL;
+        struct origin o;
+
+        if (!value)
+            continue;
+        origin_from_env(ld->global[k].path, key->env, &o);
+        if ((err = set_from_env(ld, key, ld->cfg, value, &o)) != DW_OK)
+            return err;
+        ld->global[k] = o;
+    }
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const char *channel = dw_channel_get((enum dw_channel_id)c)->name;
+        for (size_t k = 0; k < CHANNEL_KEY_COUNT; k++) {
+            const struct key *key = &channel_keys[k];
+            char name[64];
+            char path[96];
+            const char *value;
+            struct origin o;
+
+            if (!key->env)
+                continue;
+            dw_snprintf(name, sizeof(name), "DIST_CHANNEL_%s_%s", channel, key->env);
+            if (!(value = env_lookup(envp, name)))
+                continue;
+            dw_snprintf(path, sizeof(path), "channels.%s.%s", channel, key->name);
+            origin_from_env(path, name, &o);
+            if ((err = set_from_env(ld, key, &ld->cfg->channels[c], value, &o)) != DW_OK)
+                return err;
+            ld->channel[c][k] = o;
+        }
+    }
+    return DW_OK;
+}
+
+/* The row of a key that check_final names; it is always in the table. */
+static size_t config_key_index(const char *group, const char *name)
+{
+    for (size_t k = 0; k < CONFIG_KEY_COUNT; k++) {
+        if (strcmp(config_keys[k].group, group) == 0 && strcmp(config_keys[k].name, name) == 0)
+            return k;
+    }
+    abort();
+}
+
+static size_t channel_key_index(const char *name)
+{
+    size_t k;
+
+    if (!find_channel_key(name, &k))
+        abort();
+    return k;
+}
+
+/* Rules that span settings, checked once everything is in. */
+static enum dw_err check_final(struct loader *ld)
+{
+    static const char *const topics[] = {"request_topic", "completed_topic", "dlq_topic"};
+    const struct dw_config *cfg = ld->cfg;
+    size_t url_k = channel_key_index("url");
+    size_t init_k = channel_key_index("initial_backoff_ms");
+    size_t max_k = channel_key_index("max_backoff_ms");
+
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const struct dw_channel_config *ch = &cfg->channels[c];
+        const char *channel = dw_channel_get((enum dw_channel_id)c)->name;
+        if (!ch->url)
+            return fail(ld, &ld->channel[c][url_k],
+                        "missing (set it in the file or DIST_CHANNEL_%s_URL)", channel);
+        if (ch->initial_backoff_ms > ch->max_backoff_ms) {
+            char other[256];
+            describe(&ld->channel[c][max_k], other, sizeof(other));
+            return fail(ld, &ld->channel[c][init_k], "%d is more than max_backoff_ms %d from %s",
+                        ch->initial_backoff_ms, ch->max_backoff_ms, other);
+        }
+    }
+
+    /* A DLQ that is the request topic would feed bad records back forever. */
+    for (size_t i = 0; i < DW_ARRAY_LEN(topics); i++) {
+        for (size_t j = i + 1; j < DW_ARRAY_LEN(topics); j++) {
+            size_t ki = config_key_index("kafka", topics[i]);
+            size_t kj = config_key_index("kafka", topics[j]);
+            const char *a = *(char *const *)field_of(ld->cfg, &config_keys[ki]);
+            const char *b = *(char *const *)field_of(ld->cfg, &config_keys[kj]);
+            if (strcmp(a, b) == 0) {
+                char other[256];
+                describe(&ld->global[ki], other, sizeof(other));
+                return fail(ld, &ld->global[kj], "\"%s\" is also %s; the topics must differ", b,
+                            other);
+            }
+        }
+    }
+    return DW_OK;
+}
+
+enum dw_err dw_config_load(const char *path, char *const *envp, struct dw_config **out,
+                           char *errbuf, size_t errlen)
+{
+    struct loader *ld = dw_xcalloc(1, sizeof(*ld));
+    enum dw_err err;
+
+    *out = NULL;
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    ld->cfg = dw_xcalloc(1, sizeof(*ld->cfg));
+    ld->path = path;
+    ld->errbuf = errbuf;
+    ld->errlen = errlen;
+
+    apply_defaults(ld);
+    if (path && (err = load_file(ld, path)) != DW_OK)
+        goto out;
+    if ((err = load_env(ld, envp)) != DW_OK)
+        goto out;
+    if ((err = check_final(ld)) != DW_OK)
+        goto out;
+
+    *out = ld->cfg;
+    ld->cfg = NULL;
+out:
+    dw_config_destroy(ld->cfg);
+    free(ld);
+    return err;
+}
+
+void dw_config_destroy(struct dw_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t k = 0; k < CONFIG_KEY_COUNT; k++)
+        clear_value(&config_keys[k], cfg);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        for (size_t k = 0; k < CHANNEL_KEY_COUNT; k++)
+            clear_value(&channel_keys[k], &cfg->channels[c]);
+    }
+    free(cfg);
+}

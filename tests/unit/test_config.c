@@ -1,0 +1,717 @@
+/*
+ * Unit tests of config: built-in defaults, file values, per-channel
+ * overrides, environment precedence, every validation error (with the
+ * setting's path and line, or the variable's name), and the reference file
+ * conf/distribution-worker.conf. Each case writes its own temporary file and
+ * passes its own environment array; the process environment is never read.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+
+#include "dw/config.h"
+
+/* Every channel's URL, so a case about something else loads. */
+#define ALL_URLS                                                                                   \
+    "DIST_CHANNEL_URIDONGNETV_URL=http://u", "DIST_CHANNEL_GINITV_URL=http://g",                   \
+        "DIST_CHANNEL_RINGOBIZ_URL=http://r", "DIST_CHANNEL_INSTAGRAM_URL=http://i",               \
+        "DIST_CHANNEL_NAVER_URL=http://n", "DIST_CHANNEL_KAKAO_URL=http://k"
+
+/* A channels group giving every channel a URL, for cases without env URLs. */
+#define FILE_URLS                                                                                  \
+    "channels = {\n"                                                                               \
+    "  URIDONGNETV = { url = \"http://u\"; };\n"                                                   \
+    "  GINITV = { url = \"http://g\"; };\n"                                                        \
+    "  RINGOBIZ = { url = \"http://r\"; };\n"                                                      \
+    "  INSTAGRAM = { url = \"http://i\"; };\n"                                                     \
+    "  NAVER = { url = \"http://n\"; };\n"                                                         \
+    "  KAKAO = { url = \"http://k\"; };\n"                                                         \
+    "};\n"
+
+static char *const url_env[] = {ALL_URLS, NULL};
+
+struct tmpconf {
+    char path[64];
+};
+
+static void write_conf(struct tmpconf *t, const char *text)
+{
+    dw_strlcpy(t->path, "/tmp/dw-test-config-XXXXXX", sizeof(t->path));
+    int fd = mkstemp(t->path);
+    assert_true(fd >= 0);
+    size_t len = strlen(text);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    assert_int_equal(close(fd), 0);
+}
+
+/* Loads text (NULL: no file) with env; asserts the outcome. */
+static struct dw_config *load_ok(const char *text, char *const *env)
+{
+    struct tmpconf t;
+    struct dw_config *cfg = NULL;
+    char err[512];
+
+    if (text)
+        write_conf(&t, text);
+    enum dw_err rc = dw_config_load(text ? t.path : NULL, env, &cfg, err, sizeof(err));
+    if (text)
+        unlink(t.path);
+    if (rc != DW_OK)
+        fail_msg("load failed: %s", err);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+/*
+ * Loads text with env, expects DW_ERR_CONFIG and every NULL-ended extra
+ * argument in the message. "@FILE" stands for the temporary file's path.
+ */
+static void load_bad(const char *text, char *const *env, ...)
+{
+    struct tmpconf t;
+    struct dw_config *cfg = (struct dw_config *)1;
+    char err[512];
+    va_list ap;
+
+    if (text)
+        write_conf(&t, text);
+    enum dw_err rc = dw_config_load(text ? t.path : NULL, env, &cfg, err, sizeof(err));
+    if (text)
+        unlink(t.path);
+    if (rc == DW_OK)
+        dw_config_destroy(cfg);
+    assert_int_equal(rc, DW_ERR_CONFIG);
+    assert_null(cfg);
+
+    va_start(ap, env);
+    for (const char *want = va_arg(ap, const char *); want; want = va_arg(ap, const char *)) {
+        const char *needle = strcmp(want, "@FILE") == 0 ? t.path : want;
+        if (!strstr(err, needle)) {
+            va_end(ap);
+            fail_msg("message \"%s\" lacks \"%s\"", err, needle);
+        }
+    }
+    va_end(ap);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = load_ok("# nothing but URLs\n" FILE_URLS, NULL);
+
+    assert_string_equal(cfg->kafka_brokers, "localhost:9092");
+    assert_string_equal(cfg->kafka_group, "distribution-worker");
+    assert_string_equal(cfg->request_topic, "distribution-requests");
+    assert_string_equal(cfg->completed_topic, "distribution-completed");
+    assert_string_equal(cfg->dlq_topic, "distribution-requests.dlq");
+    assert_int_equal(cfg->kafka_prop_count, 0);
+    assert_int_equal(cfg->consumer_prop_count, 0);
+    assert_int_equal(cfg->producer_prop_count, 0);
+    assert_string_equal(cfg->pg_dsn, "postgresql://localhost/distribution");
+    assert_int_equal(cfg->http_port, 8080);
+    assert_string_equal(cfg->http_bind, "0.0.0.0");
+    assert_int_equal(cfg->log_level, DW_LOG_INFO);
+    assert_int_equal(cfg->pool_threads, 2);
+    assert_int_equal(cfg->max_in_flight_requests, 2000);
+    assert_int_equal(cfg->max_in_flight_calls, 4000);
+    assert_int_equal(cfg->drain_timeout_ms, 30000);
+    assert_int_equal(cfg->store_batch_max, 256);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const struct dw_channel_config *ch = &cfg->channels[c];
+        assert_non_null(ch->url);
+        assert_string_equal(ch->token, "");
+        assert_int_equal(ch->connect_timeout_ms, 2000);
+        assert_int_equal(ch->timeout_ms, 10000);
+        assert_int_equal(ch->max_attempts, 3);
+        assert_int_equal(ch->initial_backoff_ms, 200);
+        assert_true(ch->multiplier == 2.0);
+        assert_int_equal(ch->max_backoff_ms, 5000);
+        assert_int_equal(ch->max_retry_after_ms, 30000);
+        assert_int_equal(ch->max_concurrent, 500);
+    }
+    assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].url, "http://k");
+    assert_string_equal(cfg->channels[DW_CHANNEL_URIDONGNETV].url, "http://u");
+    dw_config_destroy(cfg);
+}
+
+static void test_no_file_env_only(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = load_ok(NULL, url_env);
+    assert_string_equal(cfg->channels[DW_CHANNEL_NAVER].url, "http://n");
+    assert_int_equal(cfg->http_port, 8080);
+    dw_config_destroy(cfg);
+
+    /* Without a file or variables, the first channel's URL is missing. */
+    load_bad(NULL, NULL, "channels.URIDONGNETV.url: missing", "DIST_CHANNEL_URIDONGNETV_URL", NULL);
+}
+
+static void test_file_values(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = load_ok("kafka = { brokers = \"b1:9092,b2:9092\"; group = \"g\";\n"
+                                    "  request_topic = \"req\"; completed_topic = \"done\";\n"
+                                    "  dlq_topic = \"req.dlq\"; };\n"
+                                    "postgres = { dsn = \"host=db dbname=x\"; };\n"
+                                    "http = { port = 0; bind_address = \"::1\"; };\n"
+                                    "log = { level = \"warn\"; };\n"
+                                    "worker = { threads = 64; max_in_flight_requests = 1;\n"
+                                    "  max_in_flight_calls = 1000000; drain_timeout_ms = 0;\n"
+                                    "  store_batch_max = 10000; };\n" FILE_URLS,
+                                    NULL);
+    assert_string_equal(cfg->kafka_brokers, "b1:9092,b2:9092");
+    assert_string_equal(cfg->kafka_group, "g");
+    assert_string_equal(cfg->request_topic, "req");
+    assert_string_equal(cfg->completed_topic, "done");
+    assert_string_equal(cfg->dlq_topic, "req.dlq");
+    assert_string_equal(cfg->pg_dsn, "host=db dbname=x");
+    assert_int_equal(cfg->http_port, 0);
+    assert_string_equal(cfg->http_bind, "::1");
+    assert_int_equal(cfg->log_level, DW_LOG_WARN);
+    assert_int_equal(cfg->pool_threads, 64);
+    assert_int_equal(cfg->max_in_flight_requests, 1);
+    assert_int_equal(cfg->max_in_flight_calls, 1000000);
+    assert_int_equal(cfg->drain_timeout_ms, 0);
+    assert_int_equal(cfg->store_batch_max, 10000);
+    dw_config_destroy(cfg);
+
+    /* 64-bit literals and integers for a double are fine when in range. */
+    cfg = load_ok("worker = { threads = 5L; };\n"
+                  "channels = { defaults = { multiplier = 3; }; };\n",
+                  url_env);
+    assert_int_equal(cfg->pool_threads, 5);
+    assert_true(cfg->channels[DW_CHANNEL_GINITV].multiplier == 3.0);
+    dw_config_destroy(cfg);
+}
+
+static void test_channel_overrides(void **state)
+{
+    (void)state;
+    /* Defaults after a channel in the file still lose to the channel's own keys. */
+    struct dw_config *cfg = load_ok("channels = {\n"
+                                    "  KAKAO = { url = \"https://kapi.example.com/\";\n"
+                                    "            token = \"kt\"; timeout_ms = 7000;\n"
+                                    "            multiplier = 1.5; max_attempts = 5; };\n"
+                                    "  defaults = { timeout_ms = 5000; max_attempts = 2;\n"
+                                    "               connect_timeout_ms = 100;\n"
+                                    "               initial_backoff_ms = 10; max_backoff_ms = 20;\n"
+                                    "               max_retry_after_ms = 0; max_concurrent = 7;\n"
+                                    "               multiplier = 1.0; };\n"
+                                    "  URIDONGNETV = { url = \"http://u\"; };\n"
+                                    "  GINITV = { url = \"http://g\"; max_concurrent = 9; };\n"
+                                    "  RINGOBIZ = { url = \"http://r\"; };\n"
+                                    "  INSTAGRAM = { url = \"http://i\"; };\n"
+                                    "  NAVER = { url = \"http://n\"; };\n"
+                                    "};\n",
+                                    NULL);
+    const struct dw_channel_config *kakao = &cfg->channels[DW_CHANNEL_KAKAO];
+    const struct dw_channel_config *naver = &cfg->channels[DW_CHANNEL_NAVER];
+    const struct dw_channel_config *ginitv = &cfg->channels[DW_CHANNEL_GINITV];
+
+    assert_string_equal(kakao->url, "https://kapi.example.com");
+    assert_string_equal(kakao->token, "kt");
+    assert_int_equal(kakao->timeout_ms, 7000);
+    assert_int_equal(kakao->max_attempts, 5);
+    assert_true(kakao->multiplier == 1.5);
+    assert_int_equal(kakao->connect_timeout_ms, 100);
+    assert_int_equal(kakao->max_concurrent, 7);
+
+    assert_string_equal(naver->token, "");
+    assert_int_equal(naver->timeout_ms, 5000);
+    assert_int_equal(naver->max_attempts, 2);
+    assert_true(naver->multiplier == 1.0);
+    assert_int_equal(naver->initial_backoff_ms, 10);
+    assert_int_equal(naver->max_backoff_ms, 20);
+    assert_int_equal(naver->max_retry_after_ms, 0);
+    assert_int_equal(naver->max_concurrent, 7);
+    assert_int_equal(ginitv->max_concurrent, 9);
+    dw_config_destroy(cfg);
+}
+
+static void test_env_wins(void **state)
+{
+    (void)state;
+    static char *const env[] = {
+        "PATH=/usr/bin",
+        "DIST_KAFKA_BROKERS_X=ignored",
+        "DIST_KAFKA_BROKERS=env-broker:9093",
+        "DIST_KAFKA_GROUP=env-group",
+        "DIST_REQUEST_TOPIC=env-req",
+        "DIST_COMPLETED_TOPIC=env-done",
+        "DIST_DLQ_TOPIC=env-dlq",
+        "DIST_PG_DSN=postgresql://env/db",
+        "DIST_HTTP_PORT=0",
+        "DIST_LOG_LEVEL=DEBUG",
+        "DIST_CHANNEL_URIDONGNETV_URL=http://env-u/",
+        "DIST_CHANNEL_GINITV_URL=http://env-g",
+        "DIST_CHANNEL_RINGOBIZ_URL=http://env-r",
+        "DIST_CHANNEL_INSTAGRAM_URL=http://env-i",
+        "DIST_CHANNEL_NAVER_URL=http://env-n",
+        "DIST_CHANNEL_KAKAO_URL=https://env-k:8443/base//",
+        "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
+        "DIST_CHANNEL_GINITV_TOKEN=tg",
+        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",
+        "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
+        "DIST_CHANNEL_NAVER_TOKEN=tn",
+        "DIST_CHANNEL_KAKAO_TOKEN=",
+        NULL,
+    };
+    static const char *const urls[DW_CHANNEL_COUNT] = {
+        [DW_CHANNEL_URIDONGNETV] = "http://env-u", [DW_CHANNEL_GINITV] = "http://env-g",
+        [DW_CHANNEL_RINGOBIZ] = "http://env-r",    [DW_CHANNEL_INSTAGRAM] = "http://env-i",
+        [DW_CHANNEL_NAVER] = "http://env-n",       [DW_CHANNEL_KAKAO] = "https://env-k:8443/base",
+    };
+    static const char *const tokens[DW_CHANNEL_COUNT] = {
+        [DW_CHANNEL_URIDONGNETV] = "tu", [DW_CHANNEL_GINITV] = "tg", [DW_CHANNEL_RINGOBIZ] = "tr",
+        [DW_CHANNEL_INSTAGRAM] = "ti",   [DW_CHANNEL_NAVER] = "tn",  [DW_CHANNEL_KAKAO] = "",
+    };
+    struct dw_config *cfg =
+        load_ok("kafka = { brokers = \"file:9092\"; group = \"fg\"; request_topic = \"freq\";\n"
+                "  completed_topic = \"fdone\"; dlq_topic = \"fdlq\"; };\n"
+                "postgres = { dsn = \"postgresql://file/db\"; };\n"
+                "http = { port = 9000; };\n"
+                "log = { level = \"error\"; };\n"
+                "channels = {\n"
+                "  URIDONGNETV = { url = \"http://f\"; token = \"f\"; };\n"
+                "  GINITV = { url = \"http://f\"; token = \"f\"; };\n"
+                "  RINGOBIZ = { url = \"http://f\"; token = \"f\"; };\n"
+                "  INSTAGRAM = { url = \"http://f\"; token = \"f\"; };\n"
+                "  NAVER = { url = \"http://f\"; token = \"f\"; };\n"
+                "  KAKAO = { url = \"http://f\"; token = \"f\"; };\n"
+                "};\n",
+                env);
+
+    assert_string_equal(cfg->kafka_brokers, "env-broker:9093");
+    assert_string_equal(cfg->kafka_group, "env-group");
+    assert_string_equal(cfg->request_topic, "env-req");
+    assert_string_equal(cfg->completed_topic, "env-done");
+    assert_string_equal(cfg->dlq_topic, "env-dlq");
+    assert_string_equal(cfg->pg_dsn, "postgresql://env/db");
+    assert_int_equal(cfg->http_port, 0);
+    assert_int_equal(cfg->log_level, DW_LOG_DEBUG);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        assert_string_equal(cfg->channels[c].url, urls[c]);
+        assert_string_equal(cfg->channels[c].token, tokens[c]);
+    }
+    dw_config_destroy(cfg);
+
+    /* A port from the environment, with a sign, and the levels by name. */
+    static char *const env2[] = {ALL_URLS, "DIST_HTTP_PORT=+65535", "DIST_LOG_LEVEL=warn", NULL};
+    cfg = load_ok(NULL, env2);
+    assert_int_equal(cfg->http_port, 65535);
+    assert_int_equal(cfg->log_level, DW_LOG_WARN);
+    dw_config_destroy(cfg);
+}
+
+static void test_kafka_properties(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = load_ok(
+        "kafka = {\n"
+        "  properties = [ \"fetch.wait.max.ms=50\", \"sasl.password=Endpoint=sb://x/;K=v=\",\n"
+        "                 \"client.id=\" ];\n"
+        "  consumer_properties = ( \"session.timeout.ms=45000\" );\n"
+        "  producer_properties = [ ];\n"
+        "};\n",
+        url_env);
+    assert_int_equal(cfg->kafka_prop_count, 3);
+    assert_string_equal(cfg->kafka_props[0].name, "fetch.wait.max.ms");
+    assert_string_equal(cfg->kafka_props[0].value, "50");
+    assert_string_equal(cfg->kafka_props[1].name, "sasl.password");
+    assert_string_equal(cfg->kafka_props[1].value, "Endpoint=sb://x/;K=v=");
+    assert_string_equal(cfg->kafka_props[2].name, "client.id");
+    assert_string_equal(cfg->kafka_props[2].value, "");
+    assert_int_equal(cfg->consumer_prop_count, 1);
+    assert_string_equal(cfg->consumer_props[0].name, "session.timeout.ms");
+    assert_string_equal(cfg->consumer_props[0].value, "45000");
+    assert_int_equal(cfg->producer_prop_count, 0);
+    dw_config_destroy(cfg);
+}
+
+static void test_trailing_slash(void **state)
+{
+    (void)state;
+    static char *const env[] = {
+        "DIST_CHANNEL_URIDONGNETV_URL=http://u/",     "DIST_CHANNEL_GINITV_URL=http://g:80/a/b/",
+        "DIST_CHANNEL_RINGOBIZ_URL=HTTPS://r",        "DIST_CHANNEL_INSTAGRAM_URL=http://i///",
+        "DIST_CHANNEL_NAVER_URL=https://n.example/x", NULL,
+    };
+    struct dw_config *cfg =
+        load_ok("channels = { KAKAO = { url = \"http://127.0.0.1:8090/\"; }; };\n", env);
+    assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].url, "http://127.0.0.1:8090");
+    assert_string_equal(cfg->channels[DW_CHANNEL_URIDONGNETV].url, "http://u");
+    assert_string_equal(cfg->channels[DW_CHANNEL_GINITV].url, "http://g:80/a/b");
+    assert_string_equal(cfg->channels[DW_CHANNEL_RINGOBIZ].url, "HTTPS://r");
+    assert_string_equal(cfg->channels[DW_CHANNEL_INSTAGRAM].url, "http://i");
+    assert_string_equal(cfg->channels[DW_CHANNEL_NAVER].url, "https://n.example/x");
+    dw_config_destroy(cfg);
+}
+
+static void test_bad_file_syntax(void **state)
+{
+    (void)state;
+    load_bad("kafka = {\n  brokers = ;\n};\n", url_env, "@FILE", ":2: syntax error", NULL);
+    load_bad("worker = { threads = 1; threads = 2; };\n", url_env, "@FILE",
+             ":1:", "duplicate setting", NULL);
+    load_bad("@include \"/nonexistent/dw-secret.conf\"\n", url_env, "@FILE", ":1:", NULL);
+
+    struct dw_config *cfg = (struct dw_config *)1;
+    char err[256];
+    assert_int_equal(dw_config_load("/nonexistent/dw.conf", url_env, &cfg, err, sizeof(err)),
+                     DW_ERR_CONFIG);
+    assert_null(cfg);
+    assert_non_null(strstr(err, "/nonexistent/dw.conf: cannot open"));
+}
+
+static void test_bad_names(void **state)
+{
+    (void)state;
+    load_bad("\nkafkaa = { brokers = \"x\"; };\n", url_env, "kafkaa (line 2): unknown setting",
+             "kafka, postgres, http, log, worker, channels", NULL);
+    load_bad("threads = 4;\n", url_env, "threads (line 1): unknown setting", NULL);
+    load_bad("kafka = \"x\";\n", url_env, "kafka (line 1): expected a group", NULL);
+    load_bad("worker = {\n"
+             "  threads = 2;\n"
+             "  threadz = 4;\n"
+             "};\n",
+             url_env, "worker.threadz (line 3): unknown setting", "known: threads,", NULL);
+    load_bad("channels = {\n  KAKAO = { url = \"http://k\"; };\n  FACEBOOK = { url = \"http://f\"; "
+             "};\n};\n",
+             url_env, "channels.FACEBOOK (line 3): unknown channel",
+             "URIDONGNETV, GINITV, RINGOBIZ, INSTAGRAM, NAVER, KAKAO", NULL);
+    load_bad("channels = { kakao = { url = \"http://k\"; }; };\n", url_env,
+             "channels.kakao (line 1): unknown channel", NULL);
+    load_bad("channels = { KAKAO = \"http://k\"; };\n", url_env,
+             "channels.KAKAO (line 1): expected a group", NULL);
+    load_bad("channels = { KAKAO = { url = \"http://k\"; timeoutms = 1; }; };\n", url_env,
+             "channels.KAKAO.timeoutms (line 1): unknown setting", "timeout_ms", NULL);
+    load_bad("channels = {\n defaults = {\n  url = \"http://all\"; }; };\n", url_env,
+             "channels.defaults.url (line 3): unknown setting", "per channel", NULL);
+    load_bad("channels = { defaults = { token = \"t\"; }; };\n", url_env,
+             "channels.defaults.token (line 1): unknown setting", NULL);
+}
+
+static void test_bad_urls(void **state)
+{
+    (void)state;
+    /* KAKAO missing, from the file's point of view. */
+    load_bad("channels = {\n"
+             "  URIDONGNETV = { url = \"http://u\"; };\n"
+             "  GINITV = { url = \"http://g\"; };\n"
+             "  RINGOBIZ = { url = \"http://r\"; };\n"
+             "  INSTAGRAM = { url = \"http://i\"; };\n"
+             "  NAVER = { url = \"http://n\"; };\n"
+             "  KAKAO = { token = \"only a token\"; };\n"
+             "};\n",
+             NULL, "channels.KAKAO.url: missing (set it in the file or DIST_CHANNEL_KAKAO_URL)",
+             NULL);
+    load_bad("channels = {\n KAKAO = {\n  url = \"ftp://k\"; }; };\n", url_env,
+             "channels.KAKAO.url (line 3)", "\"ftp://k\" is not an http:// or https:// URL", NULL);
+    load_bad("channels = { KAKAO = { url = \"\"; }; };\n", url_env,
+             "channels.KAKAO.url (line 1): must not be empty", NULL);
+    load_bad("channels = { KAKAO = { url = 8080; }; };\n", url_env,
+             "channels.KAKAO.url (line 1): expected a string", NULL);
+    load_bad("channels = { NAVER = { url = \"http://\"; }; };\n", url_env,
+             "channels.NAVER.url (line 1)", "not an http", NULL);
+    load_bad("channels = { NAVER = { url = \"http://a b\"; }; };\n", url_env,
+             "channels.NAVER.url (line 1)", NULL);
+
+    static char *const env_ftp[] = {ALL_URLS, "DIST_CHANNEL_GINITV_URL=ftp://g", NULL};
+    /* env_lookup takes the first match, so put the bad one first. */
+    static char *const env_bad_first[] = {"DIST_CHANNEL_GINITV_URL=ftp://g", ALL_URLS, NULL};
+    struct dw_config *cfg = load_ok(NULL, env_ftp);
+    dw_config_destroy(cfg);
+    load_bad(NULL, env_bad_first, "DIST_CHANNEL_GINITV_URL: \"ftp://g\" is not an http", NULL);
+    load_bad("channels = { GINITV = { url = \"http://g\"; }; };\n", env_bad_first,
+             "DIST_CHANNEL_GINITV_URL:", NULL);
+
+    static char *const env_ctl[] = {"DIST_CHANNEL_KAKAO_TOKEN=abc\r\nX-Evil: 1", ALL_URLS, NULL};
+    load_bad(NULL, env_ctl, "DIST_CHANNEL_KAKAO_TOKEN: contains a control character", NULL);
+}
+
+static void test_bad_types_and_ranges(void **state)
+{
+    (void)state;
+    load_bad("\n\n\n\nhttp = {\n  port = \"8080\"; };\n", url_env,
+             "http.port (line 6): expected an integer", NULL);
+    load_bad("http = { port = 80.0; };\n", url_env, "http.port (line 1): expected an integer",
+             NULL);
+    load_bad("http = { port = 65536; };\n", url_env,
+             "http.port (line 1): 65536 is out of range 0..65535", NULL);
+    load_bad("worker = {\n threads = -1; };\n", url_env,
+             "worker.threads (line 2): -1 is out of range 1..64", NULL);
+    load_bad("worker = { threads = 65; };\n", url_env,
+             "worker.threads (line 1): 65 is out of range", NULL);
+    load_bad("worker = { threads = 100000000000L; };\n", url_env,
+             "worker.threads (line 1): 100000000000 is out of range 1..64", NULL);
+    load_bad("worker = { max_in_flight_requests = 0; };\n", url_env,
+             "worker.max_in_flight_requests (line 1): 0 is out of range 1..1000000", NULL);
+    load_bad("worker = { max_in_flight_calls = 1000001; };\n", url_env,
+             "worker.max_in_flight_calls (line 1)", NULL);
+    load_bad("worker = { drain_timeout_ms = -5; };\n", url_env,
+             "worker.drain_timeout_ms (line 1): -5 is out of range 0..3600000", NULL);
+    load_bad("worker = { store_batch_max = 0; };\n", url_env, "worker.store_batch_max (line 1)",
+             NULL);
+    load_bad("worker = { threads = true; };\n", url_env,
+             "worker.threads (line 1): expected an integer", NULL);
+    load_bad("channels = { defaults = {\n timeout_ms = 0; }; };\n", url_env,
+             "channels.defaults.timeout_ms (line 2): 0 is out of range 1..3600000", NULL);
+    load_bad("channels = { KAKAO = { connect_timeout_ms = 3600001; }; };\n", url_env,
+             "channels.KAKAO.connect_timeout_ms (line 1)", "out of range", NULL);
+    load_bad("channels = { KAKAO = { max_attempts = 21; }; };\n", url_env,
+             "channels.KAKAO.max_attempts (line 1): 21 is out of range 1..20", NULL);
+    load_bad("channels = { KAKAO = { max_attempts = 0; }; };\n", url_env,
+             "channels.KAKAO.max_attempts (line 1): 0 is out of range 1..20", NULL);
+    load_bad("channels = { NAVER = { multiplier = 0.5; }; };\n", url_env,
+             "channels.NAVER.multiplier (line 1): 0.5 is out of range 1..10", NULL);
+    load_bad("channels = { NAVER = { multiplier = 10.5; }; };\n", url_env,
+             "channels.NAVER.multiplier (line 1)", NULL);
+    load_bad("channels = { NAVER = { multiplier = \"2\"; }; };\n", url_env,
+             "channels.NAVER.multiplier (line 1): expected a number", NULL);
+    load_bad("channels = { RINGOBIZ = { max_concurrent = 0; }; };\n", url_env,
+             "channels.RINGOBIZ.max_concurrent (line 1)", NULL);
+    load_bad("channels = { RINGOBIZ = { max_retry_after_ms = -1; }; };\n", url_env,
+             "channels.RINGOBIZ.max_retry_after_ms (line 1)", NULL);
+    load_bad("channels = { RINGOBIZ = { initial_backoff_ms = 6000; }; };\n", url_env,
+             "channels.RINGOBIZ.initial_backoff_ms (line 1): 6000 is more than max_backoff_ms",
+             NULL);
+    load_bad("channels = { RINGOBIZ = { token = 5; }; };\n", url_env,
+             "channels.RINGOBIZ.token (line 1): expected a string", NULL);
+    load_bad("kafka = { brokers = \"\"; };\n", url_env, "kafka.brokers (line 1): must not be empty",
+             NULL);
+    load_bad("kafka = { brokers = [ \"a\" ]; };\n", url_env,
+             "kafka.brokers (line 1): expected a string", NULL);
+    load_bad("kafka = { request_topic = \"bad topic\"; };\n", url_env,
+             "kafka.request_topic (line 1): \"bad topic\" is not a topic name", NULL);
+    load_bad("kafka = {\n dlq_topic = \"distribution-requests\"; };\n", url_env,
+             "kafka.dlq_topic (line 2)", "kafka.request_topic", "must differ", NULL);
+    load_bad("http = { bind_address = \"localhost\"; };\n", url_env,
+             "http.bind_address (line 1): \"localhost\" is not an IPv4 or IPv6 address", NULL);
+    load_bad("postgres = { dsn = 5; };\n", url_env, "postgres.dsn (line 1): expected a string",
+             NULL);
+    load_bad("log = {\n level = \"verbose\"; };\n", url_env,
+             "log.level (line 2): \"verbose\" is not a log level", NULL);
+    load_bad("log = { level = 1; };\n", url_env, "log.level (line 1): expected a string", NULL);
+}
+
+static void test_bad_kafka_properties(void **state)
+{
+    (void)state;
+    load_bad("kafka = {\n properties = [\n \"a=b\",\n \"fetch.wait.max.ms\" ]; };\n", url_env,
+             "kafka.properties[1] (line 4): \"fetch.wait.max.ms\" is not name=value", NULL);
+    load_bad("kafka = { consumer_properties = [ \"=50\" ]; };\n", url_env,
+             "kafka.consumer_properties[0] (line 1)", "is not name=value", NULL);
+    load_bad("kafka = { producer_properties = [ \"linger.ms = 5\" ]; };\n", url_env,
+             "kafka.producer_properties[0] (line 1)", NULL);
+    load_bad("kafka = { properties = \"a=b\"; };\n", url_env,
+             "kafka.properties (line 1): expected a list", NULL);
+    load_bad("kafka = { properties = ( \"a=b\", 5 ); };\n", url_env,
+             "kafka.properties[1] (line 1): expected a \"name=value\" string", NULL);
+    load_bad("kafka = { properties = [ \"bootstrap.servers=x:1\" ]; };\n", url_env,
+             "kafka.properties[0] (line 1)", "kafka.brokers", NULL);
+    load_bad("kafka = { consumer_properties = [ \"group.id=x\" ]; };\n", url_env,
+             "kafka.consumer_properties[0] (line 1)", "kafka.group", NULL);
+}
+
+static void test_bad_env(void **state)
+{
+    (void)state;
+    static const char *const ports[] = {
+        "abc", "", " 80", "80x", "65536", "-1", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
+        char var[64];
+        char want[96];
+        dw_snprintf(var, sizeof(var), "DIST_HTTP_PORT=%s", ports[i]);
+        dw_snprintf(want, sizeof(want), "DIST_HTTP_PORT: \"%s\" is not a port number 0..65535",
+                    ports[i]);
+        char *const env[] = {var, ALL_URLS, NULL};
+        /* The file's valid port loses to the bad variable, which is named. */
+        load_bad("http = { port = 8080; };\n", env, want, NULL);
+    }
+
+    static char *const level[] = {"DIST_LOG_LEVEL=loud", ALL_URLS, NULL};
+    load_bad("log = { level = \"info\"; };\n", level, "DIST_LOG_LEVEL: \"loud\" is not a log level",
+             NULL);
+    static char *const brokers[] = {"DIST_KAFKA_BROKERS=", ALL_URLS, NULL};
+    load_bad(NULL, brokers, "DIST_KAFKA_BROKERS: must not be empty", NULL);
+    static char *const group[] = {"DIST_KAFKA_GROUP=", ALL_URLS, NULL};
+    load_bad(NULL, group, "DIST_KAFKA_GROUP: must not be empty", NULL);
+    static char *const topic[] = {"DIST_REQUEST_TOPIC=a/b", ALL_URLS, NULL};
+    load_bad(NULL, topic, "DIST_REQUEST_TOPIC: \"a/b\" is not a topic name", NULL);
+    static char *const same[] = {"DIST_DLQ_TOPIC=distribution-completed", ALL_URLS, NULL};
+    load_bad(NULL, same, "DIST_DLQ_TOPIC:", "kafka.completed_topic", NULL);
+    static char *const completed[] = {"DIST_COMPLETED_TOPIC=", ALL_URLS, NULL};
+    load_bad(NULL, completed, "DIST_COMPLETED_TOPIC: must not be empty", NULL);
+    static char *const dsn[] = {"DIST_PG_DSN=", ALL_URLS, NULL};
+    load_bad(NULL, dsn, "DIST_PG_DSN: must not be empty", NULL);
+    static char *const url[] = {"DIST_CHANNEL_NAVER_URL=naver.example", ALL_URLS, NULL};
+    load_bad(NULL, url, "DIST_CHANNEL_NAVER_URL: \"naver.example\" is not an http", NULL);
+}
+
+static void test_small_errbuf(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = NULL;
+    char err[8];
+    static char *const bad[] = {"DIST_HTTP_PORT=x", ALL_URLS, NULL};
+
+    assert_int_equal(dw_config_load(NULL, bad, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_int_equal(strlen(err), sizeof(err) - 1);
+    assert_int_equal(dw_config_load(NULL, bad, &cfg, NULL, 0), DW_ERR_CONFIG);
+    assert_null(cfg);
+    dw_config_destroy(NULL);
+}
+
+static void test_include(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/dw-test-config-dir-XXXXXX";
+    char main_path[128];
+    char secret_path[128];
+    char err[512];
+    struct dw_config *cfg = NULL;
+    FILE *fp;
+
+    assert_non_null(mkdtemp(dir));
+    dw_snprintf(main_path, sizeof(main_path), "%s/main.conf", dir);
+    dw_snprintf(secret_path, sizeof(secret_path), "%s/secret.conf", dir);
+    assert_non_null(fp = fopen(secret_path, "w"));
+    fputs(
+        "channels = {\n  KAKAO = { token = \"secret\"; };\n  NAVER = { max_attempts = 99; };\n};\n",
+        fp);
+    fclose(fp);
+    assert_non_null(fp = fopen(main_path, "w"));
+    fputs("# tokens live next door\n@include \"secret.conf\"\n", fp);
+    fclose(fp);
+
+    /* Relative to the main file's directory, whatever the working directory. */
+    assert_int_equal(dw_config_load(main_path, url_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_null(cfg);
+    assert_non_null(strstr(err, "channels.NAVER.max_attempts (line 3 of "));
+    assert_non_null(strstr(err, "secret.conf)"));
+
+    assert_non_null(fp = fopen(secret_path, "w"));
+    fputs("channels = { KAKAO = { token = \"secret\"; }; };\n", fp);
+    fclose(fp);
+    assert_int_equal(dw_config_load(main_path, url_env, &cfg, err, sizeof(err)), DW_OK);
+    assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].token, "secret");
+    dw_config_destroy(cfg);
+
+    unlink(secret_path);
+    unlink(main_path);
+    rmdir(dir);
+}
+
+/* The reference file of the repository. */
+static bool find_reference_conf(char *path, size_t len)
+{
+    const char *src = getenv("DW_SOURCE_DIR");
+    static const char *const tries[] = {"../conf/distribution-worker.conf",
+                                        "conf/distribution-worker.conf"};
+
+    if (src && src[0]) {
+        dw_snprintf(path, len, "%s/conf/distribution-worker.conf", src);
+        return access(path, R_OK) == 0;
+    }
+    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+        if (access(tries[i], R_OK) == 0) {
+            dw_strlcpy(path, tries[i], len);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void check_props_with_librdkafka(const struct dw_kafka_prop *props, size_t count)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char why[512];
+
+    for (size_t i = 0; i < count; i++) {
+        if (rd_kafka_conf_set(conf, props[i].name, props[i].value, why, sizeof(why)) !=
+            RD_KAFKA_CONF_OK)
+            fail_msg("librdkafka refuses %s=%s: %s", props[i].name, props[i].value, why);
+    }
+    rd_kafka_conf_destroy(conf);
+}
+
+static void test_reference_conf(void **state)
+{
+    (void)state;
+    char path[1024];
+    char err[512];
+    struct dw_config *cfg = NULL;
+    static char *const no_env[] = {NULL};
+
+    if (!find_reference_conf(path, sizeof(path)))
+        fail_msg("conf/distribution-worker.conf not found (set DW_SOURCE_DIR)");
+    if (dw_config_load(path, no_env, &cfg, err, sizeof(err)) != DW_OK)
+        fail_msg("%s does not load: %s", path, err);
+
+    /* The developer defaults scripts/run relies on. */
+    assert_string_equal(cfg->kafka_brokers, "localhost:9092");
+    assert_string_equal(cfg->request_topic, "distribution-requests");
+    assert_string_equal(cfg->completed_topic, "distribution-completed");
+    assert_string_equal(cfg->dlq_topic, "distribution-requests.dlq");
+    assert_int_equal(cfg->http_port, 8080);
+    assert_int_equal(cfg->log_level, DW_LOG_INFO);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        char token[64];
+        char lower[32];
+        const char *name = dw_channel_get((enum dw_channel_id)c)->name;
+        size_t i;
+        for (i = 0; name[i] && i + 1 < sizeof(lower); i++)
+            lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]);
+        lower[i] = '\0';
+        dw_snprintf(token, sizeof(token), "dev-token-%s", lower);
+        assert_string_equal(cfg->channels[c].url, "http://127.0.0.1:8090");
+        assert_string_equal(cfg->channels[c].token, token);
+        assert_int_equal(cfg->channels[c].max_attempts, 3);
+    }
+    assert_true(cfg->kafka_prop_count > 0);
+    assert_true(cfg->consumer_prop_count > 0);
+    assert_true(cfg->producer_prop_count > 0);
+    check_props_with_librdkafka(cfg->kafka_props, cfg->kafka_prop_count);
+    check_props_with_librdkafka(cfg->consumer_props, cfg->consumer_prop_count);
+    check_props_with_librdkafka(cfg->producer_props, cfg->producer_prop_count);
+    dw_config_destroy(cfg);
+
+    /* And the scripts' overrides still win over it. */
+    static char *const env[] = {"DIST_CHANNEL_KAKAO_URL=http://127.0.0.1:39999", "DIST_HTTP_PORT=0",
+                                NULL};
+    assert_int_equal(dw_config_load(path, env, &cfg, err, sizeof(err)), DW_OK);
+    assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].url, "http://127.0.0.1:39999");
+    assert_int_equal(cfg->http_port, 0);
+    dw_config_destroy(cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_no_file_env_only),
+        cmocka_unit_test(test_file_values),
+        cmocka_unit_test(test_channel_overrides),
+        cmocka_unit_test(test_env_wins),
+        cmocka_unit_test(test_kafka_properties),
+        cmocka_unit_test(test_trailing_slash),
+        cmocka_unit_test(test_bad_file_syntax),
+        cmocka_unit_test(test_bad_names),
+        cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_bad_types_and_ranges),
+        cmocka_unit_test(test_bad_kafka_properties),
+        cmocka_unit_test(test_bad_env),
+        cmocka_unit_test(test_small_errbuf),
+        cmocka_unit_test(test_include),
+        cmocka_unit_test(test_reference_conf),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
