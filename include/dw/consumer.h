@@ -1,0 +1,54 @@
+/*
+ * The Kafka consumer: group membership, the rebalance callback, pausing,
+ * and at-least-once commits through the commit tracker. An offset is
+ * committed only once dw_consumer_done was called for it and for every
+ * offset before it in its partition.
+ *
+ * Single-threaded: every function runs on the poll thread (main).
+ */
+#ifndef DW_CONSUMER_H
+#define DW_CONSUMER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "dw/common.h"
+#include "dw/config.h"
+#include "dw/log.h"
+#include "dw/metrics.h"
+
+struct dw_consumer;
+
+/* Creates the consumer and subscribes to cfg->request_topic. */
+enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
+                               struct dw_metrics *metrics, struct dw_consumer **out,
+                               char *errbuf, size_t errlen) DW_MUST_CHECK;
+
+/* Polls once (serving rebalances). Returns a request message, which the
+ * caller destroys with rd_kafka_message_destroy, or NULL. A returned offset
+ * is pending until dw_consumer_done. */
+rd_kafka_message_t *dw_consumer_poll(struct dw_consumer *c, int timeout_ms);
+
+/* The work of (partition, offset) is safely stored and acknowledged. An
+ * offset of a partition no longer assigned is ignored. */
+void dw_consumer_done(struct dw_consumer *c, int32_t partition, int64_t offset);
+
+/* Commits what became committable; async unless sync. */
+void dw_consumer_commit(struct dw_consumer *c, bool sync);
+
+/* Pauses (or resumes) every assigned partition, and remembers it so
+ * partitions assigned later start paused too. */
+void dw_consumer_set_paused(struct dw_consumer *c, bool paused);
+bool dw_consumer_paused(const struct dw_consumer *c);
+
+/* Offsets handed out and not yet done, over all partitions. */
+size_t dw_consumer_pending(const struct dw_consumer *c);
+
+/* Commits what is done (sync) and leaves the group. */
+void dw_consumer_close(struct dw_consumer *c);
+/* Frees; NULL is a no-op. Call dw_consumer_close first. */
+void dw_consumer_destroy(struct dw_consumer *c);
+
+#endif /* DW_CONSUMER_H */

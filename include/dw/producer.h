@@ -1,0 +1,71 @@
+/*
+ * The Kafka producer: completion events (CONTRACT 2.2) and DLQ records
+ * (CONTRACT section 1), from one idempotent producer. Each record carries
+ * the partition and offset of the request it finishes; when the broker
+ * acknowledges it, the delivered callback gets them so the consumer may
+ * commit. A record the broker refuses is sent again, never dropped.
+ *
+ * Threads: send functions may be called from any thread. Delivery reports
+ * (and so the delivered callback) run on the thread calling
+ * dw_producer_poll, which is the consumer's poll thread.
+ */
+#ifndef DW_PRODUCER_H
+#define DW_PRODUCER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dw/common.h"
+#include "dw/config.h"
+#include "dw/log.h"
+#include "dw/metrics.h"
+#include "dw/status.h"
+
+struct dw_producer;
+
+typedef void (*dw_producer_delivered_cb)(void *opaque, int32_t partition, int64_t offset);
+
+enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
+                               struct dw_metrics *metrics, dw_producer_delivered_cb delivered,
+                               void *opaque, struct dw_producer **out, char *errbuf,
+                               size_t errlen) DW_MUST_CHECK;
+
+/* Queues the completion of the request at (partition, offset), keyed by
+ * event_id. Copies what it needs. Blocks while the local queue is full. */
+enum dw_err dw_producer_send_completion(struct dw_producer *p, const char *event_id,
+                                        const char *json, int32_t partition, int64_t offset)
+    DW_MUST_CHECK;
+
+/* Queues a DLQ record: the original key and value unchanged, and the
+ * headers x-error-code, x-error-message, x-original-topic,
+ * x-original-partition, x-original-offset. Copies what it needs. */
+struct dw_dlq_record {
+    const void *key;
+    size_t key_len;
+    const void *value; /* may be NULL (a null value) */
+    size_t value_len;
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    enum dw_dlq_code code;
+    const char *message;
+};
+enum dw_err dw_producer_send_dlq(struct dw_producer *p, const struct dw_dlq_record *rec)
+    DW_MUST_CHECK;
+
+/* Serves delivery reports; call often from the poll thread. */
+void dw_producer_poll(struct dw_producer *p, int timeout_ms);
+
+/* Records queued or in flight, not yet acknowledged. */
+int dw_producer_outstanding(struct dw_producer *p);
+
+/* Asks a broker for metadata: true when one answered within timeout_ms.
+ * Thread-safe (used by /readyz). */
+bool dw_producer_ping(struct dw_producer *p, int timeout_ms);
+
+/* Waits up to timeout_ms for every record to be acknowledged (serving
+ * delivery reports on this thread), then frees. NULL: no-op. */
+void dw_producer_destroy(struct dw_producer *p, int timeout_ms);
+
+#endif /* DW_PRODUCER_H */

@@ -1,0 +1,256 @@
+/*
+ * The consumer of distribution requests.
+ *
+ * Assignor: eager ("range" by default, settable). Debian's librdkafka is
+ * 2.0.2, whose cooperative-sticky assignor has bugs fixed only later, so we
+ * use an eager protocol: on a rebalance every partition is revoked and
+ * reassigned at once. On revoke we commit what is done (unless the
+ * assignment was lost, when a commit would be refused or, worse, land on a
+ * partition someone else now owns) and forget the partitions' pending
+ * offsets; their in-flight work still finishes but commits nothing, and the
+ * next owner re-drives it (requests are idempotent).
+ *
+ * Pausing is by our own flag, re-applied to every new assignment, because
+ * librdkafka forgets pauses across rebalances.
+ *
+ * Threads: everything runs on the poll thread, including the rebalance and
+ * commit callbacks (librdkafka calls them from rd_kafka_consumer_poll).
+ */
+#include "dw/consumer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dw/kafka_conf.h"
+#include "dw/tracker.h"
+
+struct dw_consumer {
+    rd_kafka_t *rk;
+    struct dw_log *log;
+    struct dw_metrics *metrics;
+    struct dw_tracker *tracker;
+    char *topic;
+    bool paused;
+    int assigned;
+};
+
+static void commit_partitions(struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts,
+                              bool only_new, bool sync)
+{
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(8);
+    int32_t ids[1024];
+    size_t n;
+    if (parts) {
+        n = 0;
+        for (int i = 0; i < parts->cnt && n < DW_ARRAY_LEN(ids); i++)
+            ids[n++] = parts->elems[i].partition;
+    } else {
+        n = dw_tracker_partitions(c->tracker, ids, DW_ARRAY_LEN(ids));
+        if (n > DW_ARRAY_LEN(ids))
+            n = DW_ARRAY_LEN(ids);
+    }
+    for (size_t i = 0; i < n; i++) {
+        int64_t off = only_new ? dw_tracker_committable(c->tracker, ids[i])
+                               : dw_tracker_position(c->tracker, ids[i]);
+        if (off >= 0)
+            rd_kafka_topic_partition_list_add(offsets, c->topic, ids[i])->offset = off;
+    }
+    if (offsets->cnt > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, offsets, sync ? 0 : 1);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            dw_log_warn(c->log, "commit failed: %s", rd_kafka_err2str(err));
+        else if (sync)
+            dw_metrics_count(c->metrics, DW_COUNTER_OFFSETS_COMMITTED, (uint64_t)offsets->cnt);
+    }
+    rd_kafka_topic_partition_list_destroy(offsets);
+}
+
+static void apply_pause(struct dw_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts)
+        return;
+    if (parts->cnt > 0) {
+        if (c->paused)
+            rd_kafka_pause_partitions(c->rk, parts);
+        else
+            rd_kafka_resume_partitions(c->rk, parts);
+    }
+    dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_PAUSED, c->paused ? parts->cnt : 0);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct dw_consumer *c = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, parts);
+        c->assigned = parts->cnt;
+        for (int i = 0; i < parts->cnt; i++)
+            dw_tracker_forget(c->tracker, parts->elems[i].partition);
+        dw_log_info(c->log, "assigned %d partition(s) of %s", parts->cnt, c->topic);
+        apply_pause(c);
+    } else {
+        bool lost = rd_kafka_assignment_lost(rk);
+        if (!lost)
+            commit_partitions(c, parts, false, true);
+        for (int i = 0; i < parts->cnt; i++)
+            dw_tracker_forget(c->tracker, parts->elems[i].partition);
+        dw_log_info(c->log, "%s %d partition(s); %s", lost ? "lost" : "revoked", parts->cnt,
+                    lost ? "nothing committed" : "done work committed");
+        rd_kafka_assign(rk, NULL);
+        c->assigned = 0;
+        dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_PAUSED, 0);
+    }
+    dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_ASSIGNED, c->assigned);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    struct dw_consumer *c = opaque;
+    dw_metrics_count(c->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
+    dw_log_warn(c->log, "consumer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    struct dw_consumer *c = rd_kafka_opaque(rk);
+    if (c)
+        dw_log_write(c->log, level <= 3 ? DW_LOG_ERROR : level <= 5 ? DW_LOG_WARN : DW_LOG_DEBUG,
+                     DW_LOG_NOCTX, "librdkafka consumer %s: %s", fac, buf);
+}
+
+enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
+                               struct dw_metrics *metrics, struct dw_consumer **out,
+                               char *errbuf, size_t errlen)
+{
+    static const struct dw_kafka_setting base[] = {
+        {"auto.offset.reset", "earliest"},
+        {"partition.assignment.strategy", "range"},
+        {"socket.keepalive.enable", "true"},
+    };
+    struct dw_kafka_setting forced[] = {
+        {"group.id", cfg->kafka_group},
+        /* We commit ourselves, only what is safely stored. */
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"enable.partition.eof", "false"},
+    };
+    enum dw_err err = DW_OK;
+    struct dw_consumer *c = dw_xcalloc(1, sizeof(*c));
+    c->log = log;
+    c->metrics = metrics;
+    c->tracker = dw_tracker_create();
+    c->topic = dw_xstrdup(cfg->request_topic);
+
+    rd_kafka_conf_t *conf =
+        dw_kafka_conf_new(cfg, base, DW_ARRAY_LEN(base), cfg->consumer_props,
+                          cfg->consumer_prop_count, forced, DW_ARRAY_LEN(forced), errbuf, errlen);
+    if (!conf) {
+        err = DW_ERR_CONFIG;
+        goto out;
+    }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    char why[512];
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!c->rk) {
+        rd_kafka_conf_destroy(conf);
+        dw_snprintf(errbuf, errlen, "kafka consumer: %s", why);
+        err = DW_ERR_KAFKA;
+        goto out;
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, c->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr) {
+        dw_snprintf(errbuf, errlen, "kafka subscribe to %s: %s", c->topic, rd_kafka_err2str(kerr));
+        err = DW_ERR_KAFKA;
+        goto out;
+    }
+    *out = c;
+out:
+    if (err)
+        dw_consumer_destroy(c);
+    return err;
+}
+
+rd_kafka_message_t *dw_consumer_poll(struct dw_consumer *c, int timeout_ms)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+    if (!m)
+        return NULL;
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            dw_metrics_count(c->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
+            dw_log_warn(c->log, "consume: %s", rd_kafka_message_errstr(m));
+        }
+        rd_kafka_message_destroy(m);
+        return NULL;
+    }
+    /* Tracked before anything else happens to it, so no later offset can be
+     * committed past it even if it is never finished. */
+    dw_tracker_add(c->tracker, m->partition, m->offset);
+    dw_metrics_count(c->metrics, DW_COUNTER_REQUESTS_CONSUMED, 1);
+    return m;
+}
+
+void dw_consumer_done(struct dw_consumer *c, int32_t partition, int64_t offset)
+{
+    dw_tracker_done(c->tracker, partition, offset);
+}
+
+void dw_consumer_commit(struct dw_consumer *c, bool sync)
+{
+    commit_partitions(c, NULL, !sync, sync);
+}
+
+void dw_consumer_set_paused(struct dw_consumer *c, bool paused)
+{
+    if (c->paused == paused)
+        return;
+    c->paused = paused;
+    apply_pause(c);
+    dw_log_debug(c->log, "partitions %s", paused ? "paused" : "resumed");
+}
+
+bool dw_consumer_paused(const struct dw_consumer *c)
+{
+    return c->paused;
+}
+
+size_t dw_consumer_pending(const struct dw_consumer *c)
+{
+    int32_t ids[1024];
+    size_t n = dw_tracker_partitions(c->tracker, ids, DW_ARRAY_LEN(ids));
+    size_t pending = 0;
+    for (size_t i = 0; i < n && i < DW_ARRAY_LEN(ids); i++)
+        pending += dw_tracker_pending(c->tracker, ids[i]);
+    return pending;
+}
+
+void dw_consumer_close(struct dw_consumer *c)
+{
+    if (!c || !c->rk)
+        return;
+    dw_consumer_commit(c, true);
+    rd_kafka_consumer_close(c->rk);
+}
+
+void dw_consumer_destroy(struct dw_consumer *c)
+{
+    if (!c)
+        return;
+    if (c->rk)
+        rd_kafka_destroy(c->rk);
+    dw_tracker_destroy(c->tracker);
+    free(c->topic);
+    free(c);
+}

@@ -1,0 +1,46 @@
+/*
+ * librdkafka configuration assembly: our defaults, then the user's
+ * pass-through properties, then the settings correctness depends on.
+ * Pure apart from librdkafka's conf object; any thread.
+ */
+#include "dw/kafka_conf.h"
+
+static bool set(rd_kafka_conf_t *conf, const char *name, const char *value, const char *origin,
+                char *errbuf, size_t errlen)
+{
+    char why[512];
+    if (rd_kafka_conf_set(conf, name, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+        dw_snprintf(errbuf, errlen, "%s \"%s=%s\": %s", origin, name, value, why);
+        return false;
+    }
+    return true;
+}
+
+rd_kafka_conf_t *dw_kafka_conf_new(const struct dw_config *cfg,
+                                   const struct dw_kafka_setting *base, size_t n_base,
+                                   const struct dw_kafka_prop *extra, size_t n_extra,
+                                   const struct dw_kafka_setting *forced, size_t n_forced,
+                                   char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!set(conf, "bootstrap.servers", cfg->kafka_brokers, "kafka.brokers", errbuf, errlen))
+        goto fail;
+    for (size_t i = 0; i < n_base; i++)
+        if (!set(conf, base[i].name, base[i].value, "built-in default", errbuf, errlen))
+            goto fail;
+    for (size_t i = 0; i < cfg->kafka_prop_count; i++)
+        if (!set(conf, cfg->kafka_props[i].name, cfg->kafka_props[i].value, "kafka.properties",
+                 errbuf, errlen))
+            goto fail;
+    for (size_t i = 0; i < n_extra; i++)
+        if (!set(conf, extra[i].name, extra[i].value, "kafka client properties", errbuf,
+                 errlen))
+            goto fail;
+    for (size_t i = 0; i < n_forced; i++)
+        if (!set(conf, forced[i].name, forced[i].value, "required setting", errbuf, errlen))
+            goto fail;
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}

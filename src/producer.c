@@ -1,0 +1,297 @@
+/*
+ * The producer of completion and DLQ records.
+ *
+ * Every record's opaque is a `struct record` holding a copy of key, value
+ * and headers plus the partition/offset of the request it finishes, so a
+ * record the broker refuses can be produced again from the delivery report
+ * (kcat frees its per-message buffer in dr_msg_cb; we do the same once the
+ * broker has acknowledged). The producer is idempotent, so librdkafka's own
+ * retries neither duplicate nor reorder.
+ *
+ * Threads: produce calls from any thread (librdkafka is thread-safe);
+ * delivery reports on whoever calls dw_producer_poll. Records whose
+ * re-produce failed wait in `retry`, touched only by the polling thread.
+ */
+#include "dw/producer.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "dw/kafka_conf.h"
+
+enum record_kind { RECORD_COMPLETION, RECORD_DLQ };
+
+struct record {
+    struct record *next; /* in the retry list */
+    enum record_kind kind;
+    char *topic;
+    void *key;
+    size_t key_len;
+    void *value;
+    size_t value_len;
+    rd_kafka_headers_t *headers; /* DLQ only; our copy, never handed over */
+    int32_t partition;           /* of the request this finishes */
+    int64_t offset;
+};
+
+struct dw_producer {
+    rd_kafka_t *rk;
+    struct dw_log *log;
+    struct dw_metrics *metrics;
+    dw_producer_delivered_cb delivered;
+    void *opaque;
+    struct record *retry; /* poll thread only */
+    char *completed_topic;
+    char *dlq_topic;
+    bool delivered_off; /* closing: failed reports free, never resend */
+};
+
+static void record_free(struct record *r)
+{
+    if (!r)
+        return;
+    free(r->topic);
+    free(r->key);
+    free(r->value);
+    if (r->headers)
+        rd_kafka_headers_destroy(r->headers);
+    free(r);
+}
+
+static rd_kafka_resp_err_t produce(struct dw_producer *p, struct record *r, bool block)
+{
+    rd_kafka_headers_t *hdrs = r->headers ? rd_kafka_headers_copy(r->headers) : NULL;
+    int flags = RD_KAFKA_MSG_F_COPY | (block ? RD_KAFKA_MSG_F_BLOCK : 0);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_MSGFLAGS(flags),
+        RD_KAFKA_V_KEY(r->key, r->key_len), RD_KAFKA_V_VALUE(r->value, r->value_len),
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(r), RD_KAFKA_V_END);
+    /* On success librdkafka owns the headers copy; on failure we do. */
+    if (err && hdrs)
+        rd_kafka_headers_destroy(hdrs);
+    return err;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    struct dw_producer *p = opaque;
+    struct record *r = m->_private;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (r->kind == RECORD_COMPLETION)
+            dw_metrics_count(p->metrics, DW_COUNTER_COMPLETIONS_PRODUCED, 1);
+        p->delivered(p->opaque, r->partition, r->offset);
+        record_free(r);
+        return;
+    }
+    if (p->delivered_off) {
+        record_free(r);
+        return;
+    }
+    dw_metrics_count(p->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
+    dw_log_write(p->log, DW_LOG_WARN,
+                 (struct dw_log_ctx){NULL, NULL, r->partition, r->offset},
+                 "delivery to %s failed, sending again: %s", r->topic, rd_kafka_err2str(m->err));
+    /* Producing from inside a delivery report is allowed, but never block
+     * here: a full queue puts the record on the retry list instead. */
+    if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        r->next = p->retry;
+        p->retry = r;
+    }
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct dw_producer *p = opaque;
+    dw_metrics_count(p->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_fatal_error(rk, why, sizeof(why));
+        dw_log_error(p->log, "producer fatal error: %s", why);
+        return;
+    }
+    dw_log_warn(p->log, "producer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    struct dw_producer *p = rd_kafka_opaque(rk);
+    if (p)
+        dw_log_write(p->log, level <= 3 ? DW_LOG_ERROR : level <= 5 ? DW_LOG_WARN : DW_LOG_DEBUG,
+                     DW_LOG_NOCTX, "librdkafka producer %s: %s", fac, buf);
+}
+
+enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
+                               struct dw_metrics *metrics, dw_producer_delivered_cb delivered,
+                               void *opaque, struct dw_producer **out, char *errbuf,
+                               size_t errlen)
+{
+    static const struct dw_kafka_setting base[] = {
+        /* Completions are small and many: let librdkafka batch them. */
+        {"linger.ms", "5"},
+        {"batch.num.messages", "10000"},
+        {"queue.buffering.max.messages", "500000"},
+        /* 0: never give up on a record; an outage only delays it. */
+        {"message.timeout.ms", "0"},
+        {"socket.keepalive.enable", "true"},
+    };
+    static const struct dw_kafka_setting forced[] = {
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+    };
+    struct dw_producer *p = dw_xcalloc(1, sizeof(*p));
+    p->log = log;
+    p->metrics = metrics;
+    p->delivered = delivered;
+    p->opaque = opaque;
+    p->completed_topic = dw_xstrdup(cfg->completed_topic);
+    p->dlq_topic = dw_xstrdup(cfg->dlq_topic);
+
+    rd_kafka_conf_t *conf =
+        dw_kafka_conf_new(cfg, base, DW_ARRAY_LEN(base), cfg->producer_props,
+                          cfg->producer_prop_count, forced, DW_ARRAY_LEN(forced), errbuf, errlen);
+    if (!conf) {
+        free(p->completed_topic);
+        free(p->dlq_topic);
+        free(p);
+        return DW_ERR_CONFIG;
+    }
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    char why[512];
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (!p->rk) {
+        rd_kafka_conf_destroy(conf);
+        dw_snprintf(errbuf, errlen, "kafka producer: %s", why);
+        free(p->completed_topic);
+        free(p->dlq_topic);
+        free(p);
+        return DW_ERR_KAFKA;
+    }
+    *out = p;
+    return DW_OK;
+}
+
+static struct record *record_new(enum record_kind kind, const char *topic, const void *key,
+                                 size_t key_len, const void *value, size_t value_len,
+                                 int32_t partition, int64_t offset)
+{
+    struct record *r = dw_xcalloc(1, sizeof(*r));
+    r->kind = kind;
+    r->topic = dw_xstrdup(topic);
+    if (key) {
+        r->key = dw_xmalloc(key_len);
+        memcpy(r->key, key, key_len);
+        r->key_len = key_len;
+    }
+    if (value) {
+        r->value = dw_xmalloc(value_len);
+        memcpy(r->value, value, value_len);
+        r->value_len = value_len;
+    }
+    r->partition = partition;
+    r->offset = offset;
+    return r;
+}
+
+static enum dw_err send_record(struct dw_producer *p, struct record *r)
+{
+    rd_kafka_resp_err_t err = produce(p, r, true);
+    if (err) {
+        dw_log_error(p->log, "produce to %s failed: %s", r->topic, rd_kafka_err2str(err));
+        dw_metrics_count(p->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
+        record_free(r);
+        return DW_ERR_KAFKA;
+    }
+    return DW_OK;
+}
+
+enum dw_err dw_producer_send_completion(struct dw_producer *p, const char *event_id,
+                                        const char *json, int32_t partition, int64_t offset)
+{
+    struct record *r = record_new(RECORD_COMPLETION, p->completed_topic, event_id,
+                                  strlen(event_id), json, strlen(json), partition, offset);
+    return send_record(p, r);
+}
+
+enum dw_err dw_producer_send_dlq(struct dw_producer *p, const struct dw_dlq_record *rec)
+{
+    struct record *r = record_new(RECORD_DLQ, p->dlq_topic, rec->key, rec->key_len, rec->value,
+                                  rec->value_len, rec->partition, rec->offset);
+    char num[32];
+    r->headers = rd_kafka_headers_new(5);
+    const char *code = dw_dlq_name(rec->code);
+    rd_kafka_header_add(r->headers, "x-error-code", -1, code ? code : "", -1);
+    rd_kafka_header_add(r->headers, "x-error-message", -1, rec->message ? rec->message : "", -1);
+    rd_kafka_header_add(r->headers, "x-original-topic", -1, rec->topic, -1);
+    dw_snprintf(num, sizeof(num), "%" PRId32, rec->partition);
+    rd_kafka_header_add(r->headers, "x-original-partition", -1, num, -1);
+    dw_snprintf(num, sizeof(num), "%" PRId64, rec->offset);
+    rd_kafka_header_add(r->headers, "x-original-offset", -1, num, -1);
+    return send_record(p, r);
+}
+
+void dw_producer_poll(struct dw_producer *p, int timeout_ms)
+{
+    struct record *retry = p->retry;
+    p->retry = NULL;
+    while (retry) {
+        struct record *r = retry;
+        retry = r->next;
+        r->next = NULL;
+        if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            r->next = p->retry;
+            p->retry = r;
+        }
+    }
+    rd_kafka_poll(p->rk, timeout_ms);
+}
+
+int dw_producer_outstanding(struct dw_producer *p)
+{
+    int n = rd_kafka_outq_len(p->rk);
+    for (struct record *r = p->retry; r; r = r->next)
+        n++;
+    return n;
+}
+
+bool dw_producer_ping(struct dw_producer *p, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(p->rk, 0, NULL, &md, timeout_ms);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+void dw_producer_destroy(struct dw_producer *p, int timeout_ms)
+{
+    if (!p)
+        return;
+    int64_t until = dw_now_ms() + timeout_ms;
+    while (dw_producer_outstanding(p) > 0 && dw_now_ms() < until)
+        dw_producer_poll(p, 50);
+    if (dw_producer_outstanding(p) > 0)
+        dw_log_warn(p->log, "producer closing with %d records unacknowledged; their requests "
+                    "stay uncommitted and will be redelivered", dw_producer_outstanding(p));
+    /* Records still queued are purged: their delivery reports (with an
+     * error) free them without calling `delivered` twice. */
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    p->delivered_off = true;
+    rd_kafka_poll(p->rk, 0);
+    while (p->retry) {
+        struct record *r = p->retry;
+        p->retry = r->next;
+        record_free(r);
+    }
+    rd_kafka_destroy(p->rk);
+    free(p->completed_topic);
+    free(p->dlq_topic);
+    free(p);
+}
