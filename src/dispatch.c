@@ -1,0 +1,627 @@
+/*
+ * Dispatch: drives requests through begin -> channel calls -> stored
+ * results -> stored overall status -> completion.
+ *
+ * Threads: the dispatch thread owns every `struct run`, the active-event
+ * table and the store connection. Other threads only touch the inbox
+ * (mutex + condition variable): dw_dispatch_submit adds new runs, pool
+ * threads add channel results (redis bio.c style: results come back through
+ * a queue plus a wake-up).
+ *
+ * Invariants:
+ * - A run is in exactly one of: the inbox, a waiting list behind an active
+ *   run of the same eventId, the begin queue, "calling" (channel jobs out),
+ *   the finish queue, the produce queue.
+ * - A channel result is stored before its run can finish, and the overall
+ *   status is stored before the completion is produced, so nothing is
+ *   acknowledged (and committed) ahead of the database.
+ * - A store failure leaves the queues as they were; the same batch is
+ *   retried after reconnecting (writes are idempotent).
+ */
+#include "dw/dispatch.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dw/pool.h"
+#include "dw/report.h"
+#include "dw/request.h"
+#include "dw/store.h"
+
+#define RECONNECT_MIN_MS 100
+#define RECONNECT_MAX_MS 5000
+
+struct run {
+    struct dw_dispatch *d;
+    struct run *next;    /* in whichever list holds it */
+    struct run *waiting; /* later requests for the same eventId */
+    struct run *hnext;   /* active-table chain */
+    struct dw_request *req;
+    int32_t partition;
+    int64_t offset;
+    unsigned called;      /* channels called in this drive */
+    int outstanding;      /* channel results not yet stored */
+    struct dw_call_result results[DW_CHANNEL_COUNT];
+    struct dw_status begun; /* stored state when the drive began */
+    char *completion;       /* JSON, while waiting to be produced */
+};
+
+struct result_msg {
+    struct result_msg *next;
+    struct run *run;
+    struct dw_call_result result;
+};
+
+struct list {
+    struct run *head, *tail;
+    size_t len;
+};
+
+struct dw_dispatch {
+    struct dw_dispatch_options opts;
+    struct dw_pool *pool;
+    struct dw_store *store;
+    pthread_t thread;
+    bool thread_started;
+
+    pthread_mutex_t lock; /* guards inbox, results, stopping */
+    pthread_cond_t wake;
+    struct list inbox;
+    struct result_msg *results;
+    bool stopping;
+
+    atomic_size_t in_flight;
+    atomic_bool store_ok;
+
+    /* Dispatch thread only. */
+    struct run **active; /* eventId -> run being driven */
+    size_t active_buckets;
+    struct list begin_q, finish_q, produce_q;
+    struct result_msg *save_q;
+    size_t save_len;
+    int64_t reconnect_at;
+    int reconnect_wait;
+    uint64_t round_trips_seen;
+};
+
+/* ---- lists and the active table ---- */
+
+static void push(struct list *l, struct run *r)
+{
+    r->next = NULL;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+    l->len++;
+}
+
+static struct run *pop(struct list *l)
+{
+    struct run *r = l->head;
+    if (r) {
+        l->head = r->next;
+        if (!l->head)
+            l->tail = NULL;
+        r->next = NULL;
+        l->len--;
+    }
+    return r;
+}
+
+static size_t bucket_of(const struct dw_dispatch *d, const char *event_id)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)event_id; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return (size_t)(h & (d->active_buckets - 1));
+}
+
+static struct run *active_find(struct dw_dispatch *d, const char *event_id)
+{
+    for (struct run *r = d->active[bucket_of(d, event_id)]; r; r = r->hnext)
+        if (strcmp(r->req->event_id, event_id) == 0)
+            return r;
+    return NULL;
+}
+
+static void active_add(struct dw_dispatch *d, struct run *r)
+{
+    size_t b = bucket_of(d, r->req->event_id);
+    r->hnext = d->active[b];
+    d->active[b] = r;
+}
+
+static void active_remove(struct dw_dispatch *d, struct run *r)
+{
+    struct run **pp = &d->active[bucket_of(d, r->req->event_id)];
+    while (*pp && *pp != r)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = r->hnext;
+    r->hnext = NULL;
+}
+
+static void run_free(struct run *r)
+{
+    if (!r)
+        return;
+    dw_request_destroy(r->req);
+    free(r->completion);
+    free(r);
+}
+
+/* ---- callbacks from other threads ---- */
+
+/* On a pool thread: hand the result to the dispatch thread. */
+static void on_channel_done(void *opaque, const struct dw_call_result *result)
+{
+    struct run *run = opaque;
+    struct dw_dispatch *d = run->d;
+    struct result_msg *m = dw_xmalloc(sizeof(*m));
+    m->run = run;
+    m->result = *result;
+    pthread_mutex_lock(&d->lock);
+    m->next = d->results;
+    d->results = m;
+    pthread_cond_signal(&d->wake);
+    pthread_mutex_unlock(&d->lock);
+}
+
+enum dw_err dw_dispatch_submit(struct dw_dispatch *d, struct dw_request *req, int32_t partition,
+                               int64_t offset)
+{
+    struct run *r = dw_xcalloc(1, sizeof(*r));
+    r->d = d;
+    r->req = req;
+    r->partition = partition;
+    r->offset = offset;
+    pthread_mutex_lock(&d->lock);
+    if (d->stopping) {
+        pthread_mutex_unlock(&d->lock);
+        run_free(r);
+        return DW_ERR_STOPPED;
+    }
+    push(&d->inbox, r);
+    atomic_fetch_add(&d->in_flight, 1);
+    dw_metrics_gauge_add(d->opts.metrics, DW_GAUGE_REQUESTS_IN_FLIGHT, 1);
+    pthread_cond_signal(&d->wake);
+    pthread_mutex_unlock(&d->lock);
+    return DW_OK;
+}
+
+size_t dw_dispatch_in_flight(const struct dw_dispatch *d)
+{
+    return atomic_load(&d->in_flight);
+}
+
+bool dw_dispatch_store_ok(const struct dw_dispatch *d)
+{
+    return atomic_load(&d->store_ok);
+}
+
+/* ---- the dispatch thread ---- */
+
+static struct dw_log_ctx ctx_of(const struct run *r, const char *channel)
+{
+    return (struct dw_log_ctx){r->req->event_id, channel, r->partition, r->offset};
+}
+
+static void count_round_trips(struct dw_dispatch *d)
+{
+    uint64_t now = dw_store_round_trips(d->store);
+    dw_metrics_count(d->opts.metrics, DW_COUNTER_DB_ROUND_TRIPS, now - d->round_trips_seen);
+    d->round_trips_seen = now;
+}
+
+/* A store call failed: note it, and retry after a growing wait. */
+static void store_failed(struct dw_dispatch *d, const char *what)
+{
+    dw_metrics_count(d->opts.metrics, DW_COUNTER_DB_ERRORS, 1);
+    if (!dw_store_connected(d->store) && atomic_exchange(&d->store_ok, false))
+        dw_log_error(d->opts.log, "PostgreSQL connection lost during %s; taking no new work "
+                     "until it is back", what);
+    else
+        dw_log_warn(d->opts.log, "PostgreSQL %s failed; retrying", what);
+    d->reconnect_wait = d->reconnect_wait ? d->reconnect_wait * 2 : RECONNECT_MIN_MS;
+    if (d->reconnect_wait > RECONNECT_MAX_MS)
+        d->reconnect_wait = RECONNECT_MAX_MS;
+    d->reconnect_at = dw_now_ms() + d->reconnect_wait;
+}
+
+static void store_worked(struct dw_dispatch *d)
+{
+    count_round_trips(d);
+    d->reconnect_wait = 0;
+    if (!atomic_exchange(&d->store_ok, true))
+        dw_log_info(d->opts.log, "PostgreSQL is back");
+}
+
+/* True when the store may be used now (reconnecting first if needed). */
+static bool store_usable(struct dw_dispatch *d)
+{
+    if (dw_now_ms() < d->reconnect_at)
+        return false;
+    if (dw_store_connected(d->store))
+        return true;
+    if (dw_store_reconnect(d->store) == DW_OK)
+        return true;
+    store_failed(d, "reconnect");
+    return false;
+}
+
+/* A run is finished with (completion acknowledged or abandoned): let the
+ * next request for the same event begin. */
+static void retire(struct dw_dispatch *d, struct run *r)
+{
+    active_remove(d, r);
+    struct run *next = r->waiting;
+    if (next) {
+        next->waiting = next->next; /* the rest wait behind the next one */
+        next->next = NULL;
+        active_add(d, next);
+        push(&d->begin_q, next);
+    }
+    run_free(r);
+    atomic_fetch_sub(&d->in_flight, 1);
+    dw_metrics_gauge_add(d->opts.metrics, DW_GAUGE_REQUESTS_IN_FLIGHT, -1);
+}
+
+static void accept_new(struct dw_dispatch *d, struct list *in)
+{
+    struct run *r;
+    while ((r = pop(in))) {
+        struct run *busy = active_find(d, r->req->event_id);
+        if (!busy) {
+            active_add(d, r);
+            push(&d->begin_q, r);
+            continue;
+        }
+        /* Wait behind the active run; its waiters form a list via next. */
+        if (!busy->waiting) {
+            busy->waiting = r;
+        } else {
+            struct run *w = busy->waiting;
+            while (w->next)
+                w = w->next;
+            w->next = r;
+        }
+    }
+}
+
+static void do_begin(struct dw_dispatch *d)
+{
+    size_t n = d->begin_q.len;
+    if (n == 0 || !store_usable(d))
+        return;
+    size_t max = (size_t)d->opts.cfg->store_batch_max;
+    if (n > max)
+        n = max;
+    struct dw_store_begin *items = dw_xcalloc(n, sizeof(*items));
+    struct run *r = d->begin_q.head;
+    for (size_t i = 0; i < n; i++, r = r->next)
+        items[i].req = r->req;
+    if (dw_store_begin(d->store, items, n) != DW_OK) {
+        store_failed(d, "begin");
+        free(items);
+        return;
+    }
+    store_worked(d);
+    for (size_t i = 0; i < n; i++) {
+        r = pop(&d->begin_q);
+        r->begun = items[i].status;
+        for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+            if (!dw_request_has(r->req, (enum dw_channel_id)ch))
+                continue;
+            const struct dw_channel_state *st = &r->begun.channels[ch];
+            if (st->present && st->status == DW_CH_SUCCESS) {
+                dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx_of(r, dw_channel_get(ch)->name),
+                             "already SUCCESS; not called again");
+                continue;
+            }
+            r->called |= 1u << ch;
+            r->outstanding++;
+        }
+        if (r->outstanding == 0) {
+            push(&d->finish_q, r);
+            continue;
+        }
+        for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+            if (!(r->called & (1u << ch)))
+                continue;
+            if (dw_pool_submit(d->pool, r->req, (enum dw_channel_id)ch, r) != DW_OK) {
+                /* Stopping: the run is abandoned with the pool. */
+                break;
+            }
+        }
+    }
+    free(items);
+}
+
+static void take_results(struct dw_dispatch *d, struct result_msg *in)
+{
+    while (in) {
+        struct result_msg *m = in;
+        in = m->next;
+        m->run->results[m->result.channel] = m->result;
+        const struct dw_call_result *res = &m->result;
+        dw_log_write(d->opts.log, res->status == DW_CH_SUCCESS ? DW_LOG_DEBUG : DW_LOG_WARN,
+                     ctx_of(m->run, dw_channel_get(res->channel)->name), "%s after %d attempt(s)%s%s",
+                     res->status == DW_CH_SUCCESS ? "SUCCESS" : dw_errcode_name(res->error),
+                     res->attempts, res->error_message[0] ? ": " : "", res->error_message);
+        m->next = d->save_q;
+        d->save_q = m;
+        d->save_len++;
+    }
+}
+
+static void do_save(struct dw_dispatch *d)
+{
+    if (!d->save_q || !store_usable(d))
+        return;
+    size_t max = (size_t)d->opts.cfg->store_batch_max;
+    size_t n = d->save_len < max ? d->save_len : max;
+    struct dw_store_result *items = dw_xcalloc(n, sizeof(*items));
+    struct result_msg *m = d->save_q;
+    for (size_t i = 0; i < n; i++, m = m->next) {
+        const struct dw_call_result *res = &m->result;
+        items[i] = (struct dw_store_result){
+            .event_id = m->run->req->event_id,
+            .channel = res->channel,
+            .status = res->status,
+            .attempts = res->attempts,
+            .error = res->error,
+            .error_message = res->error_message,
+            .external_id = res->external_id,
+            .url = res->url,
+        };
+    }
+    enum dw_err err = dw_store_save_results(d->store, items, n);
+    free(items);
+    if (err != DW_OK) {
+        store_failed(d, "saving channel results");
+        return;
+    }
+    store_worked(d);
+    for (size_t i = 0; i < n; i++) {
+        m = d->save_q;
+        d->save_q = m->next;
+        d->save_len--;
+        if (--m->run->outstanding == 0)
+            push(&d->finish_q, m->run);
+        free(m);
+    }
+}
+
+/* The final state of a channel in this drive: its result when called,
+ * else what was stored (SUCCESS). */
+static enum dw_chstatus final_status(const struct run *r, int ch)
+{
+    if (r->called & (1u << ch))
+        return r->results[ch].status;
+    return r->begun.channels[ch].status;
+}
+
+static void do_finish(struct dw_dispatch *d)
+{
+    size_t n = d->finish_q.len;
+    if (n == 0 || !store_usable(d))
+        return;
+    size_t max = (size_t)d->opts.cfg->store_batch_max;
+    if (n > max)
+        n = max;
+    struct dw_store_finish *items = dw_xcalloc(n, sizeof(*items));
+    struct run *r = d->finish_q.head;
+    for (size_t i = 0; i < n; i++, r = r->next) {
+        int ok = 0, failed = 0;
+        for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+            if (!dw_request_has(r->req, (enum dw_channel_id)ch))
+                continue;
+            if (final_status(r, ch) == DW_CH_SUCCESS)
+                ok++;
+            else
+                failed++;
+        }
+        items[i] = (struct dw_store_finish){
+            .event_id = r->req->event_id,
+            .overall = dw_overall_aggregate(ok, failed),
+            .total_channels = r->req->channel_count,
+            .success_count = ok,
+            .failure_count = failed,
+        };
+    }
+    if (dw_store_finish(d->store, items, n) != DW_OK) {
+        store_failed(d, "finishing requests");
+        free(items);
+        return;
+    }
+    store_worked(d);
+    int64_t now = dw_wall_ms();
+    for (size_t i = 0; i < n; i++) {
+        r = pop(&d->finish_q);
+        r->completion = dw_report_completion(&items[i].status, r->req->channels, now);
+        dw_metrics_request_done(d->opts.metrics, items[i].overall);
+        dw_log_write(d->opts.log, DW_LOG_INFO, ctx_of(r, NULL), "%s: %d of %d channel(s) succeeded",
+                     dw_overall_name(items[i].overall), items[i].success_count,
+                     items[i].total_channels);
+        push(&d->produce_q, r);
+    }
+    free(items);
+}
+
+static void do_produce(struct dw_dispatch *d)
+{
+    struct run *r;
+    while ((r = d->produce_q.head)) {
+        if (dw_producer_send_completion(d->opts.producer, r->req->event_id, r->completion,
+                                        r->partition, r->offset) != DW_OK) {
+            /* Kept and retried on the next round; its offset stays pending. */
+            d->reconnect_at = dw_now_ms() + RECONNECT_MIN_MS;
+            return;
+        }
+        pop(&d->produce_q);
+        retire(d, r);
+    }
+}
+
+static bool has_store_work(const struct dw_dispatch *d)
+{
+    return d->begin_q.len || d->save_q || d->finish_q.len;
+}
+
+static void *dispatch_main(void *arg)
+{
+    struct dw_dispatch *d = arg;
+    for (;;) {
+        pthread_mutex_lock(&d->lock);
+        for (;;) {
+            if (d->stopping || d->inbox.head || d->results)
+                break;
+            if ((has_store_work(d) || d->produce_q.len) && dw_now_ms() >= d->reconnect_at)
+                break;
+            /* Sleep until woken, or until the next retry is due. */
+            int64_t wait_ms = has_store_work(d) || d->produce_q.len
+                                  ? d->reconnect_at - dw_now_ms()
+                                  : 1000;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait_ms / 1000;
+            ts.tv_nsec += (wait_ms % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&d->wake, &d->lock, &ts);
+        }
+        bool stopping = d->stopping;
+        struct list in = d->inbox;
+        memset(&d->inbox, 0, sizeof(d->inbox));
+        struct result_msg *results = d->results;
+        d->results = NULL;
+        pthread_mutex_unlock(&d->lock);
+        if (stopping) {
+            /* Hand what we took back to the inbox for dw_dispatch_stop to free. */
+            pthread_mutex_lock(&d->lock);
+            d->inbox = in;
+            d->results = results;
+            pthread_mutex_unlock(&d->lock);
+            break;
+        }
+
+        accept_new(d, &in);
+        take_results(d, results);
+        /* Save before finish before begin: finishing work first keeps the
+         * in-flight count (and so memory) down under load. */
+        do_save(d);
+        do_finish(d);
+        do_produce(d);
+        do_begin(d);
+    }
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+enum dw_err dw_dispatch_start(const struct dw_dispatch_options *opts, struct dw_dispatch **out,
+                              char *errbuf, size_t errlen)
+{
+    enum dw_err err;
+    struct dw_dispatch *d = dw_xcalloc(1, sizeof(*d));
+    d->opts = *opts;
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_cond_init(&d->wake, NULL);
+    d->active_buckets = 1024;
+    while (d->active_buckets < (size_t)opts->cfg->max_in_flight_requests * 2)
+        d->active_buckets *= 2;
+    d->active = dw_xcalloc(d->active_buckets, sizeof(*d->active));
+
+    err = dw_store_open(opts->cfg->pg_dsn, opts->log, &d->store, errbuf, errlen);
+    if (err)
+        goto out;
+    atomic_store(&d->store_ok, true);
+    d->round_trips_seen = dw_store_round_trips(d->store);
+
+    struct dw_pool_options po = {
+        .threads = opts->cfg->pool_threads,
+        .max_calls = opts->cfg->max_in_flight_calls,
+        .cfg = opts->cfg,
+        .log = opts->log,
+        .metrics = opts->metrics,
+        .done = on_channel_done,
+    };
+    err = dw_pool_start(&po, &d->pool, errbuf, errlen);
+    if (err)
+        goto out;
+    if (pthread_create(&d->thread, NULL, dispatch_main, d) != 0) {
+        dw_snprintf(errbuf, errlen, "dispatch: could not start its thread");
+        err = DW_ERR_IO;
+        goto out;
+    }
+    d->thread_started = true;
+    *out = d;
+out:
+    if (err)
+        dw_dispatch_stop(d);
+    return err;
+}
+
+static void free_list(struct list *l)
+{
+    struct run *r;
+    while ((r = pop(l)))
+        run_free(r);
+}
+
+void dw_dispatch_stop(struct dw_dispatch *d)
+{
+    if (!d)
+        return;
+    pthread_mutex_lock(&d->lock);
+    d->stopping = true;
+    pthread_cond_signal(&d->wake);
+    pthread_mutex_unlock(&d->lock);
+    if (d->thread_started)
+        pthread_join(d->thread, NULL);
+    /* No more callbacks after this returns, so what the pool still held
+     * (borrowed pointers into our runs) is gone before the runs are. */
+    dw_pool_stop(d->pool);
+
+    /* Every run is in the active table (with its waiters chained behind
+     * it) or, if it never began, in the inbox. Queues hold runs that are
+     * also active, so free through the table only. */
+    for (size_t b = 0; d->active && b < d->active_buckets; b++) {
+        struct run *r = d->active[b];
+        while (r) {
+            struct run *hnext = r->hnext;
+            struct run *w = r->waiting;
+            while (w) {
+                struct run *wn = w->next;
+                run_free(w);
+                w = wn;
+            }
+            run_free(r);
+            r = hnext;
+        }
+    }
+    free_list(&d->inbox);
+    while (d->results) {
+        struct result_msg *m = d->results;
+        d->results = m->next;
+        free(m);
+    }
+    while (d->save_q) {
+        struct result_msg *m = d->save_q;
+        d->save_q = m->next;
+        free(m);
+    }
+    free(d->active);
+    dw_store_destroy(d->store);
+    pthread_cond_destroy(&d->wake);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}

@@ -1,0 +1,329 @@
+/*
+ * distribution-worker: main owns the arguments, the start order, signals,
+ * the poll loop and the stop in reverse order.
+ *
+ * Start order (stop is the reverse): config -> log -> metrics -> store
+ * schema -> producer -> dispatch (store connection, pool threads) ->
+ * consumer -> HTTP listener.
+ *
+ * The poll loop (this thread) never blocks on work: it polls Kafka briefly,
+ * validates each request, sends broken ones to the DLQ and valid ones to
+ * dispatch, serves the producer's delivery reports (which mark offsets
+ * done), commits, and pauses every partition while dispatch holds too many
+ * requests or the database is away.
+ *
+ * Exit codes (CONTRACT section 5): 0 clean stop, 2 bad configuration,
+ * 1 anything else fatal.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "dw/config.h"
+#include "dw/consumer.h"
+#include "dw/dispatch.h"
+#include "dw/http.h"
+#include "dw/log.h"
+#include "dw/metrics.h"
+#include "dw/producer.h"
+#include "dw/request.h"
+#include "dw/store.h"
+
+#ifndef DW_VERSION
+#define DW_VERSION "dev"
+#endif
+
+#define POLL_MS 10
+#define COMMIT_EVERY_MS 100
+
+extern char **environ;
+
+/* The one piece of global mutable state: set by signal handlers only. */
+static volatile sig_atomic_t stop_signals;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (++stop_signals > 1)
+        _exit(1); /* a second signal: stop at once */
+}
+
+struct app {
+    struct dw_config *cfg;
+    struct dw_log *log;
+    struct dw_metrics *metrics;
+    struct dw_producer *producer;
+    struct dw_dispatch *dispatch;
+    struct dw_consumer *consumer;
+    struct dw_http *http;
+};
+
+/* Delivery report of a completion or DLQ record: its request is done. */
+static void on_delivered(void *opaque, int32_t partition, int64_t offset)
+{
+    struct app *app = opaque;
+    if (app->consumer)
+        dw_consumer_done(app->consumer, partition, offset);
+}
+
+static bool ready(void *opaque, char *why, size_t whylen)
+{
+    struct app *app = opaque;
+    if (!app->dispatch || !dw_dispatch_store_ok(app->dispatch)) {
+        dw_snprintf(why, whylen, "PostgreSQL unreachable");
+        return false;
+    }
+    if (!dw_producer_ping(app->producer, 1000)) {
+        dw_snprintf(why, whylen, "Kafka unreachable");
+        return false;
+    }
+    return true;
+}
+
+static void handle_message(struct app *app, rd_kafka_message_t *m)
+{
+    char why[512] = "";
+    struct dw_request *req = NULL;
+    struct dw_log_ctx ctx = {NULL, NULL, m->partition, m->offset};
+    enum dw_dlq_code code = dw_request_decode(m->payload, m->len, &req, why, sizeof(why));
+    if (code != DW_DLQ_NONE) {
+        dw_log_write(app->log, DW_LOG_WARN, ctx, "to the DLQ as %s: %s", dw_dlq_name(code), why);
+        dw_metrics_dlq(app->metrics, code);
+        struct dw_dlq_record rec = {
+            .key = m->key,
+            .key_len = m->key_len,
+            .value = m->payload,
+            .value_len = m->len,
+            .topic = rd_kafka_topic_name(m->rkt),
+            .partition = m->partition,
+            .offset = m->offset,
+            .code = code,
+            .message = why,
+        };
+        /* On failure the offset stays pending: never committed unsent. */
+        if (dw_producer_send_dlq(app->producer, &rec) != DW_OK)
+            dw_log_write(app->log, DW_LOG_ERROR, ctx, "DLQ produce failed; offset not committed");
+        return;
+    }
+    ctx.event_id = req->event_id;
+    dw_log_write(app->log, DW_LOG_DEBUG, ctx, "request with %d channel(s)", req->channel_count);
+    if (dw_dispatch_submit(app->dispatch, req, m->partition, m->offset) != DW_OK)
+        dw_log_write(app->log, DW_LOG_WARN, ctx, "stopping; request left for redelivery");
+}
+
+/* Pause while dispatch is full or the database is away; resume with
+ * hysteresis so partitions do not flap. */
+static void backpressure(struct app *app)
+{
+    size_t in_flight = dw_dispatch_in_flight(app->dispatch);
+    size_t max = (size_t)app->cfg->max_in_flight_requests;
+    bool db_ok = dw_dispatch_store_ok(app->dispatch);
+    bool paused = dw_consumer_paused(app->consumer);
+    if (!paused && (in_flight >= max || !db_ok))
+        dw_consumer_set_paused(app->consumer, true);
+    else if (paused && db_ok && in_flight <= max - max / 4)
+        dw_consumer_set_paused(app->consumer, false);
+}
+
+static void run(struct app *app)
+{
+    int64_t next_commit = dw_now_ms() + COMMIT_EVERY_MS;
+    while (!stop_signals) {
+        rd_kafka_message_t *m = dw_consumer_poll(app->consumer, POLL_MS);
+        if (m) {
+            handle_message(app, m);
+            rd_kafka_message_destroy(m);
+        }
+        dw_producer_poll(app->producer, 0);
+        backpressure(app);
+        if (dw_now_ms() >= next_commit) {
+            dw_consumer_commit(app->consumer, false);
+            next_commit = dw_now_ms() + COMMIT_EVERY_MS;
+        }
+    }
+}
+
+/* SIGTERM: take nothing new, let in-flight work finish within the drain
+ * timeout, commit what is done. Unfinished work stays uncommitted. */
+static void drain(struct app *app)
+{
+    dw_log_info(app->log, "stopping: draining %zu request(s), up to %d ms",
+                dw_dispatch_in_flight(app->dispatch), app->cfg->drain_timeout_ms);
+    dw_consumer_set_paused(app->consumer, true);
+    int64_t until = dw_now_ms() + app->cfg->drain_timeout_ms;
+    while (dw_now_ms() < until && stop_signals < 2) {
+        /* Keep polling: it serves the group's heartbeats and rebalances.
+         * A message still arriving is tracked but never finished. */
+        rd_kafka_message_t *m = dw_consumer_poll(app->consumer, POLL_MS);
+        if (m)
+            rd_kafka_message_destroy(m);
+        dw_producer_poll(app->producer, 0);
+        if (dw_dispatch_in_flight(app->dispatch) == 0 &&
+            dw_producer_outstanding(app->producer) == 0)
+            break;
+    }
+    size_t left = dw_dispatch_in_flight(app->dispatch);
+    if (left)
+        dw_log_warn(app->log, "drain timeout: %zu request(s) unfinished, left uncommitted for "
+                    "redelivery", left);
+    dw_consumer_close(app->consumer);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: distribution-worker [-c FILE] [--check-config] [--version]\n"
+                 "  -c, --config FILE   libconfig file (default: built-in defaults and "
+                 "the environment)\n"
+                 "      --check-config  load and validate the configuration, then exit\n"
+                 "  -V, --version       print the version\n"
+                 "Environment variables (DIST_*) override the file: see README.md.\n");
+}
+
+/* Connects and migrates, retrying while PostgreSQL is unreachable: a
+ * broken dependency is waited for, not skipped. */
+static enum dw_err prepare_schema(struct app *app)
+{
+    int wait_ms = 200;
+    for (;;) {
+        char why[512] = "";
+        struct dw_store *store = NULL;
+        enum dw_err err = dw_store_open(app->cfg->pg_dsn, app->log, &store, why, sizeof(why));
+        if (err == DW_OK)
+            err = dw_store_migrate(store, why, sizeof(why));
+        dw_store_destroy(store);
+        if (err == DW_OK)
+            return DW_OK;
+        dw_log_error(app->log, "PostgreSQL not ready (%s); retrying in %d ms", why, wait_ms);
+        for (int slept = 0; slept < wait_ms && !stop_signals; slept += 50)
+            usleep(50 * 1000);
+        if (stop_signals)
+            return DW_ERR_STOPPED;
+        wait_ms = wait_ms < 5000 ? wait_ms * 2 : 5000;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = NULL;
+    bool check_only = false;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"check-config", no_argument, NULL, 'k'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'k':
+            check_only = true;
+            break;
+        case 'V':
+            printf("distribution-worker %s\n", DW_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    struct app app = {0};
+    char errbuf[1024] = "";
+    int status = 1;
+    if (dw_config_load(config_path, environ, &app.cfg, errbuf, sizeof(errbuf)) != DW_OK) {
+        fprintf(stderr, "distribution-worker: configuration error: %s\n", errbuf);
+        return 2;
+    }
+    if (check_only) {
+        printf("configuration OK\n");
+        dw_config_destroy(app.cfg);
+        return 0;
+    }
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    app.log = dw_log_create(STDERR_FILENO, app.cfg->log_level);
+    /* Once, before any thread starts (libcurl's rule). */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        dw_log_error(app.log, "curl_global_init failed");
+        goto out;
+    }
+    app.metrics = dw_metrics_create();
+    dw_log_info(app.log, "distribution-worker %s starting; consuming %s as group %s from %s",
+                DW_VERSION, app.cfg->request_topic, app.cfg->kafka_group, app.cfg->kafka_brokers);
+
+    if (prepare_schema(&app) != DW_OK) {
+        status = 0; /* stopped by a signal while waiting */
+        goto out;
+    }
+    enum dw_err err = dw_producer_create(app.cfg, app.log, app.metrics, on_delivered, &app,
+                                         &app.producer, errbuf, sizeof(errbuf));
+    if (err) {
+        dw_log_error(app.log, "%s", errbuf);
+        status = err == DW_ERR_CONFIG ? 2 : 1;
+        goto out;
+    }
+    struct dw_dispatch_options dopts = {app.cfg, app.log, app.metrics, app.producer};
+    if (dw_dispatch_start(&dopts, &app.dispatch, errbuf, sizeof(errbuf)) != DW_OK) {
+        dw_log_error(app.log, "%s", errbuf);
+        goto out;
+    }
+    err = dw_consumer_create(app.cfg, app.log, app.metrics, &app.consumer, errbuf,
+                             sizeof(errbuf));
+    if (err) {
+        dw_log_error(app.log, "%s", errbuf);
+        status = err == DW_ERR_CONFIG ? 2 : 1;
+        goto out;
+    }
+    if (app.cfg->http_port > 0) {
+        struct dw_http_options hopts = {
+            .bind_address = app.cfg->http_bind,
+            .port = app.cfg->http_port,
+            .pg_dsn = app.cfg->pg_dsn,
+            .log = app.log,
+            .metrics = app.metrics,
+            .ready = ready,
+            .ready_opaque = &app,
+        };
+        if (dw_http_start(&hopts, &app.http, errbuf, sizeof(errbuf)) != DW_OK) {
+            dw_log_error(app.log, "%s", errbuf);
+            goto out;
+        }
+        dw_log_info(app.log, "HTTP listener on %s:%d", app.cfg->http_bind, app.cfg->http_port);
+    }
+
+    run(&app);
+    drain(&app);
+    status = 0;
+
+out:
+    /* Reverse order of start. The HTTP listener goes first so /readyz
+     * stops answering 200 while the rest shuts down. */
+    dw_http_stop(app.http);
+    dw_dispatch_stop(app.dispatch);
+    if (app.producer)
+        dw_producer_destroy(app.producer, 5000);
+    dw_consumer_destroy(app.consumer);
+    dw_metrics_destroy(app.metrics);
+    if (app.log)
+        dw_log_info(app.log, "stopped");
+    dw_log_destroy(app.log);
+    curl_global_cleanup();
+    dw_config_destroy(app.cfg);
+    return status;
+}
