@@ -1,0 +1,1130 @@
+/*
+ * The status store: one libpq connection, its prepared statements, the
+ * schema migrations, and the batch upserts and reads of store.h. The schema,
+ * the status rules in SQL and the round-trip budget are described in
+ * docs/schema.md.
+ *
+ * Threads: a dw_store is used by one thread at a time (the caller
+ * serialises); stores share nothing, so each thread may own one.
+ *
+ * Invariants:
+ * - Between calls the connection is either gone (conn NULL, after a failure
+ *   that could not be cleaned up; dw_store_connected is false) or idle: out
+ *   of pipeline mode and outside any transaction.
+ * - Each batch call is one pipeline: BEGIN, set-based statements (one per
+ *   table, all rows as arrays), the read-back, COMMIT, Sync. That is one
+ *   network round trip. Any failure rolls the whole batch back and returns
+ *   DW_ERR_DB; the caller retries the batch.
+ * - Rows of one batch that hit the same key are merged here first, applying
+ *   the same rules in the same order the database would (ON CONFLICT DO
+ *   UPDATE may not touch a row twice in one statement), and rows are sent
+ *   sorted by key so concurrent batches lock rows in the same order.
+ * - The WHERE clauses of the upserts call the SQL functions of migration 1,
+ *   which encode dw_chstatus_may_replace and dw_overall_may_replace exactly.
+ * - Values only ever travel as parameters (array literals in text format),
+ *   never inside SQL text.
+ */
+#include "dw/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "dw/request.h"
+
+/* Largest array parameter we build (a batch of thousands of rows is far below). */
+#define ARRAY_CAP (64u * 1024 * 1024)
+
+/* pg_advisory_xact_lock key of the migrations: "dwschema" in ASCII. */
+#define MIGRATION_LOCK_KEY "7239381135834490221"
+
+/* Applied on connect unless the DSN, role or database already set one. */
+#define STATEMENT_TIMEOUT "30s"
+
+#define ERRTEXT_MAX 512
+
+struct dw_store {
+    char *dsn;
+    struct dw_log *log; /* borrowed, may be NULL */
+    PGconn *conn;       /* NULL after a failure that closed it */
+    bool prepared;      /* session set up: statement_timeout and statements */
+    uint64_t round_trips;
+};
+
+/*
+ * Migrations, applied in order, each once, each in its own transaction
+ * under the advisory lock. Version = index + 1. Never edit one that has
+ * shipped: append a new one (docs/schema.md says how).
+ */
+struct migration {
+    const char *description;
+    const char *sql;
+};
+
+static const struct migration migrations[] = {
+    {"status rules, distribution and channel_status",
+     /* The rank functions mirror status.c; test_store.c checks every pair. */
+     "CREATE FUNCTION dw_chstatus_rank(status text) RETURNS int\n"
+     "    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$\n"
+     "    SELECT CASE status WHEN 'PENDING' THEN 0 WHEN 'IN_PROGRESS' THEN 1\n"
+     "                       WHEN 'FAILED' THEN 2 WHEN 'SUCCESS' THEN 3 END $$;\n"
+     "CREATE FUNCTION dw_chstatus_may_replace(stored text, incoming text) RETURNS boolean\n"
+     "    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$\n"
+     "    SELECT stored <> 'SUCCESS'\n"
+     "       AND dw_chstatus_rank(incoming) >= dw_chstatus_rank(stored) $$;\n"
+     "CREATE FUNCTION dw_overall_final_rank(status text) RETURNS int\n"
+     "    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$\n"
+     "    SELECT CASE status WHEN 'FAILED' THEN 1 WHEN 'PARTIAL_FAILURE' THEN 2\n"
+     "                       WHEN 'COMPLETED' THEN 3 ELSE 0 END $$;\n"
+     "CREATE FUNCTION dw_overall_is_final(status text) RETURNS boolean\n"
+     "    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$\n"
+     "    SELECT dw_overall_final_rank(status) > 0 $$;\n"
+     "CREATE FUNCTION dw_overall_may_replace(stored text, incoming text) RETURNS boolean\n"
+     "    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$\n"
+     "    SELECT CASE WHEN incoming = 'PENDING' THEN stored = 'PENDING'\n"
+     "                WHEN dw_overall_final_rank(stored) = 0 THEN true\n"
+     "                ELSE dw_overall_final_rank(incoming) > dw_overall_final_rank(stored)\n"
+     "           END $$;\n"
+     "CREATE TABLE distribution (\n"
+     "    event_id       text        NOT NULL,\n"
+     "    overall_status text        NOT NULL CHECK (overall_status IN\n"
+     "        ('PENDING', 'IN_PROGRESS', 'COMPLETED', 'PARTIAL_FAILURE', 'FAILED')),\n"
+     "    total_channels int         NOT NULL DEFAULT 0 CHECK (total_channels >= 0),\n"
+     "    success_count  int         NOT NULL DEFAULT 0 CHECK (success_count >= 0),\n"
+     "    failure_count  int         NOT NULL DEFAULT 0 CHECK (failure_count >= 0),\n"
+     "    started_at     timestamptz NOT NULL DEFAULT now(),\n"
+     "    completed_at   timestamptz,\n"
+     "    updated_at     timestamptz NOT NULL DEFAULT now(),\n"
+     "    PRIMARY KEY (event_id),\n"
+     "    CONSTRAINT distribution_completed_when_final CHECK\n"
+     "        ((completed_at IS NULL) = (overall_status IN ('PENDING', 'IN_PROGRESS')))\n"
+     ");\n"
+     "CREATE TABLE channel_status (\n"
+     "    event_id         text        NOT NULL,\n"
+     "    channel          text        NOT NULL,\n"
+     "    status           text        NOT NULL CHECK (status IN\n"
+     "        ('PENDING', 'IN_PROGRESS', 'SUCCESS', 'FAILED')),\n"
+     "    attempts         int         NOT NULL DEFAULT 0 CHECK (attempts >= 0),\n"
+     "    error_code       text,\n"
+     "    error_message    text,\n"
+     "    external_id      text,\n"
+     "    distribution_url text,\n"
+     "    updated_at       timestamptz NOT NULL DEFAULT now(),\n"
+     "    PRIMARY KEY (event_id, channel)\n"
+     ");\n"},
+};
+
+/* The prepared statements; every one names its event_id(s). */
+enum stmt_id {
+    STMT_BEGIN_DISTRIBUTION,
+    STMT_BEGIN_CHANNELS,
+    STMT_SAVE_RESULTS,
+    STMT_FINISH,
+    STMT_LOAD_MANY,
+    STMT_LOAD_ONE,
+    STMT_COUNT
+};
+
+/* Columns of the load statements (LOAD_COLUMNS below). */
+enum load_col {
+    COL_EVENT_ID,
+    COL_OVERALL,
+    COL_TOTAL,
+    COL_SUCCESS,
+    COL_FAILURE,
+    COL_STARTED,
+    COL_COMPLETED,
+    COL_CHANNEL,
+    COL_STATUS,
+    COL_ATTEMPTS,
+    COL_ERROR_CODE,
+    COL_ERROR_MESSAGE,
+    COL_EXTERNAL_ID,
+    COL_URL,
+    COL_UPDATED,
+};
+
+#define LOAD_COLUMNS                                                                               \
+    "SELECT d.event_id, d.overall_status, d.total_channels, d.success_count, d.failure_count,\n"   \
+    "       floor(extract(epoch FROM d.started_at) * 1000)::int8,\n"                               \
+    "       floor(extract(epoch FROM d.completed_at) * 1000)::int8,\n"                             \
+    "       c.channel, c.status, c.attempts, c.error_code, c.error_message, c.external_id,\n"      \
+    "       c.distribution_url, floor(extract(epoch FROM c.updated_at) * 1000)::int8\n"            \
+    "  FROM distribution d\n"                                                                      \
+    "  LEFT JOIN channel_status c ON c.event_id = d.event_id\n"
+
+static const struct {
+    const char *name;
+    const char *sql;
+} statements[STMT_COUNT] = {
+    [STMT_BEGIN_DISTRIBUTION] =
+        {"dw_begin_distribution",
+         "INSERT INTO distribution AS d\n"
+         "       (event_id, overall_status, total_channels, started_at, updated_at)\n"
+         "SELECT r.event_id, 'IN_PROGRESS', r.total_channels, now(), now()\n"
+         "  FROM unnest($1::text[], $2::int[]) AS r(event_id, total_channels)\n"
+         "ON CONFLICT (event_id) DO UPDATE\n"
+         "   SET overall_status = 'IN_PROGRESS', total_channels = EXCLUDED.total_channels,\n"
+         "       updated_at = EXCLUDED.updated_at\n"
+         " WHERE dw_overall_may_replace(d.overall_status, 'IN_PROGRESS')"},
+    [STMT_BEGIN_CHANNELS] = {"dw_begin_channels",
+                             "INSERT INTO channel_status (event_id, channel, status, attempts, "
+                             "updated_at)\n"
+                             "SELECT r.event_id, r.channel, 'PENDING', 0, now()\n"
+                             "  FROM unnest($1::text[], $2::text[]) AS r(event_id, channel)\n"
+                             "ON CONFLICT (event_id, channel) DO NOTHING"},
+    [STMT_SAVE_RESULTS] =
+        {"dw_save_results",
+         "INSERT INTO channel_status AS c\n"
+         "       (event_id, channel, status, attempts, error_code, error_message, external_id,\n"
+         "        distribution_url, updated_at)\n"
+         "SELECT r.event_id, r.channel, r.status, r.attempts, r.error_code, r.error_message,\n"
+         "       r.external_id, r.distribution_url, now()\n"
+         "  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[],\n"
+         "              $7::text[], $8::text[])\n"
+         "       AS r(event_id, channel, status, attempts, error_code, error_message,\n"
+         "            external_id, distribution_url)\n"
+         "ON CONFLICT (event_id, channel) DO UPDATE\n"
+         "   SET status = EXCLUDED.status, attempts = c.attempts + EXCLUDED.attempts,\n"
+         "       error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,\n"
+         "       external_id = EXCLUDED.external_id,\n"
+         "       distribution_url = EXCLUDED.distribution_url, updated_at = EXCLUDED.updated_at\n"
+         " WHERE dw_chstatus_may_replace(c.status, EXCLUDED.status)"},
+    [STMT_FINISH] =
+        {"dw_finish",
+         "INSERT INTO distribution AS d\n"
+         "       (event_id, overall_status, total_channels, success_count, failure_count,\n"
+         "        started_at, completed_at, updated_at)\n"
+         "SELECT r.event_id, r.overall_status, r.total_channels, r.success_count,\n"
+         "       r.failure_count, now(),\n"
+         "       CASE WHEN dw_overall_is_final(r.overall_status) THEN now() END, now()\n"
+         "  FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[])\n"
+         "       AS r(event_id, overall_status, total_channels, success_count, failure_count)\n"
+         "ON CONFLICT (event_id) DO UPDATE\n"
+         "   SET overall_status = EXCLUDED.overall_status,\n"
+         "       total_channels = EXCLUDED.total_channels,\n"
+         "       success_count = EXCLUDED.success_count, failure_count = EXCLUDED.failure_count,\n"
+         "       completed_at = EXCLUDED.completed_at, updated_at = EXCLUDED.updated_at\n"
+         " WHERE dw_overall_may_replace(d.overall_status, EXCLUDED.overall_status)"},
+    [STMT_LOAD_MANY] = {"dw_load_many", LOAD_COLUMNS " WHERE d.event_id = ANY ($1::text[])"},
+    [STMT_LOAD_ONE] = {"dw_load_one", LOAD_COLUMNS " WHERE d.event_id = $1"},
+};
+
+/* ---- errors and the connection ---------------------------------------- */
+
+/* Copies a libpq message without its trailing newline. */
+static void copy_message(char *dst, size_t dstlen, const char *msg)
+{
+    if (!dstlen)
+        return;
+    dw_strlcpy(dst, msg && *msg ? msg : "unknown error", dstlen);
+    size_t len = strlen(dst);
+    while (len && (dst[len - 1] == '\n' || dst[len - 1] == '\r'))
+        dst[--len] = '\0';
+}
+
+/* "message (detail) [SQLSTATE]" of a failed result, on one line. */
+static void describe_error(const PGresult *res, PGconn *conn, char *dst, size_t dstlen)
+{
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (!primary) {
+        copy_message(dst, dstlen,
+                     PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res)
+                                                  : PQerrorMessage(conn));
+        return;
+    }
+    dw_snprintf(dst, dstlen, "%s%s%s%s [%s]", primary, detail ? " (" : "", detail ? detail : "",
+                detail ? ")" : "", state ? state : "no SQLSTATE");
+}
+
+static void close_conn(struct dw_store *store)
+{
+    if (store->conn)
+        PQfinish(store->conn);
+    store->conn = NULL;
+    store->prepared = false;
+}
+
+/* Logs a failure and, when the connection cannot be trusted any more, closes
+ * it so that no call ever finds it mid-pipeline or mid-transaction. */
+static enum dw_err fail(struct dw_store *store, const char *what, const char *msg, bool close)
+{
+    char text[ERRTEXT_MAX];
+    copy_message(text, sizeof(text), msg);
+    dw_log_write(store->log, DW_LOG_ERROR, DW_LOG_NOCTX, "store: %s failed: %s%s", what, text,
+                 close ? " (connection closed)" : "");
+    if (close)
+        close_conn(store);
+    return DW_ERR_DB;
+}
+
+static void on_notice(void *arg, const char *message)
+{
+    struct dw_store *store = arg;
+    char text[ERRTEXT_MAX];
+    copy_message(text, sizeof(text), message);
+    dw_log_write(store->log, DW_LOG_DEBUG, DW_LOG_NOCTX, "store: server notice: %s", text);
+}
+
+static enum dw_err connect_db(struct dw_store *store, char *errbuf, size_t errlen)
+{
+    /* Keywords before dbname are defaults the DSN may override; the one after
+     * it is ours to fix (all strings we send are UTF-8). */
+    static const char *const keywords[] = {"connect_timeout",
+                                           "application_name",
+                                           "keepalives_idle",
+                                           "keepalives_interval",
+                                           "keepalives_count",
+                                           "tcp_user_timeout",
+                                           "dbname",
+                                           "client_encoding",
+                                           NULL};
+    const char *values[] = {
+        "5", "distribution-worker", "30", "10", "3", "60000", store->dsn, "UTF8", NULL};
+
+    close_conn(store);
+    PGconn *conn = PQconnectdbParams(keywords, values, 1);
+    if (!conn || PQstatus(conn) != CONNECTION_OK) {
+        char text[ERRTEXT_MAX];
+        copy_message(text, sizeof(text), conn ? PQerrorMessage(conn) : "out of memory");
+        if (errbuf)
+            dw_snprintf(errbuf, errlen, "cannot connect to PostgreSQL: %s", text);
+        dw_log_write(store->log, DW_LOG_ERROR, DW_LOG_NOCTX,
+                     "store: cannot connect to PostgreSQL: %s", text);
+        PQfinish(conn);
+        return DW_ERR_DB;
+    }
+    PQsetNoticeProcessor(conn, on_notice, store);
+    store->conn = conn;
+    return DW_OK;
+}
+
+/* ---- the pipeline ----------------------------------------------------- */
+
+enum step_kind { STEP_SQL, STEP_PREPARE, STEP_EXEC };
+
+/* One message of a pipeline. */
+struct step {
+    enum step_kind kind;
+    const char *sql;  /* STEP_SQL, STEP_PREPARE */
+    const char *name; /* STEP_PREPARE, STEP_EXEC: statement name */
+    int nparams;
+    const char *values[8];
+    PGresult *result; /* out: rows of a statement that returns rows; caller clears */
+};
+
+static struct step sql_step(const char *sql)
+{
+    return (struct step){.kind = STEP_SQL, .sql = sql};
+}
+
+static struct step exec_step(enum stmt_id id)
+{
+    return (struct step){.kind = STEP_EXEC, .name = statements[id].name};
+}
+
+static void clear_results(struct step *steps, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        PQclear(steps[i].result);
+        steps[i].result = NULL;
+    }
+}
+
+static bool send_step(PGconn *conn, const struct step *s)
+{
+    switch (s->kind) {
+    case STEP_SQL:
+        return PQsendQueryParams(conn, s->sql, s->nparams, NULL, s->values, NULL, NULL, 0);
+    case STEP_PREPARE:
+        return PQsendPrepare(conn, s->name, s->sql, 0, NULL);
+    case STEP_EXEC:
+        return PQsendQueryPrepared(conn, s->name, s->nparams, s->values, NULL, NULL, 0);
+    }
+    return false;
+}
+
+/*
+ * Sends all steps, one Sync, and reads every result: one round trip. On
+ * failure rolls back an open transaction (one more round trip) or closes a
+ * connection that is broken or in a state we cannot vouch for.
+ */
+static enum dw_err run_pipeline(struct dw_store *store, const char *what, struct step *steps,
+                                size_t n)
+{
+    PGconn *conn = store->conn;
+    char first_error[ERRTEXT_MAX] = "";
+    bool failed = false;
+
+    if (!conn)
+        return fail(store, what, "not connected", false);
+    if (PQstatus(conn) != CONNECTION_OK)
+        return fail(store, what, PQerrorMessage(conn), true);
+    if (!PQenterPipelineMode(conn))
+        return fail(store, what, PQerrorMessage(conn), true);
+
+    store->round_trips++;
+    for (size_t i = 0; i < n; i++) {
+        if (!send_step(conn, &steps[i]))
+            return fail(store, what, PQerrorMessage(conn), true);
+    }
+    if (!PQpipelineSync(conn))
+        return fail(store, what, PQerrorMessage(conn), true);
+
+    for (size_t i = 0; i < n; i++) {
+        PGresult *res = PQgetResult(conn);
+        if (!res || PQstatus(conn) != CONNECTION_OK) {
+            PQclear(res);
+            clear_results(steps, n);
+            return fail(store, what, first_error[0] ? first_error : PQerrorMessage(conn), true);
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_TUPLES_OK) {
+            steps[i].result = res;
+        } else if (st == PGRES_COMMAND_OK) {
+            PQclear(res);
+        } else {
+            if (!failed && st != PGRES_PIPELINE_ABORTED)
+                describe_error(res, conn, first_error, sizeof(first_error));
+            failed = true;
+            PQclear(res);
+        }
+        /* Each statement's results end with a NULL. */
+        res = PQgetResult(conn);
+        if (res) {
+            PQclear(res);
+            clear_results(steps, n);
+            return fail(store, what, "unexpected extra result", true);
+        }
+    }
+    PGresult *sync = PQgetResult(conn);
+    bool synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!synced || !PQexitPipelineMode(conn)) {
+        clear_results(steps, n);
+        return fail(store, what, first_error[0] ? first_error : PQerrorMessage(conn), true);
+    }
+    if (!failed)
+        return DW_OK;
+
+    clear_results(steps, n);
+    PGTransactionStatusType ts = PQtransactionStatus(conn);
+    if (ts == PQTRANS_INERROR || ts == PQTRANS_INTRANS) {
+        store->round_trips++;
+        PGresult *res = PQexec(conn, "ROLLBACK");
+        bool rolled_back = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (!rolled_back)
+            return fail(store, what, first_error, true);
+    } else if (ts != PQTRANS_IDLE) {
+        return fail(store, what, first_error, true);
+    }
+    return fail(store, what, first_error, false);
+}
+
+/* Sets the session up once per connection: statement_timeout (unless one is
+ * configured already) and the prepared statements. One round trip. */
+static enum dw_err ensure_session(struct dw_store *store, const char *what)
+{
+    if (!store->conn)
+        return fail(store, what, "not connected", false);
+    if (store->prepared)
+        return DW_OK;
+
+    struct step steps[2 + STMT_COUNT];
+    size_t n = 0;
+    /* A half-done earlier attempt may have left some statements behind. */
+    steps[n++] = sql_step("DEALLOCATE ALL");
+    steps[n] = sql_step("SELECT set_config('statement_timeout', $1, false)"
+                        " WHERE current_setting('statement_timeout') IN ('0', '0ms')");
+    steps[n].nparams = 1;
+    steps[n++].values[0] = STATEMENT_TIMEOUT;
+    for (int i = 0; i < STMT_COUNT; i++)
+        steps[n++] = (struct step){
+            .kind = STEP_PREPARE, .name = statements[i].name, .sql = statements[i].sql};
+
+    enum dw_err err = run_pipeline(store, "preparing statements", steps, n);
+    clear_results(steps, n);
+    if (!err)
+        store->prepared = true;
+    return err;
+}
+
+/* ---- parameters --------------------------------------------------------- */
+
+/* A PostgreSQL array literal in text format, built with a sticky error. */
+struct pgarray {
+    struct dw_buf buf;
+    size_t count;
+    bool full;
+};
+
+static void put(struct pgarray *a, const char *p, size_t len)
+{
+    if (!a->full && dw_buf_append(&a->buf, p, len) != DW_OK)
+        a->full = true;
+}
+
+static void array_init(struct pgarray *a)
+{
+    dw_buf_init(&a->buf, ARRAY_CAP);
+    a->count = 0;
+    a->full = false;
+    put(a, "{", 1);
+}
+
+/* Closes the literal; NULL when it outgrew its cap. */
+static const char *array_end(struct pgarray *a)
+{
+    put(a, "}", 1);
+    return a->full ? NULL : a->buf.data;
+}
+
+static void array_cleanup(struct pgarray *a)
+{
+    dw_buf_cleanup(&a->buf);
+}
+
+/* Length of the valid UTF-8 sequence at p, 0 when the bytes there are not. */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0];
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80) /* also stops at the terminating NUL */
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+static bool utf8_valid(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = utf8_len(p);
+        if (!n)
+            return false;
+        p += n;
+    }
+    return true;
+}
+
+/*
+ * Appends one element: NULL for a NULL or empty string, else the string
+ * quoted, with '"' and '\' escaped. Invalid UTF-8 (say, from a channel's
+ * error text) becomes '?': one bad byte must not fail a whole batch forever.
+ */
+static void array_add_text(struct pgarray *a, const char *s)
+{
+    if (a->count++)
+        put(a, ",", 1);
+    if (!s || !*s) {
+        put(a, "NULL", 4);
+        return;
+    }
+    put(a, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = utf8_len(p);
+        if (!n)
+            put(a, "?", 1);
+        else if (*p == '"' || *p == '\\') {
+            put(a, "\\", 1);
+            put(a, (const char *)p, 1);
+        } else
+            put(a, (const char *)p, n);
+        p += n ? n : 1;
+    }
+    put(a, "\"", 1);
+}
+
+static void array_add_int(struct pgarray *a, int v)
+{
+    char text[16];
+    dw_snprintf(text, sizeof(text), "%d", v);
+    if (a->count++)
+        put(a, ",", 1);
+    put(a, text, strlen(text));
+}
+
+static bool event_id_ok(const char *event_id)
+{
+    return event_id && *event_id && utf8_valid(event_id);
+}
+
+/* ---- merging a batch by key -------------------------------------------- */
+
+/* One input row: its key and where it came from. */
+struct key {
+    const char *event_id;
+    int channel; /* 0 where the key is the event alone */
+    size_t index;
+};
+
+static int compare_keys(const void *a, const void *b)
+{
+    const struct key *x = a, *y = b;
+    int c = strcmp(x->event_id, y->event_id);
+    if (c)
+        return c;
+    if (x->channel != y->channel)
+        return x->channel < y->channel ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Keys sorted, and the start of each run of equal keys (plus an end mark). */
+struct groups {
+    struct key *keys;
+    size_t *start;
+    size_t count;
+};
+
+static void groups_build(struct groups *g, struct key *keys, size_t n)
+{
+    qsort(keys, n, sizeof(*keys), compare_keys);
+    g->keys = keys;
+    g->start = dw_xcalloc(n + 1, sizeof(*g->start));
+    g->count = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || strcmp(keys[i].event_id, keys[i - 1].event_id) != 0 ||
+            keys[i].channel != keys[i - 1].channel)
+            g->start[g->count++] = i;
+    }
+    g->start[g->count] = n;
+}
+
+static void groups_cleanup(struct groups *g)
+{
+    free(g->start);
+    g->start = NULL;
+}
+
+/* The group of an event (event-only keys), or -1. */
+static long groups_find(const struct groups *g, const char *event_id)
+{
+    size_t lo = 0, hi = g->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(event_id, g->keys[g->start[mid]].event_id);
+        if (c == 0)
+            return (long)mid;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return -1;
+}
+
+/* ---- reading rows back -------------------------------------------------- */
+
+static int64_t get_i64(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return 0;
+    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static int get_int(const PGresult *res, int row, int col)
+{
+    int64_t v = get_i64(res, row, col);
+    return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int)v;
+}
+
+static void get_text(const PGresult *res, int row, int col, char *dst, size_t dstlen)
+{
+    dw_strlcpy(dst, PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col), dstlen);
+}
+
+/* Fills st from one row of a load statement (distribution columns, and the
+ * channel columns when the row has a channel). */
+static void fill_row(struct dw_store *store, struct dw_status *st, const PGresult *res, int row)
+{
+    if (!dw_overall_parse(PQgetvalue(res, row, COL_OVERALL), &st->overall))
+        st->overall = DW_OVERALL_PENDING;
+    st->total_channels = get_int(res, row, COL_TOTAL);
+    st->success_count = get_int(res, row, COL_SUCCESS);
+    st->failure_count = get_int(res, row, COL_FAILURE);
+    st->started_at_ms = get_i64(res, row, COL_STARTED);
+    st->completed_at_ms = get_i64(res, row, COL_COMPLETED);
+    if (PQgetisnull(res, row, COL_CHANNEL))
+        return;
+
+    const char *name = PQgetvalue(res, row, COL_CHANNEL);
+    int id = dw_channel_from_name(name);
+    if (id < 0 || id >= DW_CHANNEL_COUNT) {
+        struct dw_log_ctx ctx = {st->event_id, name, -1, -1};
+        dw_log_write(store->log, DW_LOG_WARN, ctx, "store: unknown channel in channel_status");
+        return;
+    }
+    struct dw_channel_state *cs = &st->channels[id];
+    cs->present = true;
+    if (!dw_chstatus_parse(PQgetvalue(res, row, COL_STATUS), &cs->status))
+        cs->status = DW_CH_PENDING;
+    cs->attempts = get_int(res, row, COL_ATTEMPTS);
+    cs->error = DW_EC_NONE;
+    if (!PQgetisnull(res, row, COL_ERROR_CODE) &&
+        !dw_errcode_parse(PQgetvalue(res, row, COL_ERROR_CODE), &cs->error))
+        cs->error = DW_EC_NONE;
+    get_text(res, row, COL_ERROR_MESSAGE, cs->error_message, sizeof(cs->error_message));
+    get_text(res, row, COL_EXTERNAL_ID, cs->external_id, sizeof(cs->external_id));
+    get_text(res, row, COL_URL, cs->url, sizeof(cs->url));
+    cs->updated_at_ms = get_i64(res, row, COL_UPDATED);
+}
+
+/*
+ * Fills targets[i] (by original item index) for every item from the rows of
+ * a load statement: each group's first item from the rows, the others
+ * copied from it.
+ */
+static void fill_statuses(struct dw_store *store, const struct groups *g, const PGresult *res,
+                          struct dw_status *const *targets)
+{
+    for (size_t i = 0; i < g->count; i++) {
+        struct dw_status *st = targets[g->keys[g->start[i]].index];
+        memset(st, 0, sizeof(*st));
+        dw_strlcpy(st->event_id, g->keys[g->start[i]].event_id, sizeof(st->event_id));
+    }
+    bool *seen = dw_xcalloc(g->count, sizeof(*seen));
+    for (int row = 0; row < PQntuples(res); row++) {
+        long i = groups_find(g, PQgetvalue(res, row, COL_EVENT_ID));
+        if (i < 0)
+            continue;
+        seen[i] = true;
+        fill_row(store, targets[g->keys[g->start[i]].index], res, row);
+    }
+    for (size_t i = 0; i < g->count; i++) {
+        const struct dw_status *first = targets[g->keys[g->start[i]].index];
+        if (!seen[i]) {
+            struct dw_log_ctx ctx = {first->event_id, NULL, -1, -1};
+            dw_log_write(store->log, DW_LOG_WARN, ctx, "store: no distribution row after write");
+        }
+        for (size_t k = g->start[i] + 1; k < g->start[i + 1]; k++)
+            *targets[g->keys[k].index] = *first;
+    }
+    free(seen);
+}
+
+/* ---- the public calls --------------------------------------------------- */
+
+enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store **out, char *errbuf,
+                          size_t errlen)
+{
+    *out = NULL;
+    if (!dsn) {
+        if (errbuf)
+            dw_snprintf(errbuf, errlen, "no PostgreSQL DSN");
+        return DW_ERR_INVALID;
+    }
+    struct dw_store *store = dw_xcalloc(1, sizeof(*store));
+    store->dsn = dw_xstrdup(dsn);
+    store->log = log;
+    enum dw_err err = connect_db(store, errbuf, errlen);
+    if (err) {
+        dw_store_destroy(store);
+        return err;
+    }
+    *out = store;
+    return DW_OK;
+}
+
+void dw_store_destroy(struct dw_store *store)
+{
+    if (!store)
+        return;
+    close_conn(store);
+    free(store->dsn);
+    free(store);
+}
+
+bool dw_store_connected(struct dw_store *store)
+{
+    return store && store->conn && PQstatus(store->conn) == CONNECTION_OK;
+}
+
+enum dw_err dw_store_reconnect(struct dw_store *store)
+{
+    enum dw_err err = connect_db(store, NULL, 0);
+    if (err)
+        return err;
+    dw_log_write(store->log, DW_LOG_INFO, DW_LOG_NOCTX, "store: reconnected to PostgreSQL");
+    return ensure_session(store, "preparing statements");
+}
+
+uint64_t dw_store_round_trips(const struct dw_store *store)
+{
+    return store ? store->round_trips : 0;
+}
+
+/* One simple-protocol command of a migration; fills errbuf on failure. */
+static bool migrate_exec(struct dw_store *store, const char *sql, int nparams,
+                         const char *const *values, PGresult **rows, char *errbuf, size_t errlen)
+{
+    store->round_trips++;
+    PGresult *res = nparams ? PQexecParams(store->conn, sql, nparams, NULL, values, NULL, NULL, 0)
+                            : PQexec(store->conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        if (rows)
+            *rows = res;
+        else
+            PQclear(res);
+        return true;
+    }
+    char text[ERRTEXT_MAX];
+    if (res)
+        describe_error(res, store->conn, text, sizeof(text));
+    else
+        copy_message(text, sizeof(text), PQerrorMessage(store->conn));
+    dw_snprintf(errbuf, errlen, "schema migration failed: %s", text);
+    PQclear(res);
+    return false;
+}
+
+/* Applies migration `version` unless it is recorded; one transaction under
+ * the advisory lock, so concurrent workers apply it exactly once. */
+static enum dw_err apply_migration(struct dw_store *store, int version, char *errbuf, size_t errlen)
+{
+    const struct migration *m = &migrations[version - 1];
+    char version_text[16];
+    dw_snprintf(version_text, sizeof(version_text), "%d", version);
+    const char *lock[] = {MIGRATION_LOCK_KEY};
+    const char *which[] = {version_text};
+    const char *record[] = {version_text, m->description};
+    PGresult *rows = NULL;
+    enum dw_err err = DW_ERR_DB;
+
+    if (!migrate_exec(store, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, errbuf, errlen))
+        goto out;
+    if (!migrate_exec(store, "SELECT pg_advisory_xact_lock($1::int8)", 1, lock, NULL, errbuf,
+                      errlen))
+        goto out;
+    if (!migrate_exec(store,
+                      "CREATE TABLE IF NOT EXISTS schema_version (\n"
+                      "    version     int         PRIMARY KEY,\n"
+                      "    description text        NOT NULL,\n"
+                      "    applied_at  timestamptz NOT NULL DEFAULT now()\n"
+                      ")",
+                      0, NULL, NULL, errbuf, errlen))
+        goto out;
+    if (!migrate_exec(store, "SELECT 1 FROM schema_version WHERE version = $1::int", 1, which,
+                      &rows, errbuf, errlen))
+        goto out;
+    if (PQntuples(rows) == 0) {
+        if (!migrate_exec(store, m->sql, 0, NULL, NULL, errbuf, errlen))
+            goto out;
+        if (!migrate_exec(store,
+                          "INSERT INTO schema_version (version, description) VALUES ($1::int, $2)",
+                          2, record, NULL, errbuf, errlen))
+            goto out;
+        dw_log_write(store->log, DW_LOG_INFO, DW_LOG_NOCTX,
+                     "store: applied schema migration %d (%s)", version, m->description);
+    }
+    if (!migrate_exec(store, "COMMIT", 0, NULL, NULL, errbuf, errlen))
+        goto out;
+    err = DW_OK;
+out:
+    PQclear(rows);
+    if (err) {
+        dw_log_write(store->log, DW_LOG_ERROR, DW_LOG_NOCTX, "store: %s", errbuf ? errbuf : "");
+        if (PQstatus(store->conn) != CONNECTION_OK) {
+            close_conn(store);
+        } else if (PQtransactionStatus(store->conn) != PQTRANS_IDLE) {
+            store->round_trips++;
+            PGresult *res = PQexec(store->conn, "ROLLBACK");
+            if (PQresultStatus(res) != PGRES_COMMAND_OK)
+                close_conn(store);
+            PQclear(res);
+        }
+    }
+    return err;
+}
+
+enum dw_err dw_store_migrate(struct dw_store *store, char *errbuf, size_t errlen)
+{
+    char scratch[ERRTEXT_MAX];
+    if (!errbuf) {
+        errbuf = scratch;
+        errlen = sizeof(scratch);
+    }
+    if (!store->conn || PQstatus(store->conn) != CONNECTION_OK) {
+        dw_snprintf(errbuf, errlen, "schema migration failed: not connected to PostgreSQL");
+        return fail(store, "schema migration", "not connected", store->conn != NULL);
+    }
+    for (size_t i = 0; i < DW_ARRAY_LEN(migrations); i++) {
+        enum dw_err err = apply_migration(store, (int)i + 1, errbuf, errlen);
+        if (err)
+            return err;
+    }
+    /* Statements prepared before the migration may refer to old tables. */
+    store->prepared = false;
+    enum dw_err err = ensure_session(store, "preparing statements");
+    if (err)
+        dw_snprintf(errbuf, errlen, "preparing statements failed after the schema migration");
+    return err;
+}
+
+enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items, size_t n)
+{
+    if (n == 0)
+        return DW_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].req || !event_id_ok(items[i].req->event_id))
+            return DW_ERR_INVALID;
+    }
+
+    struct key *keys = dw_xcalloc(n, sizeof(*keys));
+    struct dw_status **targets = dw_xcalloc(n, sizeof(*targets));
+    for (size_t i = 0; i < n; i++) {
+        keys[i] = (struct key){items[i].req->event_id, 0, i};
+        targets[i] = &items[i].status;
+    }
+    struct groups g;
+    groups_build(&g, keys, n);
+
+    /* One distribution row per event (the last request's channel count); a
+     * channel row for every channel any of its requests asked for. */
+    struct pgarray events, totals, channel_events, channels;
+    array_init(&events);
+    array_init(&totals);
+    array_init(&channel_events);
+    array_init(&channels);
+    for (size_t i = 0; i < g.count; i++) {
+        const char *event_id = keys[g.start[i]].event_id;
+        const struct dw_request *last = items[keys[g.start[i + 1] - 1].index].req;
+        unsigned wanted = 0;
+        for (size_t k = g.start[i]; k < g.start[i + 1]; k++)
+            wanted |= items[keys[k].index].req->channels;
+        array_add_text(&events, event_id);
+        array_add_int(&totals, last->channel_count);
+        for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+            if (wanted & (1u << ch)) {
+                array_add_text(&channel_events, event_id);
+                array_add_text(&channels, dw_channel_get((enum dw_channel_id)ch)->name);
+            }
+        }
+    }
+
+    enum dw_err err = DW_ERR_NOMEM;
+    struct step steps[5];
+    steps[0] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
+    steps[1] = exec_step(STMT_BEGIN_DISTRIBUTION);
+    steps[1].nparams = 2;
+    steps[1].values[0] = array_end(&events);
+    steps[1].values[1] = array_end(&totals);
+    steps[2] = exec_step(STMT_BEGIN_CHANNELS);
+    steps[2].nparams = 2;
+    steps[2].values[0] = array_end(&channel_events);
+    steps[2].values[1] = array_end(&channels);
+    steps[3] = exec_step(STMT_LOAD_MANY);
+    steps[3].nparams = 1;
+    steps[3].values[0] = steps[1].values[0];
+    steps[4] = sql_step("COMMIT");
+    if (!steps[1].values[0] || !steps[1].values[1] || !steps[2].values[0] || !steps[2].values[1])
+        goto out;
+
+    err = ensure_session(store, "begin");
+    if (err)
+        goto out;
+    err = run_pipeline(store, "begin", steps, DW_ARRAY_LEN(steps));
+    if (err)
+        goto out;
+    fill_statuses(store, &g, steps[3].result, targets);
+    clear_results(steps, DW_ARRAY_LEN(steps));
+out:
+    array_cleanup(&channels);
+    array_cleanup(&channel_events);
+    array_cleanup(&totals);
+    array_cleanup(&events);
+    groups_cleanup(&g);
+    free(targets);
+    free(keys);
+    return err;
+}
+
+enum dw_err dw_store_save_results(struct dw_store *store, const struct dw_store_result *items,
+                                  size_t n)
+{
+    if (n == 0)
+        return DW_OK;
+    for (size_t i = 0; i < n; i++) {
+        const struct dw_store_result *r = &items[i];
+        if (!event_id_ok(r->event_id) || (unsigned)r->channel >= DW_CHANNEL_COUNT ||
+            (unsigned)r->status >= DW_CHSTATUS_COUNT || (unsigned)r->error >= DW_EC_COUNT)
+            return DW_ERR_INVALID;
+    }
+
+    struct key *keys = dw_xcalloc(n, sizeof(*keys));
+    for (size_t i = 0; i < n; i++)
+        keys[i] = (struct key){items[i].event_id, (int)items[i].channel, i};
+    struct groups g;
+    groups_build(&g, keys, n);
+
+    struct pgarray cols[8];
+    for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++)
+        array_init(&cols[c]);
+    for (size_t i = 0; i < g.count; i++) {
+        /* Results for one key within the batch are applied in order, as the
+         * database would apply them across batches: a refused one drops out,
+         * an accepted one replaces the row and adds its attempts. */
+        const struct dw_store_result *row = &items[keys[g.start[i]].index];
+        int attempts = row->attempts;
+        for (size_t k = g.start[i] + 1; k < g.start[i + 1]; k++) {
+            const struct dw_store_result *next = &items[keys[k].index];
+            if (dw_chstatus_may_replace(row->status, next->status)) {
+                row = next;
+                attempts += next->attempts;
+            }
+        }
+        array_add_text(&cols[0], row->event_id);
+        array_add_text(&cols[1], dw_channel_get(row->channel)->name);
+        array_add_text(&cols[2], dw_chstatus_name(row->status));
+        array_add_int(&cols[3], attempts);
+        array_add_text(&cols[4], dw_errcode_name(row->error));
+        array_add_text(&cols[5], row->error_message);
+        array_add_text(&cols[6], row->external_id);
+        array_add_text(&cols[7], row->url);
+    }
+
+    enum dw_err err = DW_ERR_NOMEM;
+    struct step steps[3];
+    steps[0] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
+    steps[1] = exec_step(STMT_SAVE_RESULTS);
+    steps[1].nparams = (int)DW_ARRAY_LEN(cols);
+    steps[2] = sql_step("COMMIT");
+    for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++) {
+        steps[1].values[c] = array_end(&cols[c]);
+        if (!steps[1].values[c])
+            goto out;
+    }
+
+    err = ensure_session(store, "saving results");
+    if (err)
+        goto out;
+    err = run_pipeline(store, "saving results", steps, DW_ARRAY_LEN(steps));
+    clear_results(steps, DW_ARRAY_LEN(steps));
+out:
+    for (size_t c = DW_ARRAY_LEN(cols); c-- > 0;)
+        array_cleanup(&cols[c]);
+    groups_cleanup(&g);
+    free(keys);
+    return err;
+}
+
+enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *items, size_t n)
+{
+    if (n == 0)
+        return DW_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (!event_id_ok(items[i].event_id) || (unsigned)items[i].overall >= DW_OVERALL_COUNT)
+            return DW_ERR_INVALID;
+    }
+
+    struct key *keys = dw_xcalloc(n, sizeof(*keys));
+    struct dw_status **targets = dw_xcalloc(n, sizeof(*targets));
+    for (size_t i = 0; i < n; i++) {
+        keys[i] = (struct key){items[i].event_id, 0, i};
+        targets[i] = &items[i].status;
+    }
+    struct groups g;
+    groups_build(&g, keys, n);
+
+    struct pgarray cols[5];
+    for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++)
+        array_init(&cols[c]);
+    for (size_t i = 0; i < g.count; i++) {
+        /* As for results: apply one event's finishes in order. */
+        const struct dw_store_finish *row = &items[keys[g.start[i]].index];
+        for (size_t k = g.start[i] + 1; k < g.start[i + 1]; k++) {
+            const struct dw_store_finish *next = &items[keys[k].index];
+            if (dw_overall_may_replace(row->overall, next->overall))
+                row = next;
+        }
+        array_add_text(&cols[0], row->event_id);
+        array_add_text(&cols[1], dw_overall_name(row->overall));
+        array_add_int(&cols[2], row->total_channels);
+        array_add_int(&cols[3], row->success_count);
+        array_add_int(&cols[4], row->failure_count);
+    }
+
+    enum dw_err err = DW_ERR_NOMEM;
+    struct step steps[4];
+    steps[0] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
+    steps[1] = exec_step(STMT_FINISH);
+    steps[1].nparams = (int)DW_ARRAY_LEN(cols);
+    steps[2] = exec_step(STMT_LOAD_MANY);
+    steps[2].nparams = 1;
+    steps[3] = sql_step("COMMIT");
+    for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++) {
+        steps[1].values[c] = array_end(&cols[c]);
+        if (!steps[1].values[c])
+            goto out;
+    }
+    steps[2].values[0] = steps[1].values[0];
+
+    err = ensure_session(store, "finish");
+    if (err)
+        goto out;
+    err = run_pipeline(store, "finish", steps, DW_ARRAY_LEN(steps));
+    if (err)
+        goto out;
+    fill_statuses(store, &g, steps[2].result, targets);
+    clear_results(steps, DW_ARRAY_LEN(steps));
+out:
+    for (size_t c = DW_ARRAY_LEN(cols); c-- > 0;)
+        array_cleanup(&cols[c]);
+    groups_cleanup(&g);
+    free(targets);
+    free(keys);
+    return err;
+}
+
+enum dw_err dw_store_read(struct dw_store *store, const char *event_id, struct dw_status *out)
+{
+    if (!event_id_ok(event_id))
+        return DW_ERR_INVALID;
+
+    /* A single statement sees one snapshot: no transaction needed. */
+    struct step steps[1];
+    steps[0] = exec_step(STMT_LOAD_ONE);
+    steps[0].nparams = 1;
+    steps[0].values[0] = event_id;
+
+    enum dw_err err = ensure_session(store, "reading status");
+    if (err)
+        return err;
+    err = run_pipeline(store, "reading status", steps, 1);
+    if (err)
+        return err;
+    if (PQntuples(steps[0].result) == 0) {
+        err = DW_ERR_NOT_FOUND;
+    } else {
+        struct key key = {event_id, 0, 0};
+        size_t start[2] = {0, 1};
+        struct groups g = {&key, start, 1};
+        struct dw_status *targets[1] = {out};
+        fill_statuses(store, &g, steps[0].result, targets);
+    }
+    clear_results(steps, 1);
+    return err;
+}
