@@ -43,8 +43,8 @@ struct run {
     struct dw_request *req;
     int32_t partition;
     int64_t offset;
-    unsigned called;      /* channels called in this drive */
-    int outstanding;      /* channel results not yet stored */
+    unsigned called; /* channels called in this drive */
+    int outstanding; /* channel results not yet stored */
     struct dw_call_result results[DW_CHANNEL_COUNT];
     struct dw_status begun; /* stored state when the drive began */
     char *completion;       /* JSON, while waiting to be produced */
@@ -224,8 +224,10 @@ static void store_failed(struct dw_dispatch *d, const char *what)
 {
     dw_metrics_count(d->opts.metrics, DW_COUNTER_DB_ERRORS, 1);
     if (!dw_store_connected(d->store) && atomic_exchange(&d->store_ok, false))
-        dw_log_error(d->opts.log, "PostgreSQL connection lost during %s; taking no new work "
-                     "until it is back", what);
+        dw_log_error(d->opts.log,
+                     "PostgreSQL connection lost during %s; taking no new work "
+                     "until it is back",
+                     what);
     else
         dw_log_warn(d->opts.log, "PostgreSQL %s failed; retrying", what);
     d->reconnect_wait = d->reconnect_wait ? d->reconnect_wait * 2 : RECONNECT_MIN_MS;
@@ -351,7 +353,8 @@ static void take_results(struct dw_dispatch *d, struct result_msg *in)
         m->run->results[m->result.channel] = m->result;
         const struct dw_call_result *res = &m->result;
         dw_log_write(d->opts.log, res->status == DW_CH_SUCCESS ? DW_LOG_DEBUG : DW_LOG_WARN,
-                     ctx_of(m->run, dw_channel_get(res->channel)->name), "%s after %d attempt(s)%s%s",
+                     ctx_of(m->run, dw_channel_get(res->channel)->name),
+                     "%s after %d attempt(s)%s%s",
                      res->status == DW_CH_SUCCESS ? "SUCCESS" : dw_errcode_name(res->error),
                      res->attempts, res->error_message[0] ? ": " : "", res->error_message);
         m->next = d->save_q;
@@ -485,9 +488,8 @@ static void *dispatch_main(void *arg)
             if ((has_store_work(d) || d->produce_q.len) && dw_now_ms() >= d->reconnect_at)
                 break;
             /* Sleep until woken, or until the next retry is due. */
-            int64_t wait_ms = has_store_work(d) || d->produce_q.len
-                                  ? d->reconnect_at - dw_now_ms()
-                                  : 1000;
+            int64_t wait_ms =
+                has_store_work(d) || d->produce_q.len ? d->reconnect_at - dw_now_ms() : 1000;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += wait_ms / 1000;

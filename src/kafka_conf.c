@@ -16,9 +16,8 @@ static bool set(rd_kafka_conf_t *conf, const char *name, const char *value, cons
     return true;
 }
 
-rd_kafka_conf_t *dw_kafka_conf_new(const struct dw_config *cfg,
-                                   const struct dw_kafka_setting *base, size_t n_base,
-                                   const struct dw_kafka_prop *extra, size_t n_extra,
+rd_kafka_conf_t *dw_kafka_conf_new(const struct dw_config *cfg, const struct dw_kafka_setting *base,
+                                   size_t n_base, const struct dw_kafka_prop *extra, size_t n_extra,
                                    const struct dw_kafka_setting *forced, size_t n_forced,
                                    char *errbuf, size_t errlen)
 {
@@ -33,8 +32,7 @@ rd_kafka_conf_t *dw_kafka_conf_new(const struct dw_config *cfg,
                  errbuf, errlen))
             goto fail;
     for (size_t i = 0; i < n_extra; i++)
-        if (!set(conf, extra[i].name, extra[i].value, "kafka client properties", errbuf,
-                 errlen))
+        if (!set(conf, extra[i].name, extra[i].value, "kafka client properties", errbuf, errlen))
             goto fail;
     for (size_t i = 0; i < n_forced; i++)
         if (!set(conf, forced[i].name, forced[i].value, "required setting", errbuf, errlen))

@@ -39,7 +39,7 @@
 #define DW_VERSION "dev"
 #endif
 
-#define POLL_MS 10
+#define POLL_MS         10
 #define COMMIT_EVERY_MS 100
 
 extern char **environ;
@@ -170,8 +170,10 @@ static void drain(struct app *app)
     }
     size_t left = dw_dispatch_in_flight(app->dispatch);
     if (left)
-        dw_log_warn(app->log, "drain timeout: %zu request(s) unfinished, left uncommitted for "
-                    "redelivery", left);
+        dw_log_warn(app->log,
+                    "drain timeout: %zu request(s) unfinished, left uncommitted for "
+                    "redelivery",
+                    left);
     dw_consumer_close(app->consumer);
 }
 
@@ -283,8 +285,7 @@ int main(int argc, char **argv)
         dw_log_error(app.log, "%s", errbuf);
         goto out;
     }
-    err = dw_consumer_create(app.cfg, app.log, app.metrics, &app.consumer, errbuf,
-                             sizeof(errbuf));
+    err = dw_consumer_create(app.cfg, app.log, app.metrics, &app.consumer, errbuf, sizeof(errbuf));
     if (err) {
         dw_log_error(app.log, "%s", errbuf);
         status = err == DW_ERR_CONFIG ? 2 : 1;

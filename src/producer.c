@@ -93,8 +93,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         return;
     }
     dw_metrics_count(p->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
-    dw_log_write(p->log, DW_LOG_WARN,
-                 (struct dw_log_ctx){NULL, NULL, r->partition, r->offset},
+    dw_log_write(p->log, DW_LOG_WARN, (struct dw_log_ctx){NULL, NULL, r->partition, r->offset},
                  "delivery to %s failed, sending again: %s", r->topic, rd_kafka_err2str(m->err));
     /* Producing from inside a delivery report is allowed, but never block
      * here: a full queue puts the record on the retry list instead. */
@@ -121,14 +120,16 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 {
     struct dw_producer *p = rd_kafka_opaque(rk);
     if (p)
-        dw_log_write(p->log, level <= 3 ? DW_LOG_ERROR : level <= 5 ? DW_LOG_WARN : DW_LOG_DEBUG,
+        dw_log_write(p->log,
+                     level <= 3   ? DW_LOG_ERROR
+                     : level <= 5 ? DW_LOG_WARN
+                                  : DW_LOG_DEBUG,
                      DW_LOG_NOCTX, "librdkafka producer %s: %s", fac, buf);
 }
 
 enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
                                struct dw_metrics *metrics, dw_producer_delivered_cb delivered,
-                               void *opaque, struct dw_producer **out, char *errbuf,
-                               size_t errlen)
+                               void *opaque, struct dw_producer **out, char *errbuf, size_t errlen)
 {
     static const struct dw_kafka_setting base[] = {
         /* Completions are small and many: let librdkafka batch them. */
@@ -215,8 +216,8 @@ static enum dw_err send_record(struct dw_producer *p, struct record *r)
 enum dw_err dw_producer_send_completion(struct dw_producer *p, const char *event_id,
                                         const char *json, int32_t partition, int64_t offset)
 {
-    struct record *r = record_new(RECORD_COMPLETION, p->completed_topic, event_id,
-                                  strlen(event_id), json, strlen(json), partition, offset);
+    struct record *r = record_new(RECORD_COMPLETION, p->completed_topic, event_id, strlen(event_id),
+                                  json, strlen(json), partition, offset);
     return send_record(p, r);
 }
 
@@ -278,8 +279,10 @@ void dw_producer_destroy(struct dw_producer *p, int timeout_ms)
     while (dw_producer_outstanding(p) > 0 && dw_now_ms() < until)
         dw_producer_poll(p, 50);
     if (dw_producer_outstanding(p) > 0)
-        dw_log_warn(p->log, "producer closing with %d records unacknowledged; their requests "
-                    "stay uncommitted and will be redelivered", dw_producer_outstanding(p));
+        dw_log_warn(p->log,
+                    "producer closing with %d records unacknowledged; their requests "
+                    "stay uncommitted and will be redelivered",
+                    dw_producer_outstanding(p));
     /* Records still queued are purged: their delivery reports (with an
      * error) free them without calling `delivered` twice. */
     rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);

@@ -12,10 +12,10 @@ static const char *const overall_names[] = {"PENDING", "IN_PROGRESS", "COMPLETED
                                             "PARTIAL_FAILURE", "FAILED"};
 static const char *const chstatus_names[] = {"PENDING", "IN_PROGRESS", "SUCCESS", "FAILED"};
 static const char *const errcode_names[] = {
-    NULL,       "TIMEOUT",           "HTTP_5XX",     "HTTP_4XX",     "RATE_LIMITED",
-    "CONNECTION", "BAD_RESPONSE",    "RETRIES_EXHAUSTED", "CIRCUIT_OPEN", "BULKHEAD_FULL"};
-static const char *const dlq_names[] = {NULL,          "INVALID_JSON",  "TOO_LARGE",
-                                        "INVALID_EVENT_ID", "INVALID_FIELD", "INVALID_CHANNELS"};
+    NULL,         "TIMEOUT",      "HTTP_5XX",          "HTTP_4XX",     "RATE_LIMITED",
+    "CONNECTION", "BAD_RESPONSE", "RETRIES_EXHAUSTED", "CIRCUIT_OPEN", "BULKHEAD_FULL"};
+static const char *const dlq_names[] = {
+    NULL, "INVALID_JSON", "TOO_LARGE", "INVALID_EVENT_ID", "INVALID_FIELD", "INVALID_CHANNELS"};
 
 const char *dw_overall_name(enum dw_overall s)
 {

@@ -26,9 +26,9 @@ struct partition {
     size_t cap;  /* power of two */
     size_t head; /* index of the oldest entry */
     size_t len;
-    int64_t last_added;     /* -1: none */
-    int64_t commit_offset;  /* one past the done prefix; -1: none yet */
-    bool commit_new;        /* commit_offset changed since last asked */
+    int64_t last_added;    /* -1: none */
+    int64_t commit_offset; /* one past the done prefix; -1: none yet */
+    bool commit_new;       /* commit_offset changed since last asked */
 };
 
 struct dw_tracker {

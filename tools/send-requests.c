@@ -72,10 +72,11 @@ int main(int argc, char **argv)
         if (doc && json_object_object_get_ex(doc, "eventId", &id) &&
             json_object_is_type(id, json_type_string))
             key = json_object_get_string(id);
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY | RD_KAFKA_MSG_F_BLOCK),
-            RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE(line, (size_t)len),
-            RD_KAFKA_V_END);
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY | RD_KAFKA_MSG_F_BLOCK),
+                              RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+                              RD_KAFKA_V_VALUE(line, (size_t)len), RD_KAFKA_V_END);
         json_object_put(doc);
         if (err) {
             fprintf(stderr, "send-requests: %s\n", rd_kafka_err2str(err));

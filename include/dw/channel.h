@@ -27,8 +27,8 @@ enum dw_channel_id {
 };
 
 #define DW_EXTERNAL_ID_MAX 128
-#define DW_URL_MAX 512
-#define DW_ERRMSG_MAX 256
+#define DW_URL_MAX         512
+#define DW_ERRMSG_MAX      256
 
 /* One HTTP call a channel wants made: POST base_url + path. */
 struct dw_http_call {
@@ -64,8 +64,8 @@ struct dw_channel_type {
     /* Reads the 2xx body of step `step`. Returns DW_EC_NONE with reply filled,
      * or DW_EC_BAD_RESPONSE with a reason in errbuf when the id is missing or
      * the body is not the expected JSON. */
-    enum dw_errcode (*parse)(int step, const char *body, size_t len,
-                             struct dw_channel_reply *reply, char *errbuf, size_t errlen);
+    enum dw_errcode (*parse)(int step, const char *body, size_t len, struct dw_channel_reply *reply,
+                             char *errbuf, size_t errlen);
 };
 
 /* The registry; id must be < DW_CHANNEL_COUNT. Never NULL. */

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DW_MUST_CHECK __attribute__((warn_unused_result))
+#define DW_MUST_CHECK   __attribute__((warn_unused_result))
 #define DW_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define DW_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

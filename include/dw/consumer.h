@@ -23,8 +23,8 @@ struct dw_consumer;
 
 /* Creates the consumer and subscribes to cfg->request_topic. */
 enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
-                               struct dw_metrics *metrics, struct dw_consumer **out,
-                               char *errbuf, size_t errlen) DW_MUST_CHECK;
+                               struct dw_metrics *metrics, struct dw_consumer **out, char *errbuf,
+                               size_t errlen) DW_MUST_CHECK;
 
 /* Polls once (serving rebalances). Returns a request message, which the
  * caller destroys with rd_kafka_message_destroy, or NULL. A returned offset

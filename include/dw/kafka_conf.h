@@ -25,9 +25,8 @@ struct dw_kafka_setting {
  * props), then `forced` (values correctness depends on; the user cannot
  * override them). On error returns NULL with the property named in errbuf.
  */
-rd_kafka_conf_t *dw_kafka_conf_new(const struct dw_config *cfg,
-                                   const struct dw_kafka_setting *base, size_t n_base,
-                                   const struct dw_kafka_prop *extra, size_t n_extra,
+rd_kafka_conf_t *dw_kafka_conf_new(const struct dw_config *cfg, const struct dw_kafka_setting *base,
+                                   size_t n_base, const struct dw_kafka_prop *extra, size_t n_extra,
                                    const struct dw_kafka_setting *forced, size_t n_forced,
                                    char *errbuf, size_t errlen);
 

@@ -34,8 +34,8 @@ enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
 /* Queues the completion of the request at (partition, offset), keyed by
  * event_id. Copies what it needs. Blocks while the local queue is full. */
 enum dw_err dw_producer_send_completion(struct dw_producer *p, const char *event_id,
-                                        const char *json, int32_t partition, int64_t offset)
-    DW_MUST_CHECK;
+                                        const char *json, int32_t partition,
+                                        int64_t offset) DW_MUST_CHECK;
 
 /* Queues a DLQ record: the original key and value unchanged, and the
  * headers x-error-code, x-error-message, x-original-topic,
@@ -51,8 +51,8 @@ struct dw_dlq_record {
     enum dw_dlq_code code;
     const char *message;
 };
-enum dw_err dw_producer_send_dlq(struct dw_producer *p, const struct dw_dlq_record *rec)
-    DW_MUST_CHECK;
+enum dw_err dw_producer_send_dlq(struct dw_producer *p,
+                                 const struct dw_dlq_record *rec) DW_MUST_CHECK;
 
 /* Serves delivery reports; call often from the poll thread. */
 void dw_producer_poll(struct dw_producer *p, int timeout_ms);

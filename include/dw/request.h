@@ -15,13 +15,13 @@
 
 /* A valid request. All strings are owned, NUL-terminated UTF-8. */
 struct dw_request {
-    char *event_id;       /* 1..64 of [A-Za-z0-9._-] */
-    char *title;          /* 1..200 code points */
-    char *content;        /* NULL when absent; at most 10,000 code points */
-    char *image_url;      /* NULL when absent; http:// or https:// */
-    char *requested_at;   /* NULL when absent; as sent (RFC 3339) */
+    char *event_id;          /* 1..64 of [A-Za-z0-9._-] */
+    char *title;             /* 1..200 code points */
+    char *content;           /* NULL when absent; at most 10,000 code points */
+    char *image_url;         /* NULL when absent; http:// or https:// */
+    char *requested_at;      /* NULL when absent; as sent (RFC 3339) */
     int64_t requested_at_ms; /* parsed requestedAt, ms since epoch; 0 when absent */
-    unsigned channels;    /* bit (1u << enum dw_channel_id) per requested channel */
+    unsigned channels;       /* bit (1u << enum dw_channel_id) per requested channel */
     int channel_count;
     /* channelSettings values the adapters use; NULL when absent. */
     char *radius;       /* URIDONGNETV.radius */

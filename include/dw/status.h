@@ -48,7 +48,7 @@ enum dw_dlq_code {
     DW_DLQ_COUNT
 };
 
-#define DW_OVERALL_COUNT 5
+#define DW_OVERALL_COUNT  5
 #define DW_CHSTATUS_COUNT 4
 
 /* Wire names ("COMPLETED", "SUCCESS", "HTTP_5XX", "INVALID_JSON"); the

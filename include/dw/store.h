@@ -42,15 +42,15 @@ struct dw_status {
     int total_channels;
     int success_count;
     int failure_count;
-    int64_t started_at_ms;   /* wall clock */
-    int64_t completed_at_ms; /* 0 while not final */
+    int64_t started_at_ms;                              /* wall clock */
+    int64_t completed_at_ms;                            /* 0 while not final */
     struct dw_channel_state channels[DW_CHANNEL_COUNT]; /* indexed by enum dw_channel_id */
 };
 
 /* Connects (does not migrate). log may be NULL. The caller destroys. A
  * connection failure returns DW_ERR_DB with libpq's message in errbuf. */
-enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store **out,
-                          char *errbuf, size_t errlen) DW_MUST_CHECK;
+enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store **out, char *errbuf,
+                          size_t errlen) DW_MUST_CHECK;
 void dw_store_destroy(struct dw_store *store);
 
 /* Creates or migrates the schema, idempotently and safely when several
@@ -75,8 +75,8 @@ struct dw_store_begin {
     const struct dw_request *req; /* in, borrowed */
     struct dw_status status;      /* out */
 };
-enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items, size_t n)
-    DW_MUST_CHECK;
+enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items,
+                           size_t n) DW_MUST_CHECK;
 
 /*
  * Saves final (or IN_PROGRESS) channel results. A row moves only as
@@ -109,12 +109,12 @@ struct dw_store_finish {
     int failure_count;       /* in */
     struct dw_status status; /* out */
 };
-enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *items, size_t n)
-    DW_MUST_CHECK;
+enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *items,
+                            size_t n) DW_MUST_CHECK;
 
 /* Reads one event. DW_ERR_NOT_FOUND when there is no row. */
-enum dw_err dw_store_read(struct dw_store *store, const char *event_id, struct dw_status *out)
-    DW_MUST_CHECK;
+enum dw_err dw_store_read(struct dw_store *store, const char *event_id,
+                          struct dw_status *out) DW_MUST_CHECK;
 
 /* Network round trips made so far (for the benchmark's figures). */
 uint64_t dw_store_round_trips(const struct dw_store *store);

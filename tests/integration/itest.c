@@ -194,8 +194,7 @@ void itest_worker_start(struct itest_worker *w, const char *name, const char *co
     w->http_port = free_port();
     snprintf(w->log_path, sizeof(w->log_path), "%s/worker-%s.log", dir ? dir : "/tmp", name);
     char conf[512];
-    snprintf(conf, sizeof(conf), "%s/tests/integration/worker-test.conf",
-             itest_env("SOURCE_DIR"));
+    snprintf(conf, sizeof(conf), "%s/tests/integration/worker-test.conf", itest_env("SOURCE_DIR"));
     const char *bin = itest_env("WORKER_BIN");
 
     char env[24][600];
@@ -287,8 +286,7 @@ rd_kafka_t *itest_producer(void)
     return rk;
 }
 
-void itest_produce(rd_kafka_t *p, const char *topic, const char *key, const void *value,
-                   size_t len)
+void itest_produce(rd_kafka_t *p, const char *topic, const char *key, const void *value, size_t len)
 {
     rd_kafka_resp_err_t err = rd_kafka_producev(
         p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY | RD_KAFKA_MSG_F_BLOCK),
@@ -381,8 +379,7 @@ int64_t itest_uncommitted(const char *group, const char *topic)
     int64_t behind = 0;
     for (int i = 0; i < parts->cnt; i++) {
         int64_t lo, hi;
-        if (rd_kafka_query_watermark_offsets(rk, topic, parts->elems[i].partition, &lo, &hi,
-                                             10000))
+        if (rd_kafka_query_watermark_offsets(rk, topic, parts->elems[i].partition, &lo, &hi, 10000))
             fail("watermarks unavailable");
         int64_t committed = parts->elems[i].offset < 0 ? lo : parts->elems[i].offset;
         behind += hi - committed;

@@ -20,10 +20,10 @@
 
 #include "itest.h"
 
-#define N_REQUESTS 200
-#define REQUEST_TOPIC "distribution-requests"
+#define N_REQUESTS      200
+#define REQUEST_TOPIC   "distribution-requests"
 #define COMPLETED_TOPIC "distribution-completed"
-#define DLQ_TOPIC "distribution-requests.dlq"
+#define DLQ_TOPIC       "distribution-requests.dlq"
 
 static struct itest_worker worker;
 static rd_kafka_t *producer;
@@ -227,8 +227,8 @@ static void requests_complete_on_all_six_channels(void **state)
         if (behind)
             rd_kafka_poll(producer, 100);
     }
-    printf("  requests: %d sent, %d completed, uncommitted offsets %lld\n", N_REQUESTS,
-           N_REQUESTS, (long long)behind);
+    printf("  requests: %d sent, %d completed, uncommitted offsets %lld\n", N_REQUESTS, N_REQUESTS,
+           (long long)behind);
     assert_int_equal(behind, 0);
 }
 
@@ -259,6 +259,88 @@ static void resending_completed_requests_posts_nothing(void **state)
     assert_int_equal(itest_json_int(after, "duplicatePosts"), 0);
     json_object_put(before);
     json_object_put(after);
+}
+
+static struct json_object *channel_entry(struct json_object *doc, const char *list,
+                                         const char *name)
+{
+    struct json_object *chans;
+    assert_true(json_object_object_get_ex(doc, list, &chans));
+    for (size_t i = 0; i < json_object_array_length(chans); i++) {
+        struct json_object *c = json_object_array_get_idx(chans, i);
+        if (strcmp(str(c, "channel"), name) == 0)
+            return c;
+    }
+    fail_msg("no %s in %s", name, list);
+    return NULL;
+}
+
+/* A channel that refuses (HTTP 400, permanent) fails alone: the request
+ * completes PARTIAL_FAILURE with the reason stored. Re-sending the request
+ * after the channel recovers calls only that channel, and the request
+ * becomes COMPLETED with the attempts of both drives counted. */
+static void failed_channel_is_redriven_alone(void **state)
+{
+    (void)state;
+    enum { N = 5 };
+    itest_sim("/_sim/reset", NULL);
+    itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"errorRate\":1,\"errorStatus\":400}");
+    for (int i = 0; i < N; i++) {
+        char id[128];
+        event_id(id, sizeof(id), "partial", i);
+        char *json = itest_request_json(id);
+        itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
+        free(json);
+    }
+    itest_flush(producer);
+    await_completions("partial", N, 1);
+    for (int i = 0; i < N; i++) {
+        char id[128], url[256];
+        event_id(id, sizeof(id), "partial", i);
+        struct json_object *doc = completion(id, 0);
+        assert_string_equal(str(doc, "status"), "PARTIAL_FAILURE");
+        assert_int_equal(num(doc, "successCount"), 5);
+        assert_int_equal(num(doc, "failureCount"), 1);
+        struct json_object *kakao = channel_entry(doc, "distributedChannels", "KAKAO");
+        assert_string_equal(str(kakao, "status"), "FAILED");
+        assert_string_equal(str(kakao, "errorCode"), "HTTP_4XX");
+        assert_int_equal(num(kakao, "attempts"), 1);
+
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/distribution/%s/status", worker.http_port,
+                 id);
+        struct json_object *st = itest_http_json(url, NULL);
+        assert_non_null(st);
+        assert_string_equal(str(st, "overallStatus"), "PARTIAL_FAILURE");
+        kakao = channel_entry(st, "channels", "KAKAO");
+        assert_string_equal(str(kakao, "errorCode"), "HTTP_4XX");
+        assert_non_null(str(kakao, "errorMessage"));
+        json_object_put(st);
+    }
+
+    itest_sim("/_sim/reset", NULL);
+    for (int i = 0; i < N; i++) {
+        char id[128];
+        event_id(id, sizeof(id), "partial", i);
+        char *json = itest_request_json(id);
+        itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
+        free(json);
+    }
+    itest_flush(producer);
+    await_completions("partial", N, 2);
+    for (int i = 0; i < N; i++) {
+        char id[128];
+        event_id(id, sizeof(id), "partial", i);
+        struct json_object *doc = completion(id, 1);
+        assert_string_equal(str(doc, "status"), "COMPLETED");
+        assert_int_equal(num(channel_entry(doc, "distributedChannels", "KAKAO"), "attempts"), 2);
+        assert_int_equal(num(channel_entry(doc, "distributedChannels", "NAVER"), "attempts"), 1);
+    }
+    struct json_object *stats = itest_sim_stats();
+    printf("  re-drive: %lld call(s), %lld to KAKAO\n", (long long)itest_json_int(stats, "calls"),
+           (long long)itest_json_int(stats, "channels.KAKAO.calls"));
+    assert_int_equal(itest_json_int(stats, "calls"), N);
+    assert_int_equal(itest_json_int(stats, "channels.KAKAO.calls"), N);
+    json_object_put(stats);
 }
 
 struct broken {
@@ -335,8 +417,7 @@ static void broken_messages_go_to_the_dlq(void **state)
             char *topic = itest_header(m, "x-original-topic");
             char *part = itest_header(m, "x-original-partition");
             char *off = itest_header(m, "x-original-offset");
-            printf("  DLQ %-12s %-17s %s\n", cases[i].name, code ? code : "(none)",
-                   msg ? msg : "");
+            printf("  DLQ %-12s %-17s %s\n", cases[i].name, code ? code : "(none)", msg ? msg : "");
             assert_non_null(code);
             assert_string_equal(code, cases[i].code);
             assert_non_null(msg);
@@ -402,6 +483,7 @@ int main(void)
         cmocka_unit_test(requests_complete_on_all_six_channels),
         cmocka_unit_test(resending_completed_requests_posts_nothing),
         cmocka_unit_test(broken_messages_go_to_the_dlq),
+        cmocka_unit_test(failed_channel_is_redriven_alone),
         cmocka_unit_test(status_endpoint_errors),
     };
     return cmocka_run_group_tests(tests, start, stop);

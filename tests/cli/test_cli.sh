@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Start-up behaviour of the real binary (CONTRACT section 5): a bad setting
+# stops start-up with exit code 2 and a message that names it (the
+# environment variable, or the file path with its line); a good file passes
+# --check-config. Needs no running parts.
+# usage: test_cli.sh WORKER_BINARY SOURCE_DIR
+set -u
+bin=$1 src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+
+# expect NAME CODE PATTERN [VAR=VALUE...] -- ARGS...
+expect() {
+    local name=$1 code=$2 pattern=$3; shift 3
+    local envs=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    shift
+    local out rc
+    out=$(env -i PATH="$PATH" "${envs[@]}" "$bin" "$@" 2>&1 </dev/null)
+    rc=$?
+    if [ "$rc" = "$code" ] && grep -qE -- "$pattern" <<<"$out"; then
+        passed=$((passed + 1)); echo "ok   $name"
+    else
+        failed=$((failed + 1)); echo "FAIL $name: exit $rc (want $code), output:"; echo "$out" | head -5
+    fi
+}
+
+conf=$src/conf/distribution-worker.conf
+expect "reference file is valid" 0 "configuration OK" -- -c "$conf" --check-config
+expect "bad port from the environment names it" 2 "DIST_HTTP_PORT" DIST_HTTP_PORT=abc -- -c "$conf" --check-config
+expect "bad log level from the environment names it" 2 "DIST_LOG_LEVEL" DIST_LOG_LEVEL=loud -- -c "$conf" --check-config
+expect "a bad setting also stops a real start" 2 "DIST_HTTP_PORT" DIST_HTTP_PORT=-1 -- -c "$conf"
+
+printf 'worker = { threads = 2\n' >"$tmp/syntax.conf"
+expect "unparsable file names file and line" 2 "syntax\.conf:[0-9]+: syntax error" -- -c "$tmp/syntax.conf" --check-config
+
+sed 's/^channels = {/channels = {\n    FACEBOOK = { url = "http:\/\/x"; };/' "$conf" >"$tmp/unknown.conf"
+expect "unknown channel is named" 2 "channels\.FACEBOOK" -- -c "$tmp/unknown.conf" --check-config
+
+sed 's/threads = 2;/threads = -1;/' "$conf" >"$tmp/negative.conf"
+expect "negative size names the setting and line" 2 "worker\.threads.*line" -- -c "$tmp/negative.conf" --check-config
+
+awk '/^    KAKAO = \{/ {skip=1} skip && /url =/ {skip=0; next} {print}' "$conf" >"$tmp/nourl.conf"
+expect "missing URL is named" 2 "channels\.KAKAO\.url" -- -c "$tmp/nourl.conf" --check-config
+expect "the environment supplies a missing URL" 0 "configuration OK" DIST_CHANNEL_KAKAO_URL=http://127.0.0.1:9 -- -c "$tmp/nourl.conf" --check-config
+
+expect "missing file" 2 "nope\.conf" -- -c "$tmp/nope.conf" --check-config
+expect "unknown option" 2 "usage" -- --frobnicate
+expect "version" 0 "distribution-worker [0-9]" -- --version
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
