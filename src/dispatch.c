@@ -34,6 +34,9 @@
 
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
+/* An idle dispatch pings the database this often, so readiness and the
+ * consumer's pause follow an outage even when no request is flowing. */
+#define IDLE_PING_MS 1000
 
 struct run {
     struct dw_dispatch *d;
@@ -85,6 +88,7 @@ struct dw_dispatch {
     size_t save_len;
     int64_t reconnect_at;
     int reconnect_wait;
+    int64_t last_store_ok; /* when a store call last worked */
     uint64_t round_trips_seen;
 };
 
@@ -239,6 +243,7 @@ static void store_failed(struct dw_dispatch *d, const char *what)
 static void store_worked(struct dw_dispatch *d)
 {
     count_round_trips(d);
+    d->last_store_ok = dw_now_ms();
     d->reconnect_wait = 0;
     if (!atomic_exchange(&d->store_ok, true))
         dw_log_info(d->opts.log, "PostgreSQL is back");
@@ -477,6 +482,17 @@ static bool has_store_work(const struct dw_dispatch *d)
     return d->begin_q.len || d->save_q || d->finish_q.len;
 }
 
+/* With nothing else to do, check that the database still answers. */
+static void idle_ping(struct dw_dispatch *d)
+{
+    if (has_store_work(d) || dw_now_ms() - d->last_store_ok < IDLE_PING_MS || !store_usable(d))
+        return;
+    if (dw_store_ping(d->store) == DW_OK)
+        store_worked(d);
+    else
+        store_failed(d, "ping");
+}
+
 static void *dispatch_main(void *arg)
 {
     struct dw_dispatch *d = arg;
@@ -485,11 +501,16 @@ static void *dispatch_main(void *arg)
         for (;;) {
             if (d->stopping || d->inbox.head || d->results)
                 break;
-            if ((has_store_work(d) || d->produce_q.len) && dw_now_ms() >= d->reconnect_at)
+            bool busy = has_store_work(d) || d->produce_q.len;
+            if (busy && dw_now_ms() >= d->reconnect_at)
                 break;
-            /* Sleep until woken, or until the next retry is due. */
-            int64_t wait_ms =
-                has_store_work(d) || d->produce_q.len ? d->reconnect_at - dw_now_ms() : 1000;
+            if (!busy && dw_now_ms() - d->last_store_ok >= IDLE_PING_MS &&
+                dw_now_ms() >= d->reconnect_at)
+                break; /* time for an idle ping */
+            /* Sleep until woken, or until the next retry or ping is due. */
+            int64_t wait_ms = busy ? d->reconnect_at - dw_now_ms() : IDLE_PING_MS;
+            if (wait_ms < 1)
+                wait_ms = 1;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += wait_ms / 1000;
@@ -523,6 +544,7 @@ static void *dispatch_main(void *arg)
         do_finish(d);
         do_produce(d);
         do_begin(d);
+        idle_ping(d);
     }
     return NULL;
 }
@@ -546,6 +568,7 @@ enum dw_err dw_dispatch_start(const struct dw_dispatch_options *opts, struct dw_
     if (err)
         goto out;
     atomic_store(&d->store_ok, true);
+    d->last_store_ok = dw_now_ms();
     d->round_trips_seen = dw_store_round_trips(d->store);
 
     struct dw_pool_options po = {

@@ -39,8 +39,9 @@
 #define DW_VERSION "dev"
 #endif
 
-#define POLL_MS         10
-#define COMMIT_EVERY_MS 100
+#define POLL_MS            10
+#define COMMIT_EVERY_MS    100
+#define REVOKE_WAIT_MAX_MS 10000
 
 extern char **environ;
 
@@ -70,6 +71,13 @@ static void on_delivered(void *opaque, int32_t partition, int64_t offset)
     struct app *app = opaque;
     if (app->consumer)
         dw_consumer_done(app->consumer, partition, offset);
+}
+
+/* While a revoke waits for in-flight work: serve delivery reports. */
+static void serve_deliveries(void *opaque)
+{
+    struct app *app = opaque;
+    dw_producer_poll(app->producer, 10);
 }
 
 static bool ready(void *opaque, char *why, size_t whylen)
@@ -291,6 +299,12 @@ int main(int argc, char **argv)
         status = err == DW_ERR_CONFIG ? 2 : 1;
         goto out;
     }
+    /* A rebalance should not hold the whole group for long: bounded wait. */
+    dw_consumer_set_revoke_wait(app.consumer,
+                                app.cfg->drain_timeout_ms < REVOKE_WAIT_MAX_MS
+                                    ? app.cfg->drain_timeout_ms
+                                    : REVOKE_WAIT_MAX_MS,
+                                serve_deliveries, &app);
     if (app.cfg->http_port > 0) {
         struct dw_http_options hopts = {
             .bind_address = app.cfg->http_bind,

@@ -771,6 +771,14 @@ enum dw_err dw_store_reconnect(struct dw_store *store)
     return ensure_session(store, "preparing statements");
 }
 
+enum dw_err dw_store_ping(struct dw_store *store)
+{
+    struct step step = sql_step("SELECT 1");
+    enum dw_err err = run_pipeline(store, "ping", &step, 1);
+    clear_results(&step, 1);
+    return err;
+}
+
 uint64_t dw_store_round_trips(const struct dw_store *store)
 {
     return store ? store->round_trips : 0;

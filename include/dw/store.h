@@ -116,6 +116,10 @@ enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *item
 enum dw_err dw_store_read(struct dw_store *store, const char *event_id,
                           struct dw_status *out) DW_MUST_CHECK;
 
+/* One round trip (SELECT 1): tells whether the server still answers, so an
+ * idle worker notices an outage. DW_ERR_DB when it does not. */
+enum dw_err dw_store_ping(struct dw_store *store) DW_MUST_CHECK;
+
 /* Network round trips made so far (for the benchmark's figures). */
 uint64_t dw_store_round_trips(const struct dw_store *store);
 

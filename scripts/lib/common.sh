@@ -6,7 +6,8 @@ DW_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Debian packages the project builds and runs with.
 DW_PACKAGES="build-essential cmake pkg-config clang clang-format libclang-rt-14-dev \
 librdkafka-dev libpq-dev libcurl4-openssl-dev libjson-c-dev libconfig-dev \
-libcmocka-dev libmicrohttpd-dev postgresql postgresql-client curl procps jq gnuplot-nox"
+libcmocka-dev libmicrohttpd-dev postgresql postgresql-client curl procps jq gnuplot-nox \
+yamllint graphviz"
 
 dw_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 dw_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -76,13 +77,31 @@ dw_pg_start() {
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
     dw_as_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 ||
         { cat "$dir/initdb.log" >&2; dw_die "initdb failed"; }
-    dw_as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-        start >/dev/null || { cat "$dir/server.log" >&2; dw_die "PostgreSQL did not start"; }
+    # Settings live in the data directory, so a plain pg_ctl start (after a
+    # stop in a fault test) comes back on the same port.
+    cat >>"$dir/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+max_connections = 200
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+CONF
+    dw_pg_ctl "$dir" start || { cat "$dir/server.log" >&2; dw_die "PostgreSQL did not start"; }
     dw_as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres distribution ||
         dw_die "createdb failed"
     echo "$port" >"$dir/port"
     echo "postgresql://postgres@127.0.0.1:$port/distribution"
+}
+
+# dw_pg_ctl DIR start|stop: the server dw_pg_start made in DIR.
+dw_pg_ctl() {
+    local dir=$1 action=$2
+    case $action in
+    start) dw_as_pg "$(dw_pg_bindir)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ;;
+    stop) dw_as_pg "$(dw_pg_bindir)/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null ;;
+    esac
 }
 
 dw_pg_stop() {

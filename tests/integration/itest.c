@@ -405,3 +405,61 @@ char *itest_request_json(const char *event_id)
         fail("asprintf");
     return out;
 }
+
+void itest_parts(const char *action)
+{
+    char cmd[2048];
+    const char *dir = getenv("DW_ITEST_DIR");
+    const char *build = getenv("DW_BUILD_DIR");
+    snprintf(cmd, sizeof(cmd), "bash '%s/tests/integration/parts.sh' %s '%s' '%s' >&2",
+             itest_env("SOURCE_DIR"), action, dir ? dir : ".", build ? build : ".");
+    if (system(cmd) != 0)
+        fail("parts.sh %s failed", action);
+}
+
+void itest_broker_signal(int sig)
+{
+    pid_t pid = (pid_t)strtol(itest_env("BROKER_PID"), NULL, 10);
+    if (pid <= 0 || kill(pid, sig) != 0)
+        fail("cannot signal the dev broker (pid %d)", (int)pid);
+}
+
+double itest_metric(const struct itest_worker *w, const char *name)
+{
+    char url[128], *body = NULL;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", w->http_port);
+    if (itest_http("GET", url, NULL, &body) != 200) {
+        free(body);
+        return -1;
+    }
+    double sum = 0;
+    size_t nlen = strlen(name);
+    for (char *line = body; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        if (strncmp(line, name, nlen) == 0 && (line[nlen] == ' ' || line[nlen] == '{')) {
+            char *sp = strrchr(line, ' ');
+            if (sp)
+                sum += strtod(sp + 1, NULL);
+        }
+        line = next;
+    }
+    free(body);
+    return sum;
+}
+
+long itest_peak_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kib = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kib = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kib;
+}

@@ -91,3 +91,17 @@ int64_t itest_uncommitted(const char *group, const char *topic);
 char *itest_request_json(const char *event_id);
 
 #endif
+
+/* Runs tests/integration/parts.sh ACTION (pg-stop, pg-start) on this run's
+ * parts; aborts on failure. */
+void itest_parts(const char *action);
+
+/* Sends sig to the dev broker (SIGUSR1: brokers down, SIGUSR2: up). */
+void itest_broker_signal(int sig);
+
+/* A number from the worker's /metrics: the sum of every series of name
+ * (with any labels). -1 when the worker does not answer. */
+double itest_metric(const struct itest_worker *w, const char *name);
+
+/* Peak resident memory (VmHWM) of pid in KiB, 0 when unknown. */
+long itest_peak_rss_kib(pid_t pid);

@@ -4,7 +4,7 @@
 #   PostgreSQL (initdb + pg_ctl as the postgres user), the dev broker
 #   (librdkafka's mock cluster) and the channel simulator.
 # Their addresses go to DIR/parts.env, read by tests/integration/itest.c.
-# usage: parts.sh start|stop DIR BUILD_DIR
+# usage: parts.sh start|stop|pg-stop|pg-start DIR BUILD_DIR
 set -euo pipefail
 cmd=$1 dir=$2 build=$3
 . "$(dirname "$0")/../../scripts/lib/common.sh"
@@ -65,7 +65,10 @@ ENV
 stop)
     stop_all
     ;;
+pg-stop | pg-start) # for fault tests: the same server, same port and data
+    dw_pg_ctl "$dir/pg" "${cmd#pg-}"
+    ;;
 *)
-    dw_die "usage: parts.sh start|stop DIR BUILD_DIR"
+    dw_die "usage: parts.sh start|stop|pg-stop|pg-start DIR BUILD_DIR"
     ;;
 esac
