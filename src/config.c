@@ -38,6 +38,8 @@ enum key_type {
     KEY_DOUBLE,
     KEY_LEVEL, /* a log level name, stored as enum dw_log_level */
     KEY_PROPS, /* a list of "name=value" strings, stored as dw_kafka_prop[] */
+    /* One of the names in choices (any case), stored as its index (an enum). */
+    KEY_CHOICE,
 };
 
 /* Extra checks on a value, beyond its type and range. */
@@ -47,6 +49,7 @@ enum {
     KEY_ADDRESS = 1u << 2,     /* an IPv4 or IPv6 literal */
     KEY_TOPIC = 1u << 3,       /* a legal Kafka topic name */
     KEY_PER_CHANNEL = 1u << 4, /* not allowed in channels.defaults */
+    KEY_SSLMODE = 1u << 5,     /* one of libpq's sslmode values */
 };
 
 struct key {
@@ -63,6 +66,8 @@ struct key {
      * DIST_CHANNEL_<NAME>_. NULL: none. */
     const char *env;
     const char *noun; /* KEY_INT from env: "a port number"; NULL: "an integer in" */
+    /* KEY_CHOICE: the names, in enum order, NULL-ended. */
+    const char *const *choices;
 };
 
 #define CFG_STR(grp, key, field, flg, def, envname)                                                \
@@ -100,8 +105,12 @@ static const struct key config_keys[] = {
     CFG_PROPS("kafka", "properties", kafka_props, kafka_prop_count),
     CFG_PROPS("kafka", "consumer_properties", consumer_props, consumer_prop_count),
     CFG_PROPS("kafka", "producer_properties", producer_props, producer_prop_count),
+    CFG_STR("kafka", "sasl_username", kafka_sasl_username, 0, NULL, "DIST_KAFKA_SASL_USERNAME"),
+    CFG_STR("kafka", "sasl_password", kafka_sasl_password, 0, NULL, "DIST_KAFKA_SASL_PASSWORD"),
     CFG_STR("postgres", "dsn", pg_dsn, KEY_NONEMPTY, "postgresql://localhost/distribution",
             "DIST_PG_DSN"),
+    CFG_STR("postgres", "sslmode", pg_sslmode, KEY_SSLMODE, NULL, "DIST_PG_SSLMODE"),
+    CFG_STR("postgres", "sslrootcert", pg_sslrootcert, 0, NULL, "DIST_PG_SSLROOTCERT"),
     CFG_INT("http", "port", http_port, 8080, 0, 65535, "DIST_HTTP_PORT", "a port number"),
     CFG_STR("http", "bind_address", http_bind, KEY_NONEMPTY | KEY_ADDRESS, "0.0.0.0", NULL),
     CFG_LEVEL("log", "level", log_level, "info", "DIST_LOG_LEVEL"),
@@ -129,7 +138,19 @@ static const struct key config_keys[] = {
         .def_num = def, .min = lo, .max = hi                                                       \
     }
 
-/* The settings of one channel: channels.defaults, then channels.<NAME>. */
+#define CH_CHOICE(key, field, def, names, suffix)                                                  \
+    {                                                                                              \
+        .name = key, .type = KEY_CHOICE, .offset = offsetof(struct dw_channel_config, field),      \
+        .def_str = def, .choices = names, .env = suffix                                            \
+    }
+
+/* enum dw_breaker_mode and enum dw_breaker_window, in their order. */
+static const char *const breaker_modes[] = {"normal", "forced_open", "disabled", NULL};
+static const char *const window_types[] = {"count", "time", NULL};
+
+/* The settings of one channel: channels.defaults, then channels.<NAME>.
+ * Each can also be set for one channel from DIST_CHANNEL_<NAME>_<SUFFIX>,
+ * where SUFFIX is .env or else the key's name in upper case. */
 static const struct key channel_keys[] = {
     CH_STR("url", url, KEY_NONEMPTY | KEY_URL | KEY_PER_CHANNEL, NULL, "URL"),
     CH_STR("token", token, KEY_PER_CHANNEL, "", "TOKEN"),
@@ -141,6 +162,23 @@ static const struct key channel_keys[] = {
     CH_INT("max_backoff_ms", max_backoff_ms, 5000, 0, 3600000),
     CH_INT("max_retry_after_ms", max_retry_after_ms, 30000, 0, 3600000),
     CH_INT("max_concurrent", max_concurrent, 500, 1, 100000),
+    /* Resilience (docs/resilience.md): bulkhead wait, retry budget, deadline, breaker. */
+    CH_INT("bulkhead_max_wait_ms", bulkhead_max_wait_ms, 5000, 0, 3600000),
+    CH_INT("budget_max_tokens", budget_max_tokens, 100, 0, 1000000),
+    CH_DOUBLE("budget_token_ratio", budget_token_ratio, 0.1, 0.001, 100.0),
+    CH_INT("deadline_ms", deadline_ms, 60000, 0, 86400000),
+    CH_CHOICE("breaker_state", breaker.mode, "normal", breaker_modes, "BREAKER"),
+    CH_CHOICE("breaker_window_type", breaker.window_type, "count", window_types, NULL),
+    CH_INT("breaker_window_size", breaker.window_size, 100, 1, 10000),
+    CH_INT("breaker_window_seconds", breaker.window_seconds, 60, 1, 3600),
+    CH_INT("breaker_minimum_calls", breaker.minimum_calls, 20, 1, 10000),
+    CH_DOUBLE("breaker_failure_rate_threshold", breaker.failure_rate_threshold, 50.0, 1.0, 100.0),
+    CH_DOUBLE("breaker_slow_call_rate_threshold", breaker.slow_call_rate_threshold, 100.0, 1.0,
+              100.0),
+    CH_INT("breaker_slow_call_duration_ms", breaker.slow_call_duration_ms, 5000, 1, 3600000),
+    CH_INT("breaker_open_wait_ms", breaker.open_wait_ms, 30000, 1, 3600000),
+    CH_INT("breaker_half_open_calls", breaker.half_open_calls, 5, 1, 1000),
+    CH_INT("breaker_half_open_max_wait_ms", breaker.half_open_max_wait_ms, 60000, 0, 3600000),
 };
 
 #define CONFIG_KEY_COUNT  DW_ARRAY_LEN(config_keys)
@@ -298,6 +336,18 @@ static bool is_http_url(const char *s)
     return true;
 }
 
+static const char *const sslmodes[] = {"disable", "allow",     "prefer",
+                                       "require", "verify-ca", "verify-full"};
+
+static bool is_sslmode(const char *s)
+{
+    for (size_t i = 0; i < DW_ARRAY_LEN(sslmodes); i++) {
+        if (strcmp(s, sslmodes[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
 static bool is_ip_address(const char *s)
 {
     unsigned char addr[sizeof(struct in6_addr)];
@@ -332,6 +382,11 @@ static enum dw_err set_string(struct loader *ld, const struct key *key, void *ba
         return fail(ld, o, "\"%s\" is not a topic name (1 to 249 of A-Z a-z 0-9 . _ -)", value);
     if ((key->flags & KEY_ADDRESS) && !is_ip_address(value))
         return fail(ld, o, "\"%s\" is not an IPv4 or IPv6 address", value);
+    if ((key->flags & KEY_SSLMODE) && value[0] && !is_sslmode(value))
+        return fail(ld, o,
+                    "\"%s\" is not an sslmode (disable, allow, prefer, require, verify-ca, "
+                    "verify-full)",
+                    value);
 
     copy = dw_xstrdup(value);
     if (key->flags & KEY_URL) {
@@ -363,6 +418,36 @@ static enum dw_err set_level(struct loader *ld, const struct key *key, void *bas
     if (has_control_char(value))
         return fail(ld, o, "not a log level (debug, info, warn, error)");
     return fail(ld, o, "\"%s\" is not a log level (debug, info, warn, error)", value);
+}
+
+/* "a, b, c" of a KEY_CHOICE key's names. */
+static void list_choices(const struct key *key, char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (const char *const *c = key->choices; *c && used < len; c++) {
+        used += dw_strlcpy(buf + used, used ? ", " : "", len - used);
+        if (used < len)
+            used += dw_strlcpy(buf + used, *c, len - used);
+    }
+}
+
+static enum dw_err set_choice(struct loader *ld, const struct key *key, void *base,
+                              const char *value, const struct origin *o)
+{
+    char names[128];
+
+    for (int i = 0; key->choices[i]; i++) {
+        if (strcasecmp(value, key->choices[i]) == 0) {
+            *(int *)field_of(base, key) = i;
+            return DW_OK;
+        }
+    }
+    list_choices(key, names, sizeof(names));
+    if (has_control_char(value))
+        return fail(ld, o, "not one of %s", names);
+    return fail(ld, o, "\"%s\" is not one of %s", value, names);
 }
 
 static bool int_in_range(const struct key *key, long long v)
@@ -483,6 +568,13 @@ static enum dw_err set_from_setting(struct loader *ld, const struct key *key, vo
     }
     case KEY_PROPS:
         return set_props(ld, key, base, setting, o);
+    case KEY_CHOICE: {
+        char names[128];
+        list_choices(key, names, sizeof(names));
+        if (type != CONFIG_TYPE_STRING)
+            return fail(ld, o, "expected a string (%s)", names);
+        return set_choice(ld, key, base, config_setting_get_string(setting), o);
+    }
     }
     return fail(ld, o, "internal error: unknown key type");
 }
@@ -518,7 +610,26 @@ static enum dw_err set_from_env(struct loader *ld, const struct key *key, void *
         *(int *)field_of(base, key) = (int)v;
         return DW_OK;
     }
-    case KEY_DOUBLE:
+    case KEY_CHOICE:
+        return set_choice(ld, key, base, value, o);
+    case KEY_DOUBLE: {
+        char *end = NULL;
+        double v = 0;
+        bool ok = false;
+
+        if (value[0] != '\0' && !isspace((unsigned char)value[0])) {
+            errno = 0;
+            v = strtod(value, &end);
+            ok = errno == 0 && end != value && *end == '\0' && double_in_range(key, v);
+        }
+        if (!ok) {
+            if (has_control_char(value))
+                return fail(ld, o, "not a number in %g..%g", key->min, key->max);
+            return fail(ld, o, "\"%s\" is not a number in %g..%g", value, key->min, key->max);
+        }
+        *(double *)field_of(base, key) = v;
+        return DW_OK;
+    }
     case KEY_PROPS:
         break;
     }
@@ -547,6 +658,13 @@ static void set_default(const struct key *key, void *base)
         break;
     case KEY_PROPS:
         clear_value(key, base);
+        break;
+    case KEY_CHOICE:
+        *(int *)field_of(base, key) = 0;
+        for (int i = 0; key->choices[i]; i++) {
+            if (strcmp(key->def_str, key->choices[i]) == 0)
+                *(int *)field_of(base, key) = i;
+        }
         break;
     }
 }
@@ -650,7 +768,7 @@ static enum dw_err load_channel_group(struct loader *ld, const config_setting_t 
         dw_snprintf(path, sizeof(path), "channels.%s.%s", section, name);
         origin_from_setting(ld, setting, path, &o);
         if (!key || (defaults && (key->flags & KEY_PER_CHANNEL))) {
-            char known[512];
+            char known[1024];
             list_key_names(channel_keys, CHANNEL_KEY_COUNT, NULL, defaults, known, sizeof(known));
             if (key)
                 return fail(ld, &o, "unknown setting (%s is set per channel, not in defaults)",
@@ -839,9 +957,15 @@ static enum dw_err load_env(struct loader *ld, char *const *envp)
             const char *value;
             struct origin o;
 
-            if (!key->env)
-                continue;
-            dw_snprintf(name, sizeof(name), "DIST_CHANNEL_%s_%s", channel, key->env);
+            if (key->env) {
+                dw_snprintf(name, sizeof(name), "DIST_CHANNEL_%s_%s", channel, key->env);
+            } else {
+                /* Any other key: its name in upper case. */
+                size_t n = (size_t)snprintf(name, sizeof(name), "DIST_CHANNEL_%s_", channel);
+                for (const char *p = key->name; *p && n + 1 < sizeof(name); p++)
+                    name[n++] = (char)toupper((unsigned char)*p);
+                name[n] = '\0';
+            }
             if (!(value = env_lookup(envp, name)))
                 continue;
             dw_snprintf(path, sizeof(path), "channels.%s.%s", channel, key->name);
@@ -914,6 +1038,62 @@ static enum dw_err check_final(struct loader *ld)
     return DW_OK;
 }
 
+static void append_prop(struct dw_kafka_prop **props, size_t *count, const char *name,
+                        const char *value)
+{
+    *props = dw_xrealloc(*props, (*count + 1) * sizeof(**props));
+    (*props)[*count].name = dw_xstrdup(name);
+    (*props)[*count].value = dw_xstrdup(value);
+    (*count)++;
+}
+
+/* Appends " name='value'" (keyword form) or "?name=value" / "&name=value"
+ * (URI form, percent-encoded) to *dsn. */
+static void append_dsn_param(char **dsn, const char *name, const char *value)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    bool uri = strncmp(*dsn, "postgresql://", 13) == 0 || strncmp(*dsn, "postgres://", 11) == 0;
+    struct dw_buf buf;
+    enum dw_err err;
+
+    dw_buf_init(&buf, 64 * 1024);
+    err = dw_buf_printf(&buf, "%s%s%s=%s", *dsn, uri ? (strchr(*dsn, '?') ? "&" : "?") : " ", name,
+                        uri ? "" : "'");
+    for (const unsigned char *p = (const unsigned char *)value; *p && !err; p++) {
+        if (uri && !isalnum(*p) && !strchr("-._~/", *p))
+            err = dw_buf_printf(&buf, "%%%c%c", hex[*p >> 4], hex[*p & 15]);
+        else if (!uri && (*p == '\\' || *p == '\''))
+            err = dw_buf_printf(&buf, "\\%c", *p);
+        else
+            err = dw_buf_append(&buf, p, 1);
+    }
+    if (!err && !uri)
+        err = dw_buf_append(&buf, "'", 1);
+    if (!err) {
+        free(*dsn);
+        *dsn = dw_buf_detach(&buf, NULL);
+    }
+    dw_buf_cleanup(&buf);
+}
+
+/* Settings that land in another one, so each client reads one place:
+ * the SASL credentials become librdkafka properties (after the file's, so
+ * they win), sslmode and sslrootcert become DSN parameters (last wins in
+ * libpq). An empty value counts as unset. */
+static void fold_settings(struct dw_config *cfg)
+{
+    if (cfg->kafka_sasl_username && cfg->kafka_sasl_username[0])
+        append_prop(&cfg->kafka_props, &cfg->kafka_prop_count, "sasl.username",
+                    cfg->kafka_sasl_username);
+    if (cfg->kafka_sasl_password && cfg->kafka_sasl_password[0])
+        append_prop(&cfg->kafka_props, &cfg->kafka_prop_count, "sasl.password",
+                    cfg->kafka_sasl_password);
+    if (cfg->pg_sslmode && cfg->pg_sslmode[0])
+        append_dsn_param(&cfg->pg_dsn, "sslmode", cfg->pg_sslmode);
+    if (cfg->pg_sslrootcert && cfg->pg_sslrootcert[0])
+        append_dsn_param(&cfg->pg_dsn, "sslrootcert", cfg->pg_sslrootcert);
+}
+
 enum dw_err dw_config_load(const char *path, char *const *envp, struct dw_config **out,
                            char *errbuf, size_t errlen)
 {
@@ -935,6 +1115,7 @@ enum dw_err dw_config_load(const char *path, char *const *envp, struct dw_config
         goto out;
     if ((err = check_final(ld)) != DW_OK)
         goto out;
+    fold_settings(ld->cfg);
 
     *out = ld->cfg;
     ld->cfg = NULL;

@@ -1,23 +1,42 @@
 /*
- * The channel-call pool.
+ * The channel-call pool, with the four guards of docs/resilience.md nested
+ * as Retry(CircuitBreaker(Bulkhead(call))).
  *
  * Threads: dw_pool_start starts opts->threads worker threads. Each owns one
- * CURLM handle, its easy handles, its ready list and its retry-timer heap;
- * no other thread touches them. The only shared state is each worker's
- * inbox (a mutex-guarded list), filled by dw_pool_submit from any thread,
- * which then wakes the worker with curl_multi_wakeup.
+ * CURLM handle, its easy handles, its ready list and its timer heap; no
+ * other thread touches them. Shared between threads:
+ * - each worker's inbox (new jobs) and grant list (parked jobs that were
+ *   handed a bulkhead slot), both guarded by the worker's mutex and
+ *   followed by curl_multi_wakeup;
+ * - per channel, one circuit breaker, one bulkhead and one retry budget
+ *   (src/resilience/), each thread-safe on its own.
+ *
+ * A try: the breaker gives a permit (or the job ends CIRCUIT_OPEN), the
+ * bulkhead a slot (or the job parks on the timer heap until a slot is
+ * handed over or bulkhead_max_wait_ms passes, then ends BULKHEAD_FULL), the
+ * try makes its HTTP call(s) (Instagram has two steps), and its end gives
+ * the outcome to the breaker and the budget, the slot back to the bulkhead
+ * (maybe to a parked job, through that job's worker's grant list), and asks
+ * retry.c what next: finish, or wait on the timer heap and try again.
+ * Nothing here sleeps; every wait is a timer.
  *
  * Invariants:
- * - A job is in exactly one place: the inbox, the ready list (waiting for a
- *   transfer slot), the timer heap (waiting to retry), or running (its easy
- *   handle added to the multi).
+ * - A job is in exactly one of: the inbox, the ready list, the timer heap
+ *   (wait RETRY, or SLOT: also queued in the bulkhead), running (its easy
+ *   handle in the multi), or the grant list. The one overlap: a parked job
+ *   handed a slot is on the heap and in the grant list until its worker
+ *   takes it from both (or, if its timer fired first, only in the list,
+ *   wait GRANTED).
+ * - A job holds a breaker permit and a bulkhead slot only between the
+ *   start of a try and its end, and gives both back on every path: the
+ *   try's end, a refusal, finish, and dw_pool_stop. A parked job holds
+ *   neither; it asks the breaker again once it has its slot.
  * - A worker runs at most max_running transfers; the rest wait in ready.
  * - The done callback is called exactly once per job that ends, on the
  *   worker thread, and never after dw_pool_stop has begun.
  */
 #include "dw/pool.h"
 
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -26,10 +45,20 @@
 
 #include <curl/curl.h>
 
+#include "dw/breaker.h"
+#include "dw/bulkhead.h"
 #include "dw/request.h"
+#include "dw/retry.h"
 
 #define RESPONSE_CAP (1024 * 1024) /* a channel answer larger than this is BAD_RESPONSE */
 #define IDLE_WAIT_MS 200
+
+enum job_wait {
+    WAIT_NONE,    /* inbox, ready, running */
+    WAIT_RETRY,   /* on the heap until due_ms, then the next try */
+    WAIT_SLOT,    /* on the heap and in the bulkhead's queue until a slot or due_ms */
+    WAIT_GRANTED, /* its timer fired after a slot was handed over: in the grant list */
+};
 
 struct job {
     struct job *next;
@@ -39,12 +68,23 @@ struct job {
     void *opaque;
 
     int step;
-    bool new_try; /* the next start begins a new try (counts an attempt) */
+    bool new_try; /* the next start begins a new try (asks the guards, counts an attempt) */
     int attempts;
     char prev_id[DW_EXTERNAL_ID_MAX];
     enum dw_errcode last_error;
     char last_message[DW_ERRMSG_MAX];
-    int64_t due_ms; /* when on the timer heap */
+    int64_t deadline_ms; /* 0: none */
+
+    enum job_wait wait;
+    int64_t due_ms;    /* on the timer heap */
+    size_t heap_index; /* its place there */
+
+    /* The guards, held from the start of a try to its end. */
+    struct dw_breaker_permit permit;
+    struct dw_bulkhead_waiter waiter;
+    bool has_slot;
+    int64_t try_started_us;
+    struct job *grant_next; /* in the worker's grant list (under its lock) */
 
     /* While running: linked in the worker's running list. */
     struct job *run_prev, *run_next;
@@ -62,19 +102,30 @@ struct worker {
     bool thread_started;
     CURLM *multi;
 
-    pthread_mutex_t lock; /* guards inbox */
+    pthread_mutex_t lock; /* guards inbox and the grant list */
     struct job *inbox_head, *inbox_tail;
+    struct job *granted_head, *granted_tail;
 
     /* Owned by the worker thread alone. */
     struct job *ready_head, *ready_tail;
     struct job **timers; /* min-heap on due_ms */
     size_t ntimers, timers_cap;
     struct job *running_head; /* jobs with a transfer in the multi */
-    CURL **idle_easy; /* easy handles kept for reuse */
+    CURL **idle_easy;         /* easy handles kept for reuse */
     size_t nidle;
     int running;
     int max_running;
     uint64_t rnd;
+};
+
+/* One channel's guards, shared by every worker. */
+struct guard {
+    enum dw_channel_id channel;
+    struct dw_metrics *metrics;
+    struct dw_retry_policy policy;
+    struct dw_breaker *breaker;
+    struct dw_bulkhead *bulkhead;
+    struct dw_retry_budget *budget;
 };
 
 struct dw_pool {
@@ -83,28 +134,10 @@ struct dw_pool {
     int nworkers;
     atomic_uint next_worker;
     atomic_bool stopping;
+    struct guard guards[DW_CHANNEL_COUNT];
 };
 
-/* ---- small helpers ---- */
-
-static double next_random(uint64_t *s)
-{
-    /* xorshift64*: fast, seeded per worker; jitter needs no more. */
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return (double)((x * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
-}
-
-int64_t dw_pool_backoff_ms(const struct dw_channel_config *cc, int attempt, double rnd)
-{
-    double ceiling = cc->initial_backoff_ms * pow(cc->multiplier, attempt > 1 ? attempt - 1 : 0);
-    if (ceiling > cc->max_backoff_ms)
-        ceiling = cc->max_backoff_ms;
-    return (int64_t)(rnd * ceiling);
-}
+/* ---- lists and the timer heap ---- */
 
 static void list_push(struct job **head, struct job **tail, struct job *job)
 {
@@ -128,41 +161,66 @@ static struct job *list_pop(struct job **head, struct job **tail)
     return job;
 }
 
-static void heap_push(struct worker *w, struct job *job)
+static void heap_place(struct worker *w, size_t i, struct job *job)
 {
-    if (w->ntimers == w->timers_cap) {
-        w->timers_cap = w->timers_cap ? w->timers_cap * 2 : 64;
-        w->timers = dw_xrealloc(w->timers, w->timers_cap * sizeof(*w->timers));
-    }
-    size_t i = w->ntimers++;
+    w->timers[i] = job;
+    job->heap_index = i;
+}
+
+static void heap_sift_up(struct worker *w, size_t i, struct job *job)
+{
     while (i > 0) {
         size_t parent = (i - 1) / 2;
         if (w->timers[parent]->due_ms <= job->due_ms)
             break;
-        w->timers[i] = w->timers[parent];
+        heap_place(w, i, w->timers[parent]);
         i = parent;
     }
-    w->timers[i] = job;
+    heap_place(w, i, job);
 }
 
-static struct job *heap_pop(struct worker *w)
+static void heap_sift_down(struct worker *w, size_t i, struct job *job)
 {
-    struct job *top = w->timers[0];
-    struct job *last = w->timers[--w->ntimers];
-    size_t i = 0;
     for (;;) {
         size_t child = 2 * i + 1;
         if (child >= w->ntimers)
             break;
         if (child + 1 < w->ntimers && w->timers[child + 1]->due_ms < w->timers[child]->due_ms)
             child++;
-        if (last->due_ms <= w->timers[child]->due_ms)
+        if (job->due_ms <= w->timers[child]->due_ms)
             break;
-        w->timers[i] = w->timers[child];
+        heap_place(w, i, w->timers[child]);
         i = child;
     }
-    if (w->ntimers > 0)
-        w->timers[i] = last;
+    heap_place(w, i, job);
+}
+
+static void heap_push(struct worker *w, struct job *job)
+{
+    if (w->ntimers == w->timers_cap) {
+        w->timers_cap = w->timers_cap ? w->timers_cap * 2 : 64;
+        w->timers = dw_xrealloc(w->timers, w->timers_cap * sizeof(*w->timers));
+    }
+    heap_sift_up(w, w->ntimers++, job);
+}
+
+/* Takes job out of the heap, wherever it is. */
+static void heap_remove(struct worker *w, struct job *job)
+{
+    size_t i = job->heap_index;
+    struct job *last = w->timers[--w->ntimers];
+    if (last == job)
+        return;
+    if (i > 0 && last->due_ms < w->timers[(i - 1) / 2]->due_ms)
+        heap_sift_up(w, i, last);
+    else
+        heap_sift_down(w, i, last);
+}
+
+static struct job *heap_pop(struct worker *w)
+{
+    struct job *top = w->timers[0];
+    heap_remove(w, top);
     return top;
 }
 
@@ -174,6 +232,75 @@ static void job_free(struct job *job)
     dw_http_call_cleanup(&job->call);
     dw_buf_cleanup(&job->body);
     free(job);
+}
+
+/* ---- the guards ---- */
+
+static void on_breaker_change(void *opaque, const struct dw_breaker_snapshot *snap)
+{
+    struct guard *g = opaque;
+    dw_metrics_breaker(g->metrics, g->channel, snap);
+}
+
+static void rate_text(double rate, char *buf, size_t len)
+{
+    if (rate < 0)
+        dw_snprintf(buf, len, "n/a");
+    else
+        dw_snprintf(buf, len, "%.1f%%", rate);
+}
+
+/* Logs and counts a breaker transition, once, on the thread that caused it. */
+static void report(struct dw_pool *pool, enum dw_channel_id ch,
+                   const struct dw_breaker_transition *t)
+{
+    char fr[16], sr[16];
+    const char *name = dw_channel_get(ch)->name;
+
+    if (t->from == t->to)
+        return;
+    rate_text(t->failure_rate, fr, sizeof(fr));
+    rate_text(t->slow_call_rate, sr, sizeof(sr));
+    dw_log_write(pool->opts.log, t->to == DW_BREAKER_OPEN ? DW_LOG_WARN : DW_LOG_INFO,
+                 (struct dw_log_ctx){NULL, name, -1, -1},
+                 "circuit breaker of %s: %s -> %s (failure rate %s, slow-call rate %s)", name,
+                 dw_breaker_state_name(t->from), dw_breaker_state_name(t->to), fr, sr);
+    dw_metrics_breaker_transition(pool->opts.metrics, ch, t->from, t->to);
+}
+
+/* A parked job was handed a slot: tell its worker (any thread may call). */
+static void deliver_grant(struct job *job)
+{
+    struct worker *w = job->worker;
+    pthread_mutex_lock(&w->lock);
+    job->grant_next = NULL;
+    if (w->granted_tail)
+        w->granted_tail->grant_next = job;
+    else
+        w->granted_head = job;
+    w->granted_tail = job;
+    pthread_mutex_unlock(&w->lock);
+    curl_multi_wakeup(w->multi);
+}
+
+static void slot_release(struct dw_pool *pool, struct job *job)
+{
+    struct guard *g = &pool->guards[job->channel];
+    if (!job->has_slot)
+        return;
+    job->has_slot = false;
+    struct dw_bulkhead_waiter *next = dw_bulkhead_release(g->bulkhead);
+    if (next)
+        deliver_grant((struct job *)((char *)next - offsetof(struct job, waiter)));
+    else
+        dw_metrics_bulkhead_change(pool->opts.metrics, job->channel, -1, 0);
+}
+
+/* Gives back whatever the job holds, without an outcome. */
+static void give_back(struct dw_pool *pool, struct job *job)
+{
+    dw_breaker_release(pool->guards[job->channel].breaker, &job->permit);
+    slot_release(pool, job);
 }
 
 /* ---- ending a job ---- */
@@ -221,7 +348,10 @@ static void release_transfer(struct worker *w, struct job *job)
 static void finish(struct worker *w, struct job *job, enum dw_errcode error, const char *message,
                    const struct dw_channel_reply *reply)
 {
+    struct dw_pool *pool = w->pool;
     struct dw_call_result res;
+
+    give_back(pool, job);
     memset(&res, 0, sizeof(res));
     res.channel = job->channel;
     res.status = error == DW_EC_NONE ? DW_CH_SUCCESS : DW_CH_FAILED;
@@ -233,8 +363,95 @@ static void finish(struct worker *w, struct job *job, enum dw_errcode error, con
         dw_strlcpy(res.external_id, reply->external_id, sizeof(res.external_id));
         dw_strlcpy(res.url, reply->url, sizeof(res.url));
     }
-    w->pool->opts.done(job->opaque, &res);
+    dw_metrics_retry_call(pool->opts.metrics, job->channel, error == DW_EC_NONE, job->attempts > 1);
+    pool->opts.done(job->opaque, &res);
     job_free(job);
+}
+
+/* A guard refused the next try (code: CIRCUIT_OPEN, BULKHEAD_FULL or
+ * TIMEOUT for the deadline). Before any call that is the channel's code
+ * (CONTRACT 2.3); after failed tries the channel ran out of retries, with
+ * the last cause in the message. */
+static void refuse(struct worker *w, struct job *job, enum dw_errcode code, const char *why)
+{
+    char msg[DW_ERRMSG_MAX];
+
+    if (job->attempts == 0) {
+        finish(w, job, code, why, NULL);
+        return;
+    }
+    dw_snprintf(msg, sizeof(msg), "%d attempt%s; last: %s %s; then %s", job->attempts,
+                job->attempts == 1 ? "" : "s", dw_errcode_name(job->last_error), job->last_message,
+                why);
+    finish(w, job, DW_EC_RETRIES_EXHAUSTED, msg, NULL);
+}
+
+static void bulkhead_full(struct worker *w, struct job *job, const char *why)
+{
+    dw_metrics_bulkhead_rejected(w->pool->opts.metrics, job->channel);
+    refuse(w, job, DW_EC_BULKHEAD_FULL, why);
+}
+
+/* ---- starting a try ---- */
+
+/* Asks the guards for a new try: true when it may go ahead, false when
+ * the job was parked or ended. */
+static bool begin_try(struct worker *w, struct job *job)
+{
+    struct dw_pool *pool = w->pool;
+    struct guard *g = &pool->guards[job->channel];
+    const struct dw_channel_config *cc = &pool->opts.cfg->channels[job->channel];
+    const char *name = dw_channel_get(job->channel)->name;
+    int64_t now = dw_now_ms();
+    char why[DW_ERRMSG_MAX];
+
+    if (job->deadline_ms && now >= job->deadline_ms) {
+        dw_snprintf(why, sizeof(why), "deadline of %dms passed before the call", cc->deadline_ms);
+        refuse(w, job, DW_EC_TIMEOUT, why);
+        return false;
+    }
+    if (!job->permit.held) {
+        struct dw_breaker_transition t;
+        bool ok = dw_breaker_acquire(g->breaker, now, &job->permit, &t);
+        report(pool, job->channel, &t);
+        if (!ok) {
+            dw_metrics_breaker_not_permitted(pool->opts.metrics, job->channel);
+            dw_snprintf(why, sizeof(why), "circuit breaker of %s is %s", name,
+                        dw_breaker_state_name(t.to));
+            refuse(w, job, DW_EC_CIRCUIT_OPEN, why);
+            return false;
+        }
+    }
+    if (!job->has_slot) {
+        bool may_wait = cc->bulkhead_max_wait_ms > 0;
+        switch (dw_bulkhead_acquire(g->bulkhead, may_wait ? &job->waiter : NULL)) {
+        case DW_BULKHEAD_GRANTED:
+            job->has_slot = true;
+            dw_metrics_bulkhead_change(pool->opts.metrics, job->channel, 1, 0);
+            break;
+        case DW_BULKHEAD_QUEUED:
+            /* Park without holding a permit (a half-open trial stays free
+             * for others); the breaker is asked again once a slot comes. */
+            dw_breaker_release(g->breaker, &job->permit);
+            dw_metrics_bulkhead_change(pool->opts.metrics, job->channel, 0, 1);
+            job->wait = WAIT_SLOT;
+            job->due_ms = now + cc->bulkhead_max_wait_ms;
+            if (job->deadline_ms && job->deadline_ms < job->due_ms)
+                job->due_ms = job->deadline_ms;
+            heap_push(w, job);
+            return false;
+        case DW_BULKHEAD_REJECTED:
+            dw_snprintf(why, sizeof(why), "bulkhead of %s full (%d calls in flight)", name,
+                        cc->max_concurrent);
+            bulkhead_full(w, job, why);
+            return false;
+        }
+    }
+    job->attempts++;
+    job->new_try = false;
+    job->try_started_us = dw_now_us();
+    dw_metrics_retry_attempt(pool->opts.metrics, job->channel, job->attempts > 1);
+    return true;
 }
 
 /* ---- starting a transfer ---- */
@@ -262,10 +479,8 @@ static void start(struct worker *w, struct job *job)
     const struct dw_channel_type *type = dw_channel_get(job->channel);
     const struct dw_channel_config *cc = &o->cfg->channels[job->channel];
 
-    if (job->new_try) {
-        job->attempts++;
-        job->new_try = false;
-    }
+    if (job->new_try && !begin_try(w, job))
+        return;
     if (type->build(job->req, job->step, job->step ? job->prev_id : NULL, &job->call) != DW_OK) {
         finish(w, job, DW_EC_BAD_RESPONSE, "could not build the channel request", NULL);
         return;
@@ -293,6 +508,14 @@ static void start(struct worker *w, struct job *job)
         return;
     }
 
+    /* The whole call, cut short by the job's deadline. */
+    long timeout = cc->timeout_ms;
+    if (job->deadline_ms) {
+        int64_t left = job->deadline_ms - dw_now_ms();
+        if (left < timeout)
+            timeout = left < 1 ? 1 : (long)left;
+    }
+
     CURL *easy = w->nidle ? w->idle_easy[--w->nidle] : curl_easy_init();
     if (!easy) {
         dw_http_call_cleanup(&job->call);
@@ -315,7 +538,7 @@ static void start(struct worker *w, struct job *job)
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, job->curl_error);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cc->connect_timeout_ms);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)cc->timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "distribution-worker");
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -349,39 +572,61 @@ static enum dw_errcode classify_transport(CURLcode rc)
     }
 }
 
+/* The try ended (its last step answered, or a step failed): its outcome to
+ * the breaker and the budget, its slot back to the bulkhead. */
+static void end_try(struct worker *w, struct job *job, enum dw_errcode error)
+{
+    struct dw_pool *pool = w->pool;
+    struct guard *g = &pool->guards[job->channel];
+    int64_t took_us = dw_now_us() - job->try_started_us;
+    enum dw_breaker_outcome outcome = error == DW_EC_NONE           ? DW_BREAKER_SUCCESS
+                                      : dw_errcode_transient(error) ? DW_BREAKER_FAILURE
+                                                                    : DW_BREAKER_IGNORED;
+    struct dw_breaker_transition t;
+
+    dw_breaker_record(g->breaker, &job->permit, outcome, took_us / 1000, dw_now_ms(), &t);
+    report(pool, job->channel, &t);
+    dw_metrics_breaker_call(pool->opts.metrics, job->channel, outcome, took_us);
+    if (outcome == DW_BREAKER_SUCCESS)
+        dw_retry_budget_on_success(g->budget);
+    else if (outcome == DW_BREAKER_FAILURE)
+        dw_retry_budget_on_failure(g->budget);
+    dw_metrics_retry_budget(pool->opts.metrics, job->channel, dw_retry_budget_tokens(g->budget),
+                            false);
+    slot_release(pool, job);
+}
+
 static void retry_or_fail(struct worker *w, struct job *job, enum dw_errcode error,
                           const char *message, curl_off_t retry_after_s)
 {
-    const struct dw_channel_config *cc = &w->pool->opts.cfg->channels[job->channel];
+    struct guard *g = &w->pool->guards[job->channel];
+    struct dw_retry_verdict v;
+    struct dw_retry_input in = {
+        .attempts = job->attempts,
+        .error = error,
+        .message = message,
+        .retry_after_ms = retry_after_s > 0 ? (int64_t)retry_after_s * 1000 : -1,
+        .now_ms = dw_now_ms(),
+        .deadline_ms = job->deadline_ms,
+        .budget_allows = dw_retry_budget_allows(g->budget),
+        .rnd = dw_retry_random(&w->rnd),
+    };
+
     job->last_error = error;
     dw_strlcpy(job->last_message, message, sizeof(job->last_message));
-
-    if (!dw_errcode_transient(error)) {
-        finish(w, job, error, message, NULL);
-        return;
-    }
-    int64_t wait = dw_pool_backoff_ms(cc, job->attempts, next_random(&w->rnd));
-    if (error == DW_EC_RATE_LIMITED && retry_after_s > 0) {
-        int64_t asked = (int64_t)retry_after_s * 1000;
-        if (asked > cc->max_retry_after_ms) {
-            char msg[DW_ERRMSG_MAX];
-            dw_snprintf(msg, sizeof(msg), "%s; Retry-After %llds exceeds the %dms cap", message,
-                        (long long)retry_after_s, cc->max_retry_after_ms);
-            finish(w, job, DW_EC_RATE_LIMITED, msg, NULL);
-            return;
-        }
-        if (wait < asked)
-            wait = asked;
-    }
-    if (job->attempts >= cc->max_attempts) {
-        char msg[DW_ERRMSG_MAX];
-        dw_snprintf(msg, sizeof(msg), "%d attempts; last: %s %s", job->attempts,
-                    dw_errcode_name(error), message);
-        finish(w, job, DW_EC_RETRIES_EXHAUSTED, msg, NULL);
+    dw_retry_decide(&g->policy, &in, &v);
+    if (!v.retry) {
+        if (v.stop == DW_RETRY_STOP_BUDGET)
+            dw_metrics_retry_budget(w->pool->opts.metrics, job->channel,
+                                    dw_retry_budget_tokens(g->budget), true);
+        finish(w, job, v.error, v.message, NULL);
         return;
     }
     job->new_try = true;
-    job->due_ms = dw_now_ms() + wait;
+    job->wait = WAIT_RETRY;
+    /* now_ms is the clock truncated to the millisecond, up to 1 ms behind
+     * the real moment: one more keeps "at least Retry-After" true. */
+    job->due_ms = in.now_ms + v.wait_ms + 1;
     heap_push(w, job);
 }
 
@@ -420,18 +665,72 @@ static void transfer_done(struct worker *w, CURL *easy, CURLcode rc)
     dw_metrics_channel_call(w->pool->opts.metrics, job->channel, error, took_us);
     release_transfer(w, job);
 
-    if (error != DW_EC_NONE) {
-        retry_or_fail(w, job, error, message, retry_after);
-        return;
-    }
-    if (job->step + 1 < type->steps) {
-        /* The next step of the same try (Instagram's publish). */
+    if (error == DW_EC_NONE && job->step + 1 < type->steps) {
+        /* The next step of the same try (Instagram's publish), under the
+         * same permit and slot. */
         dw_strlcpy(job->prev_id, reply.external_id, sizeof(job->prev_id));
         job->step++;
         list_push(&w->ready_head, &w->ready_tail, job);
         return;
     }
+    end_try(w, job, error);
+    if (error != DW_EC_NONE) {
+        retry_or_fail(w, job, error, message, retry_after);
+        return;
+    }
     finish(w, job, DW_EC_NONE, NULL, &reply);
+}
+
+/* ---- timers and grants ---- */
+
+static void timer_fired(struct worker *w, struct job *job)
+{
+    struct dw_pool *pool = w->pool;
+    struct guard *g = &pool->guards[job->channel];
+    const struct dw_channel_config *cc = &pool->opts.cfg->channels[job->channel];
+    char why[DW_ERRMSG_MAX];
+
+    if (job->wait == WAIT_RETRY) {
+        job->wait = WAIT_NONE;
+        list_push(&w->ready_head, &w->ready_tail, job);
+        return;
+    }
+    /* WAIT_SLOT: no slot came in time. */
+    if (!dw_bulkhead_cancel(g->bulkhead, &job->waiter)) {
+        /* A release handed it one just now; the grant is on its way. */
+        job->wait = WAIT_GRANTED;
+        return;
+    }
+    job->wait = WAIT_NONE;
+    dw_metrics_bulkhead_change(pool->opts.metrics, job->channel, 0, -1);
+    if (job->deadline_ms && job->due_ms >= job->deadline_ms)
+        dw_snprintf(why, sizeof(why), "bulkhead of %s full until the %dms deadline",
+                    dw_channel_get(job->channel)->name, cc->deadline_ms);
+    else
+        dw_snprintf(why, sizeof(why), "bulkhead of %s full (%d calls in flight) for %dms",
+                    dw_channel_get(job->channel)->name, cc->max_concurrent,
+                    cc->bulkhead_max_wait_ms);
+    bulkhead_full(w, job, why);
+}
+
+/* Parked jobs that were handed a slot: back to ready, holding it. */
+static void take_grants(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    struct job *job = w->granted_head;
+    w->granted_head = w->granted_tail = NULL;
+    pthread_mutex_unlock(&w->lock);
+    while (job) {
+        struct job *next = job->grant_next;
+        job->grant_next = NULL;
+        if (job->wait == WAIT_SLOT)
+            heap_remove(w, job);
+        job->wait = WAIT_NONE;
+        job->has_slot = true;
+        dw_metrics_bulkhead_change(w->pool->opts.metrics, job->channel, 0, -1);
+        list_push(&w->ready_head, &w->ready_tail, job);
+        job = next;
+    }
 }
 
 /* ---- the worker thread ---- */
@@ -454,10 +753,11 @@ static void *worker_main(void *arg)
                 w->ready_head = in;
             w->ready_tail = in_tail;
         }
+        take_grants(w);
 
         int64_t now = dw_now_ms();
         while (w->ntimers > 0 && w->timers[0]->due_ms <= now)
-            list_push(&w->ready_head, &w->ready_tail, heap_pop(w));
+            timer_fired(w, heap_pop(w));
 
         while (w->ready_head && w->running < w->max_running)
             start(w, list_pop(&w->ready_head, &w->ready_tail));
@@ -479,12 +779,44 @@ static void *worker_main(void *arg)
             if (until < wait)
                 wait = until < 0 ? 0 : (long)until;
         }
+        /* Grants and new jobs interrupt the wait through curl_multi_wakeup. */
         curl_multi_poll(w->multi, NULL, 0, (int)wait, NULL);
     }
     return NULL;
 }
 
 /* ---- lifecycle ---- */
+
+static void guards_init(struct dw_pool *pool)
+{
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const struct dw_channel_config *cc = &pool->opts.cfg->channels[c];
+        struct guard *g = &pool->guards[c];
+        g->channel = (enum dw_channel_id)c;
+        g->metrics = pool->opts.metrics;
+        g->policy = (struct dw_retry_policy){
+            .max_attempts = cc->max_attempts,
+            .initial_backoff_ms = cc->initial_backoff_ms,
+            .multiplier = cc->multiplier,
+            .max_backoff_ms = cc->max_backoff_ms,
+            .max_retry_after_ms = cc->max_retry_after_ms,
+        };
+        g->breaker = dw_breaker_create(&cc->breaker, on_breaker_change, g);
+        g->bulkhead = dw_bulkhead_create(cc->max_concurrent);
+        g->budget = dw_retry_budget_create(cc->budget_max_tokens, cc->budget_token_ratio);
+        dw_metrics_bulkhead_init(g->metrics, g->channel, cc->max_concurrent);
+        dw_metrics_retry_budget(g->metrics, g->channel, dw_retry_budget_tokens(g->budget), false);
+        if (cc->breaker.mode != DW_BREAKER_MODE_NORMAL) {
+            const char *name = dw_channel_get(g->channel)->name;
+            dw_log_write(
+                pool->opts.log, DW_LOG_WARN, (struct dw_log_ctx){NULL, name, -1, -1},
+                "circuit breaker of %s is %s by configuration%s", name,
+                cc->breaker.mode == DW_BREAKER_MODE_FORCED_OPEN ? "FORCED_OPEN" : "DISABLED",
+                cc->breaker.mode == DW_BREAKER_MODE_FORCED_OPEN ? ": every call fails CIRCUIT_OPEN"
+                                                                : ": it never opens");
+        }
+    }
+}
 
 enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **out, char *errbuf,
                           size_t errlen)
@@ -497,6 +829,7 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         err = DW_ERR_CONFIG;
         goto out;
     }
+    guards_init(pool);
     uint64_t seed = opts->seed ? opts->seed : (uint64_t)dw_now_us() * 0x9E3779B97F4A7C15ULL;
     pool->nworkers = opts->threads;
     pool->workers = dw_xcalloc((size_t)pool->nworkers, sizeof(*pool->workers));
@@ -538,11 +871,13 @@ enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
 {
     if (atomic_load(&pool->stopping))
         return DW_ERR_STOPPED;
+    const struct dw_channel_config *cc = &pool->opts.cfg->channels[channel];
     struct job *job = dw_xcalloc(1, sizeof(*job));
     job->req = req;
     job->channel = channel;
     job->opaque = opaque;
     job->new_try = true;
+    job->deadline_ms = cc->deadline_ms > 0 ? dw_now_ms() + cc->deadline_ms : 0;
     dw_buf_init(&job->body, RESPONSE_CAP);
 
     unsigned i = atomic_fetch_add(&pool->next_worker, 1) % (unsigned)pool->nworkers;
@@ -553,6 +888,13 @@ enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
     pthread_mutex_unlock(&w->lock);
     curl_multi_wakeup(w->multi);
     return DW_OK;
+}
+
+/* At stop: gives back what the job holds and frees it, without a callback. */
+static void abandon(struct dw_pool *pool, struct job *job)
+{
+    give_back(pool, job);
+    job_free(job);
 }
 
 void dw_pool_stop(struct dw_pool *pool)
@@ -567,20 +909,45 @@ void dw_pool_stop(struct dw_pool *pool)
             pthread_join(w->thread, NULL);
         }
     }
+    /* Every thread is gone. First take every parked job out of its
+     * bulkhead's queue, so no slot given back below is handed to a job
+     * about to be freed; a job a slot already reached is in a grant list
+     * and is freed from there. */
+    for (int i = 0; i < pool->nworkers; i++) {
+        struct worker *w = &pool->workers[i];
+        for (size_t k = 0; k < w->ntimers; k++) {
+            struct job *job = w->timers[k];
+            if (job->wait == WAIT_SLOT &&
+                !dw_bulkhead_cancel(pool->guards[job->channel].bulkhead, &job->waiter))
+                job->wait = WAIT_GRANTED;
+        }
+    }
+    /* Then abandon every job, giving back its permit and slot. */
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
         struct job *job;
-        /* Abandon running transfers. */
         while ((job = w->running_head)) {
             release_transfer(w, job);
-            job_free(job);
+            abandon(pool, job);
         }
         while ((job = list_pop(&w->inbox_head, &w->inbox_tail)))
-            job_free(job);
+            abandon(pool, job);
         while ((job = list_pop(&w->ready_head, &w->ready_tail)))
-            job_free(job);
-        for (size_t k = 0; k < w->ntimers; k++)
-            job_free(w->timers[k]);
+            abandon(pool, job);
+        for (size_t k = 0; k < w->ntimers; k++) {
+            if (w->timers[k]->wait != WAIT_GRANTED)
+                abandon(pool, w->timers[k]);
+        }
+        w->ntimers = 0;
+        while ((job = w->granted_head)) {
+            w->granted_head = job->grant_next;
+            job->has_slot = true;
+            abandon(pool, job);
+        }
+        w->granted_tail = NULL;
+    }
+    for (int i = 0; i < pool->nworkers; i++) {
+        struct worker *w = &pool->workers[i];
         free(w->timers);
         for (size_t k = 0; k < w->nidle; k++)
             curl_easy_cleanup(w->idle_easy[k]);
@@ -590,5 +957,10 @@ void dw_pool_stop(struct dw_pool *pool)
         pthread_mutex_destroy(&w->lock);
     }
     free(pool->workers);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        dw_breaker_destroy(pool->guards[c].breaker);
+        dw_bulkhead_destroy(pool->guards[c].bulkhead);
+        dw_retry_budget_destroy(pool->guards[c].budget);
+    }
     free(pool);
 }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dw/breaker.h"
 #include "dw/channel.h"
 #include "dw/common.h"
 #include "dw/log.h"
@@ -25,13 +26,20 @@ struct dw_channel_config {
     char *url;   /* base URL, no trailing slash; required */
     char *token; /* bearer token; may be "" */
     int connect_timeout_ms;
-    int timeout_ms;          /* one whole HTTP call */
-    int max_attempts;        /* first try included, >= 1 */
+    int timeout_ms;   /* one whole HTTP call */
+    int max_attempts; /* first try included, >= 1 */
     int initial_backoff_ms;
-    double multiplier;       /* >= 1.0 */
+    double multiplier; /* >= 1.0 */
     int max_backoff_ms;
-    int max_retry_after_ms;  /* a longer Retry-After gives up as RATE_LIMITED */
-    int max_concurrent;      /* calls in flight to this channel (bulkhead) */
+    int max_retry_after_ms; /* a longer Retry-After gives up as RATE_LIMITED */
+    int max_concurrent;     /* calls in flight to this channel (bulkhead) */
+
+    /* The rest of the guards (docs/resilience.md). */
+    int bulkhead_max_wait_ms;          /* a call finding the bulkhead full waits this long */
+    int budget_max_tokens;             /* retry budget (gRPC retry throttling); 0: none */
+    double budget_token_ratio;         /* tokens a success gives back */
+    int deadline_ms;                   /* one channel job, every attempt and wait; 0: none */
+    struct dw_breaker_options breaker; /* breaker_* keys */
 };
 
 struct dw_config {
@@ -47,9 +55,21 @@ struct dw_config {
     size_t consumer_prop_count;
     struct dw_kafka_prop *producer_props; /* producer only */
     size_t producer_prop_count;
+    /* SASL credentials (kafka.sasl_username / sasl_password, normally from
+     * DIST_KAFKA_SASL_*); NULL when unset. When set they are also appended
+     * to kafka_props as sasl.username / sasl.password, so they win over the
+     * same properties in the file. Secret: never log them. */
+    char *kafka_sasl_username;
+    char *kafka_sasl_password;
 
     /* postgres */
     char *pg_dsn;
+    /* postgres.sslmode / sslrootcert; NULL when unset. When set they are
+     * also appended to pg_dsn (libpq takes the last value of a parameter),
+     * so pg_dsn is all a client needs. pg_dsn may hold a password: never
+     * log it. */
+    char *pg_sslmode;
+    char *pg_sslrootcert;
 
     /* http */
     int http_port; /* 0 turns the listener off */
@@ -59,11 +79,11 @@ struct dw_config {
     enum dw_log_level log_level;
 
     /* worker */
-    int pool_threads;          /* HTTP engine threads, each driving many transfers */
+    int pool_threads;           /* HTTP engine threads, each driving many transfers */
     int max_in_flight_requests; /* partitions pause above this */
-    int max_in_flight_calls;   /* channel calls the engine runs at once, all channels */
+    int max_in_flight_calls;    /* channel calls the engine runs at once, all channels */
     int drain_timeout_ms;
-    int store_batch_max;       /* status writes per database round trip */
+    int store_batch_max; /* status writes per database round trip */
 
     struct dw_channel_config channels[DW_CHANNEL_COUNT];
 };

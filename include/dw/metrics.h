@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "dw/breaker.h"
 #include "dw/channel.h"
 #include "dw/common.h"
 #include "dw/status.h"
@@ -46,7 +47,61 @@ void dw_metrics_dlq(struct dw_metrics *m, enum dw_dlq_code code);
 void dw_metrics_channel_call(struct dw_metrics *m, enum dw_channel_id ch, enum dw_errcode outcome,
                              int64_t duration_us);
 
-/* Appends the exposition text to out. */
+/* A request's drive reached its final status, latency_us after it was
+ * requested (requestedAt, else the Kafka record's timestamp). Feeds the
+ * end-to-end latency histogram; a negative latency (clock skew) counts
+ * as 0. */
+void dw_metrics_request_latency(struct dw_metrics *m, int64_t latency_us);
+
+/*
+ * Resilience (docs/resilience.md), named as Resilience4j's Prometheus
+ * metrics with the label name=<channel>, so Resilience4j dashboards work.
+ */
+/* The breaker's state and window now (resilience4j_circuitbreaker_state,
+ * _failure_rate, _slow_call_rate, _buffered_calls, _slow_calls and
+ * dw_breaker_state). Call it from the breaker's observer, so snapshots
+ * land in the order they were taken. */
+void dw_metrics_breaker(struct dw_metrics *m, enum dw_channel_id ch,
+                        const struct dw_breaker_snapshot *snap);
+/* The breaker moved (resilience4j_circuitbreaker_transitions_total); only
+ * the four automatic transitions are counted. */
+void dw_metrics_breaker_transition(struct dw_metrics *m, enum dw_channel_id ch,
+                                   enum dw_breaker_state from, enum dw_breaker_state to);
+/* A call the breaker permitted ended after duration_us
+ * (resilience4j_circuitbreaker_calls_seconds{kind}). */
+void dw_metrics_breaker_call(struct dw_metrics *m, enum dw_channel_id ch,
+                             enum dw_breaker_outcome outcome, int64_t duration_us);
+/* A call the breaker refused (resilience4j_circuitbreaker_not_permitted_calls_total). */
+void dw_metrics_breaker_not_permitted(struct dw_metrics *m, enum dw_channel_id ch);
+/* A channel job ended (resilience4j_retry_calls_total{kind}). */
+void dw_metrics_retry_call(struct dw_metrics *m, enum dw_channel_id ch, bool success, bool retried);
+/* A try started (resilience4j_retry_attempts_total{kind="first"|"retry"}). */
+void dw_metrics_retry_attempt(struct dw_metrics *m, enum dw_channel_id ch, bool retry);
+/* The retry budget's tokens now, and whether it just refused a retry. */
+void dw_metrics_retry_budget(struct dw_metrics *m, enum dw_channel_id ch, double tokens,
+                             bool rejected);
+/* The bulkhead's size (at start), then changes of its slots in use and of
+ * its queue, and refusals (resilience4j_bulkhead_*). */
+void dw_metrics_bulkhead_init(struct dw_metrics *m, enum dw_channel_id ch, int max_concurrent);
+void dw_metrics_bulkhead_change(struct dw_metrics *m, enum dw_channel_id ch, int in_use_delta,
+                                int queued_delta);
+void dw_metrics_bulkhead_rejected(struct dw_metrics *m, enum dw_channel_id ch);
+
+/* Partitions whose consumer lag is tracked; higher partition ids are
+ * ignored. */
+#define DW_METRICS_MAX_PARTITIONS 1024
+
+/* The consumer lag of an assigned partition of the request topic (records
+ * between the committed offset and the high watermark). A negative lag
+ * removes the partition's series (no longer assigned, or unknown). */
+void dw_metrics_partition_lag(struct dw_metrics *m, int32_t partition, int64_t lag);
+/* Removes every partition's lag series (all partitions revoked). */
+void dw_metrics_partition_lag_clear(struct dw_metrics *m);
+
+/* Appends the exposition text to out. Besides the table's metrics it
+ * renders dw_consumer_lag per tracked partition and the process metrics
+ * (process_cpu_seconds_total, process_resident_memory_bytes, ...) read
+ * from /proc at that moment. */
 enum dw_err dw_metrics_render(struct dw_metrics *m, struct dw_buf *out) DW_MUST_CHECK;
 
 #endif /* DW_METRICS_H */

@@ -2,9 +2,12 @@
  * The channel-call pool: a few threads, each driving many HTTP transfers at
  * once through one libcurl multi handle (connections reused from the
  * multi's cache). A job is "post this request to this channel": every step
- * of the channel's API (Instagram has two), retries with backoff that wait
- * on a timer (no thread sleeps), and classification into the error codes of
- * CONTRACT 2.3. When a job ends its result goes to the done callback.
+ * of the channel's API (Instagram has two), guarded per channel as
+ * Retry(CircuitBreaker(Bulkhead(call))) with a retry budget and a deadline
+ * (docs/resilience.md, src/resilience/), and classified into the error
+ * codes of CONTRACT 2.3. Every wait (a back-off, a Retry-After, a full
+ * bulkhead) is a timer: no thread sleeps. When a job ends its result goes
+ * to the done callback.
  */
 #ifndef DW_POOL_H
 #define DW_POOL_H
@@ -26,7 +29,8 @@ struct dw_call_result {
     enum dw_channel_id channel;
     enum dw_chstatus status; /* DW_CH_SUCCESS or DW_CH_FAILED */
     enum dw_errcode error;   /* DW_EC_NONE on success */
-    int attempts;            /* tries made (a try may be several HTTP calls) */
+    int attempts;            /* tries made (a try may be several HTTP calls); 0 when a
+                              * guard refused before any (CIRCUIT_OPEN, BULKHEAD_FULL) */
     char error_message[DW_ERRMSG_MAX];
     char external_id[DW_EXTERNAL_ID_MAX];
     char url[DW_URL_MAX];
@@ -38,17 +42,17 @@ struct dw_call_result {
 typedef void (*dw_pool_done_cb)(void *opaque, const struct dw_call_result *result);
 
 struct dw_pool_options {
-    int threads;   /* >= 1 */
-    int max_calls; /* transfers in flight over all threads */
-    const struct dw_config *cfg; /* channel URLs, tokens, timeouts, retry; outlives the pool */
-    struct dw_log *log;
-    struct dw_metrics *metrics;
+    int threads;                 /* >= 1 */
+    int max_calls;               /* transfers in flight over all threads */
+    const struct dw_config *cfg; /* channel URLs, tokens, timeouts, guards; outlives the pool */
+    struct dw_log *log;          /* breaker transitions; may be NULL */
+    struct dw_metrics *metrics;  /* may be NULL */
     dw_pool_done_cb done;
     uint64_t seed; /* jitter's random source; 0: from the clock */
 };
 
-enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **out,
-                          char *errbuf, size_t errlen) DW_MUST_CHECK;
+enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **out, char *errbuf,
+                          size_t errlen) DW_MUST_CHECK;
 
 /* Queues a job. req is borrowed: it must stay valid until the done callback
  * for this job has returned (or dw_pool_stop returned). Thread-safe.
@@ -56,13 +60,10 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
 enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
                            enum dw_channel_id channel, void *opaque) DW_MUST_CHECK;
 
-/* Stops the threads. Jobs not finished are abandoned without a callback:
- * the caller knows them as the ones it never heard back about. NULL: no-op. */
+/* Stops the threads. Jobs not finished are abandoned without a callback
+ * (the caller knows them as the ones it never heard back about); the
+ * breaker permits and bulkhead slots they held are given back first.
+ * NULL: no-op. */
 void dw_pool_stop(struct dw_pool *pool);
-
-/* The wait before retry number `attempt` (1 = the wait after the first
- * try): full jitter, uniform in [0, min(max, initial * multiplier^(attempt-1))].
- * rnd is a uniform random number in [0, 1). Pure; exposed for tests. */
-int64_t dw_pool_backoff_ms(const struct dw_channel_config *cc, int attempt, double rnd);
 
 #endif /* DW_POOL_H */

@@ -693,6 +693,149 @@ static void test_reference_conf(void **state)
     dw_config_destroy(cfg);
 }
 
+/* The resilience settings (docs/resilience.md): defaults, file values
+ * with per-channel overrides, DIST_CHANNEL_<NAME>_BREAKER and the generic
+ * DIST_CHANNEL_<NAME>_<KEY> variables, and their validation. */
+static void test_resilience_settings(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = load_ok(FILE_URLS, NULL);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const struct dw_channel_config *ch = &cfg->channels[c];
+        assert_int_equal(ch->bulkhead_max_wait_ms, 5000);
+        assert_int_equal(ch->budget_max_tokens, 100);
+        assert_true(ch->budget_token_ratio == 0.1);
+        assert_int_equal(ch->deadline_ms, 60000);
+        assert_int_equal(ch->breaker.mode, DW_BREAKER_MODE_NORMAL);
+        assert_int_equal(ch->breaker.window_type, DW_BREAKER_WINDOW_COUNT);
+        assert_int_equal(ch->breaker.window_size, 100);
+        assert_int_equal(ch->breaker.window_seconds, 60);
+        assert_int_equal(ch->breaker.minimum_calls, 20);
+        assert_true(ch->breaker.failure_rate_threshold == 50);
+        assert_true(ch->breaker.slow_call_rate_threshold == 100);
+        assert_int_equal(ch->breaker.slow_call_duration_ms, 5000);
+        assert_int_equal(ch->breaker.open_wait_ms, 30000);
+        assert_int_equal(ch->breaker.half_open_calls, 5);
+        assert_int_equal(ch->breaker.half_open_max_wait_ms, 60000);
+    }
+    dw_config_destroy(cfg);
+
+    static char *const env[] = {
+        ALL_URLS,
+        "DIST_CHANNEL_KAKAO_BREAKER=FORCED_OPEN",
+        "DIST_CHANNEL_NAVER_BREAKER_MINIMUM_CALLS=7",
+        "DIST_CHANNEL_NAVER_BREAKER_FAILURE_RATE_THRESHOLD=33.5",
+        "DIST_CHANNEL_NAVER_MAX_CONCURRENT=3",
+        "DIST_CHANNEL_NAVER_TIMEOUT_MS=700",
+        NULL,
+    };
+    cfg = load_ok("channels = {\n"
+                  "  defaults = { breaker_window_type = \"time\"; breaker_window_seconds = 30;\n"
+                  "               breaker_open_wait_ms = 1000; bulkhead_max_wait_ms = 0;\n"
+                  "               budget_max_tokens = 0; budget_token_ratio = 0.5;\n"
+                  "               deadline_ms = 0; breaker_slow_call_rate_threshold = 80.0; };\n"
+                  "  GINITV = { breaker_state = \"disabled\"; breaker_half_open_calls = 2;\n"
+                  "             breaker_half_open_max_wait_ms = 0; };\n"
+                  "  KAKAO = { breaker_state = \"normal\"; };\n"
+                  "};\n",
+                  env);
+    const struct dw_channel_config *ginitv = &cfg->channels[DW_CHANNEL_GINITV];
+    const struct dw_channel_config *kakao = &cfg->channels[DW_CHANNEL_KAKAO];
+    const struct dw_channel_config *naver = &cfg->channels[DW_CHANNEL_NAVER];
+    assert_int_equal(ginitv->breaker.mode, DW_BREAKER_MODE_DISABLED);
+    assert_int_equal(ginitv->breaker.half_open_calls, 2);
+    assert_int_equal(ginitv->breaker.half_open_max_wait_ms, 0);
+    assert_int_equal(ginitv->breaker.window_type, DW_BREAKER_WINDOW_TIME);
+    assert_int_equal(ginitv->breaker.window_seconds, 30);
+    assert_int_equal(ginitv->bulkhead_max_wait_ms, 0);
+    assert_int_equal(ginitv->budget_max_tokens, 0);
+    assert_true(ginitv->budget_token_ratio == 0.5);
+    assert_int_equal(ginitv->deadline_ms, 0);
+    assert_true(ginitv->breaker.slow_call_rate_threshold == 80);
+    assert_int_equal(kakao->breaker.mode, DW_BREAKER_MODE_FORCED_OPEN); /* the env wins */
+    assert_int_equal(kakao->breaker.open_wait_ms, 1000);
+    assert_int_equal(naver->breaker.mode, DW_BREAKER_MODE_NORMAL);
+    assert_int_equal(naver->breaker.minimum_calls, 7);
+    assert_true(naver->breaker.failure_rate_threshold == 33.5);
+    assert_int_equal(naver->max_concurrent, 3);
+    assert_int_equal(naver->timeout_ms, 700);
+    assert_int_equal(cfg->channels[DW_CHANNEL_RINGOBIZ].max_concurrent, 500);
+    dw_config_destroy(cfg);
+
+    load_bad("channels = { KAKAO = { breaker_state = \"off\"; }; };\n", url_env,
+             "channels.KAKAO.breaker_state (line 1): \"off\" is not one of normal, forced_open, "
+             "disabled",
+             NULL);
+    load_bad("channels = { KAKAO = { breaker_state = 1; }; };\n", url_env,
+             "channels.KAKAO.breaker_state (line 1): expected a string", NULL);
+    load_bad("channels = { defaults = { breaker_window_type = \"sliding\"; }; };\n", url_env,
+             "channels.defaults.breaker_window_type (line 1)", "count, time", NULL);
+    load_bad("channels = { KAKAO = { breaker_failure_rate_threshold = 0.5; }; };\n", url_env,
+             "channels.KAKAO.breaker_failure_rate_threshold (line 1): 0.5 is out of range 1..100",
+             NULL);
+    load_bad("channels = { KAKAO = { breaker_window_size = 0; }; };\n", url_env,
+             "channels.KAKAO.breaker_window_size (line 1): 0 is out of range 1..10000", NULL);
+    load_bad("channels = { KAKAO = { breaker_half_open_calls = 0; }; };\n", url_env,
+             "channels.KAKAO.breaker_half_open_calls (line 1)", NULL);
+    load_bad("channels = { KAKAO = { budget_token_ratio = 0; }; };\n", url_env,
+             "channels.KAKAO.budget_token_ratio (line 1)", "out of range", NULL);
+    load_bad("channels = { KAKAO = { deadline_ms = -1; }; };\n", url_env,
+             "channels.KAKAO.deadline_ms (line 1)", NULL);
+    static char *const bad_state[] = {"DIST_CHANNEL_RINGOBIZ_BREAKER=closed", ALL_URLS, NULL};
+    load_bad(NULL, bad_state,
+             "DIST_CHANNEL_RINGOBIZ_BREAKER: \"closed\" is not one of normal, forced_open, "
+             "disabled",
+             NULL);
+    static char *const bad_double[] = {"DIST_CHANNEL_NAVER_BUDGET_TOKEN_RATIO=lots", ALL_URLS,
+                                       NULL};
+    load_bad(NULL, bad_double,
+             "DIST_CHANNEL_NAVER_BUDGET_TOKEN_RATIO: \"lots\" is not a number in 0.001..100", NULL);
+    static char *const bad_int[] = {"DIST_CHANNEL_NAVER_MAX_CONCURRENT=0", ALL_URLS, NULL};
+    load_bad(NULL, bad_int,
+             "DIST_CHANNEL_NAVER_MAX_CONCURRENT: \"0\" is not an integer in 1..100000", NULL);
+    /* The list of known keys in an error still fits. */
+    load_bad("channels = { KAKAO = { breaker_windowsize = 1; }; };\n", url_env,
+             "channels.KAKAO.breaker_windowsize (line 1): unknown setting", "breaker_window_size",
+             NULL);
+}
+
+/* Kafka SASL credentials become librdkafka properties after the file's (so
+ * they win); sslmode and sslrootcert become DSN parameters, in the DSN's own
+ * form; a bad sslmode is refused with the variable's name. */
+static void test_security_settings(void **state)
+{
+    (void)state;
+    char *const env[] = {ALL_URLS,
+                         "DIST_KAFKA_SASL_USERNAME=$ConnectionString",
+                         "DIST_KAFKA_SASL_PASSWORD=Endpoint=sb://ns/;SharedAccessKey=k=",
+                         "DIST_PG_DSN=host=db user=u",
+                         "DIST_PG_SSLMODE=verify-full",
+                         "DIST_PG_SSLROOTCERT=/etc/ca dir/it's.crt",
+                         NULL};
+    struct dw_config *cfg = load_ok("kafka = { properties = [ \"sasl.username=old\" ]; };\n", env);
+    assert_int_equal(cfg->kafka_prop_count, 3);
+    assert_string_equal(cfg->kafka_props[1].name, "sasl.username");
+    assert_string_equal(cfg->kafka_props[1].value, "$ConnectionString");
+    assert_string_equal(cfg->kafka_props[2].name, "sasl.password");
+    assert_string_equal(cfg->kafka_props[2].value, "Endpoint=sb://ns/;SharedAccessKey=k=");
+    assert_string_equal(
+        cfg->pg_dsn, "host=db user=u sslmode='verify-full' sslrootcert='/etc/ca dir/it\\'s.crt'");
+    dw_config_destroy(cfg);
+
+    cfg = load_ok("postgres = { dsn = \"postgresql://u@db/x?connect_timeout=5\"; sslmode = "
+                  "\"require\"; sslrootcert = \"/a b/c.crt\"; };\n",
+                  url_env);
+    assert_string_equal(
+        cfg->pg_dsn,
+        "postgresql://u@db/x?connect_timeout=5&sslmode=require&sslrootcert=/a%20b/c.crt");
+    assert_int_equal(cfg->kafka_prop_count, 0);
+    dw_config_destroy(cfg);
+
+    char *const bad[] = {ALL_URLS, "DIST_PG_SSLMODE=on", NULL};
+    load_bad(NULL, bad, "DIST_PG_SSLMODE", "\"on\" is not an sslmode", NULL);
+    load_bad("postgres = { sslmode = \"yes\"; };\n", url_env, "postgres.sslmode (line 1)", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -712,6 +855,8 @@ int main(void)
         cmocka_unit_test(test_small_errbuf),
         cmocka_unit_test(test_include),
         cmocka_unit_test(test_reference_conf),
+        cmocka_unit_test(test_resilience_settings),
+        cmocka_unit_test(test_security_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

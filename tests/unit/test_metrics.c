@@ -299,6 +299,182 @@ static void test_render_respects_the_buffer_cap(void **state)
     dw_metrics_destroy(NULL);
 }
 
+static void test_request_latency_histogram(void **state)
+{
+    (void)state;
+    struct dw_metrics *m = dw_metrics_create();
+    char *text = render(m);
+    assert_line(text, "# TYPE dw_request_latency_seconds histogram");
+    assert_line(text, "dw_request_latency_seconds_bucket{le=\"+Inf\"} 0");
+    assert_line(text, "dw_request_latency_seconds_count 0");
+    free(text);
+
+    dw_metrics_request_latency(m, 80000);    /* 0.08 s */
+    dw_metrics_request_latency(m, 2000000);  /* 2 s */
+    dw_metrics_request_latency(m, 90000000); /* 90 s: +Inf */
+    dw_metrics_request_latency(m, -1000);    /* clock skew: 0 */
+    dw_metrics_request_latency(NULL, 1);
+    text = render(m);
+    assert_line(text, "dw_request_latency_seconds_bucket{le=\"0.005\"} 1");
+    assert_line(text, "dw_request_latency_seconds_bucket{le=\"0.1\"} 2");
+    assert_line(text, "dw_request_latency_seconds_bucket{le=\"2.5\"} 3");
+    assert_line(text, "dw_request_latency_seconds_bucket{le=\"30\"} 3");
+    assert_line(text, "dw_request_latency_seconds_bucket{le=\"+Inf\"} 4");
+    assert_line(text, "dw_request_latency_seconds_sum 92.080000");
+    assert_line(text, "dw_request_latency_seconds_count 4");
+    free(text);
+    dw_metrics_destroy(m);
+}
+
+static void test_partition_lag_series(void **state)
+{
+    (void)state;
+    struct dw_metrics *m = dw_metrics_create();
+    char *text = render(m);
+    /* Announced, but no series before a partition is assigned. */
+    assert_line(text, "# TYPE dw_consumer_lag gauge");
+    assert_int_equal(count_lines_starting(text, "dw_consumer_lag{"), 0);
+    free(text);
+
+    dw_metrics_partition_lag(m, 0, 12);
+    dw_metrics_partition_lag(m, 5, 0);
+    dw_metrics_partition_lag(m, 3, 7);
+    dw_metrics_partition_lag(m, 3, 9);                         /* replaces */
+    dw_metrics_partition_lag(m, -1, 4);                        /* ignored */
+    dw_metrics_partition_lag(m, DW_METRICS_MAX_PARTITIONS, 4); /* ignored */
+    dw_metrics_partition_lag(NULL, 1, 1);
+    text = render(m);
+    assert_line(text, "dw_consumer_lag{partition=\"0\"} 12");
+    assert_line(text, "dw_consumer_lag{partition=\"3\"} 9");
+    assert_line(text, "dw_consumer_lag{partition=\"5\"} 0");
+    assert_int_equal(count_lines_starting(text, "dw_consumer_lag{"), 3);
+    /* In partition order. */
+    assert_true(strstr(text, "partition=\"0\"") < strstr(text, "partition=\"3\""));
+    free(text);
+
+    dw_metrics_partition_lag(m, 0, -1); /* no longer assigned */
+    text = render(m);
+    assert_int_equal(count_lines_starting(text, "dw_consumer_lag{"), 2);
+    free(text);
+
+    dw_metrics_partition_lag_clear(m);
+    dw_metrics_partition_lag_clear(NULL);
+    text = render(m);
+    assert_int_equal(count_lines_starting(text, "dw_consumer_lag{"), 0);
+    free(text);
+    dw_metrics_destroy(m);
+}
+
+/* The value of the unlabelled sample name in text; fails when absent. */
+static double sample(const char *text, const char *name)
+{
+    char head[128];
+    dw_snprintf(head, sizeof(head), "\n%s ", name);
+    const char *p = strstr(text, head);
+    if (!p)
+        fail_msg("no sample %s", name);
+    return strtod(p + strlen(head), NULL);
+}
+
+static void test_process_metrics_from_proc(void **state)
+{
+    (void)state;
+    struct dw_metrics *m = dw_metrics_create();
+    /* Burn a little CPU and touch some memory so both are clearly above 0. */
+    size_t size = 8 * 1024 * 1024;
+    volatile char *mem = malloc(size);
+    for (size_t i = 0; i < size; i += 4096)
+        mem[i] = (char)i;
+    char *text = render(m);
+    assert_line(text, "# TYPE process_cpu_seconds_total counter");
+    assert_line(text, "# TYPE process_resident_memory_bytes gauge");
+    assert_true(sample(text, "process_resident_memory_bytes") > 8.0 * 1024 * 1024);
+    assert_true(sample(text, "process_virtual_memory_bytes") >=
+                sample(text, "process_resident_memory_bytes"));
+    assert_true(sample(text, "process_cpu_seconds_total") >= 0.0);
+    assert_true(sample(text, "process_open_fds") >= 3.0); /* stdin, stdout, stderr */
+    assert_true(sample(text, "process_max_fds") >= sample(text, "process_open_fds"));
+    /* Started after 2020-01-01 and not in the future. */
+    double start = sample(text, "process_start_time_seconds");
+    assert_true(start > 1577836800.0);
+    assert_true(start <= (double)dw_wall_ms() / 1000.0 + 1.0);
+    assert_int_equal(count_lines_starting(text, "# HELP "), count_lines_starting(text, "# TYPE "));
+    free(text);
+    free((void *)mem);
+    dw_metrics_destroy(m);
+}
+
+/* The resilience metrics under Resilience4j's names: the breaker's state
+ * one-hot plus dw_breaker_state, float rates (-1 below the minimum),
+ * the transition and call counters, retry kinds, the bulkhead gauges. */
+static void test_resilience_metrics(void **state)
+{
+    (void)state;
+    struct dw_metrics *m = dw_metrics_create();
+    struct dw_breaker_snapshot snap = {
+        .state = DW_BREAKER_OPEN,
+        .failure_rate = 62.5,
+        .slow_call_rate = -1,
+        .calls = 8,
+        .failed_calls = 5,
+        .slow_calls = 3,
+        .slow_failed_calls = 1,
+    };
+    dw_metrics_breaker(m, DW_CHANNEL_NAVER, &snap);
+    dw_metrics_breaker_transition(m, DW_CHANNEL_NAVER, DW_BREAKER_CLOSED, DW_BREAKER_OPEN);
+    dw_metrics_breaker_transition(m, DW_CHANNEL_NAVER, DW_BREAKER_CLOSED, DW_BREAKER_DISABLED);
+    dw_metrics_breaker_call(m, DW_CHANNEL_NAVER, DW_BREAKER_FAILURE, 1500000);
+    dw_metrics_breaker_not_permitted(m, DW_CHANNEL_NAVER);
+    dw_metrics_retry_call(m, DW_CHANNEL_KAKAO, true, true);
+    dw_metrics_retry_call(m, DW_CHANNEL_KAKAO, false, false);
+    dw_metrics_retry_attempt(m, DW_CHANNEL_KAKAO, true);
+    dw_metrics_retry_budget(m, DW_CHANNEL_KAKAO, 49.9, true);
+    dw_metrics_bulkhead_init(m, DW_CHANNEL_KAKAO, 10);
+    dw_metrics_bulkhead_change(m, DW_CHANNEL_KAKAO, 3, 2);
+    dw_metrics_bulkhead_rejected(m, DW_CHANNEL_KAKAO);
+    dw_metrics_breaker(NULL, DW_CHANNEL_KAKAO, &snap); /* no-ops */
+    dw_metrics_bulkhead_rejected(m, DW_CHANNEL_COUNT);
+
+    char *text = render(m);
+    assert_line(text, "resilience4j_circuitbreaker_state{name=\"NAVER\",state=\"open\"} 1");
+    assert_line(text, "resilience4j_circuitbreaker_state{name=\"NAVER\",state=\"closed\"} 0");
+    assert_line(text, "dw_breaker_state{channel=\"NAVER\"} 2");
+    assert_line(text, "# TYPE resilience4j_circuitbreaker_failure_rate gauge");
+    assert_line(text, "resilience4j_circuitbreaker_failure_rate{name=\"NAVER\"} 62.5");
+    assert_line(text, "resilience4j_circuitbreaker_slow_call_rate{name=\"NAVER\"} -1");
+    assert_line(text, "resilience4j_circuitbreaker_failure_rate{name=\"KAKAO\"} 0");
+    assert_line(text,
+                "resilience4j_circuitbreaker_buffered_calls{name=\"NAVER\",kind=\"successful\"} 3");
+    assert_line(text,
+                "resilience4j_circuitbreaker_buffered_calls{name=\"NAVER\",kind=\"failed\"} 5");
+    assert_line(text, "resilience4j_circuitbreaker_slow_calls{name=\"NAVER\",kind=\"failed\"} 1");
+    assert_line(text, "resilience4j_circuitbreaker_transitions_total{name=\"NAVER\",kind=\"closed_"
+                      "to_open\"} 1");
+    assert_line(text, "resilience4j_circuitbreaker_calls_seconds_bucket{name=\"NAVER\",kind="
+                      "\"failed\",le=\"2.5\"} 1");
+    assert_line(text,
+                "resilience4j_circuitbreaker_calls_seconds_sum{name=\"NAVER\",kind=\"failed\"} "
+                "1.500000");
+    assert_line(text, "resilience4j_circuitbreaker_not_permitted_calls_total{name=\"NAVER\",kind="
+                      "\"not_permitted\"} 1");
+    assert_line(text,
+                "resilience4j_retry_calls_total{name=\"KAKAO\",kind=\"successful_with_retry\"} 1");
+    assert_line(text,
+                "resilience4j_retry_calls_total{name=\"KAKAO\",kind=\"failed_without_retry\"} 1");
+    assert_line(text, "resilience4j_retry_attempts_total{name=\"KAKAO\",kind=\"retry\"} 1");
+    assert_line(text, "resilience4j_retry_budget_tokens{name=\"KAKAO\"} 49.9");
+    assert_line(text, "resilience4j_retry_budget_rejected_calls_total{name=\"KAKAO\"} 1");
+    assert_line(text, "resilience4j_bulkhead_max_allowed_concurrent_calls{name=\"KAKAO\"} 10");
+    assert_line(text, "resilience4j_bulkhead_available_concurrent_calls{name=\"KAKAO\"} 7");
+    assert_line(text, "resilience4j_bulkhead_queued_calls{name=\"KAKAO\"} 2");
+    assert_line(text, "resilience4j_bulkhead_rejected_calls_total{name=\"KAKAO\"} 1");
+    /* One series per channel and state, from the start. */
+    assert_int_equal(count_lines_starting(text, "resilience4j_circuitbreaker_state{"),
+                     DW_CHANNEL_COUNT * DW_BREAKER_STATE_COUNT);
+    free(text);
+    dw_metrics_destroy(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -307,6 +483,10 @@ int main(void)
         cmocka_unit_test(test_histogram_buckets_are_cumulative),
         cmocka_unit_test(test_concurrent_updates_sum_exactly),
         cmocka_unit_test(test_render_respects_the_buffer_cap),
+        cmocka_unit_test(test_request_latency_histogram),
+        cmocka_unit_test(test_partition_lag_series),
+        cmocka_unit_test(test_process_metrics_from_proc),
+        cmocka_unit_test(test_resilience_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

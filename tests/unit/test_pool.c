@@ -2,7 +2,13 @@
  * The channel-call pool against a scripted in-process HTTP server
  * (libmicrohttpd): headers, Instagram's two steps, retries with backoff,
  * Retry-After, permanent errors, timeouts, refused connections, and many
- * jobs at once across threads (also run under TSan).
+ * jobs at once across threads (also run under TSan); and the guards as the
+ * pool wires them: the breaker opening, failing fast and recovering, a
+ * breaker forced open, the bulkhead refusing, queueing (never more calls
+ * in flight than its size) and timing out, the retry budget, the deadline,
+ * and stopping with jobs parked and running. The guards' own logic is
+ * tested with a fake clock in test_breaker.c, test_bulkhead.c and
+ * test_retry.c; here the clock is real, so the waits are kept short.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dw/metrics.h"
 #include "dw/pool.h"
 #include "dw/request.h"
 
@@ -32,7 +39,7 @@ struct reply {
 };
 
 #define MAX_SCRIPT 16
-#define MAX_CALLS 4096
+#define MAX_CALLS  4096
 
 struct server {
     struct MHD_Daemon *mhd;
@@ -41,6 +48,7 @@ struct server {
     struct reply script[MAX_SCRIPT]; /* replies in order; the last repeats */
     int nscript;
     int calls;
+    int in_flight, max_in_flight;
     int64_t call_ms[MAX_CALLS];
     char last_auth[128];
     char keys[8][128];
@@ -90,12 +98,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         snprintf(s->paths[i], sizeof(s->paths[i]), "%s", url);
     }
     struct reply r = s->script[i < s->nscript ? i : s->nscript - 1];
+    if (++s->in_flight > s->max_in_flight)
+        s->max_in_flight = s->in_flight;
     pthread_mutex_unlock(&s->lock);
 
     if (r.delay_ms)
         usleep((useconds_t)r.delay_ms * 1000);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        strlen(r.body), (void *)r.body, MHD_RESPMEM_PERSISTENT);
+    pthread_mutex_lock(&s->lock);
+    s->in_flight--;
+    pthread_mutex_unlock(&s->lock);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(r.body), (void *)r.body, MHD_RESPMEM_PERSISTENT);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     if (r.retry_after)
         MHD_add_response_header(resp, "Retry-After", r.retry_after);
@@ -137,10 +150,30 @@ static void script(struct server *s, int n, const struct reply *replies)
     memcpy(s->script, replies, (size_t)n * sizeof(*replies));
     s->nscript = n;
     s->calls = 0;
+    s->max_in_flight = s->in_flight;
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Counters read while the server may still be answering. */
+static int server_calls(struct server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int n = s->calls;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+static int server_max_in_flight(struct server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int n = s->max_in_flight;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
 /* ---- results ---- */
+
+#define MAX_RESULTS 1024
 
 struct results {
     pthread_mutex_t lock;
@@ -148,14 +181,29 @@ struct results {
     int n;
     struct dw_call_result last;
     int success;
+    int by_error[DW_EC_COUNT];
+    int64_t done_ms[MAX_RESULTS]; /* when each ended, in order */
+    struct dw_call_result all[MAX_RESULTS];
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void on_done(void *opaque, const struct dw_call_result *res)
 {
     struct results *r = opaque;
     pthread_mutex_lock(&r->lock);
     r->last = *res;
+    if (r->n < MAX_RESULTS) {
+        r->all[r->n] = *res;
+        r->done_ms[r->n] = mono_ms();
+    }
     r->n++;
+    r->by_error[res->error]++;
     if (res->status == DW_CH_SUCCESS)
         r->success++;
     pthread_cond_broadcast(&r->cond);
@@ -184,6 +232,7 @@ struct fixture {
     struct dw_config cfg;
     struct results results;
     struct dw_pool *pool;
+    struct dw_metrics *metrics;
     struct dw_request *req;
     char url[64];
 };
@@ -202,13 +251,35 @@ static void configure(struct fixture *f, const char *url)
         cc->max_backoff_ms = 5;
         cc->max_retry_after_ms = 5000;
         cc->max_concurrent = 100;
+        /* Guards that stay out of the way unless a test sets them. */
+        cc->bulkhead_max_wait_ms = 0;
+        cc->budget_max_tokens = 0;
+        cc->budget_token_ratio = 0.1;
+        cc->deadline_ms = 0;
+        cc->breaker = (struct dw_breaker_options){
+            .mode = DW_BREAKER_MODE_NORMAL,
+            .window_type = DW_BREAKER_WINDOW_COUNT,
+            .window_size = 100,
+            .window_seconds = 60,
+            .minimum_calls = 100,
+            .failure_rate_threshold = 50,
+            .slow_call_rate_threshold = 100,
+            .slow_call_duration_ms = 60000,
+            .open_wait_ms = 60000,
+            .half_open_calls = 1,
+            .half_open_max_wait_ms = 0,
+        };
     }
 }
 
 static void start_pool(struct fixture *f, int threads, int max_calls)
 {
-    struct dw_pool_options o = {
-        .threads = threads, .max_calls = max_calls, .cfg = &f->cfg, .done = on_done, .seed = 42};
+    struct dw_pool_options o = {.threads = threads,
+                                .max_calls = max_calls,
+                                .cfg = &f->cfg,
+                                .metrics = f->metrics,
+                                .done = on_done,
+                                .seed = 42};
     char err[256];
     assert_int_equal(dw_pool_start(&o, &f->pool, err, sizeof(err)), DW_OK);
 }
@@ -235,6 +306,7 @@ static int setup(void **state)
     pthread_mutex_init(&f->results.lock, NULL);
     pthread_cond_init(&f->results.cond, NULL);
     f->req = make_request("evt-1");
+    f->metrics = dw_metrics_create();
     *state = f;
     return 0;
 }
@@ -245,6 +317,7 @@ static int teardown(void **state)
     dw_pool_stop(f->pool);
     server_stop(&f->server);
     dw_request_destroy(f->req);
+    dw_metrics_destroy(f->metrics);
     pthread_cond_destroy(&f->results.cond);
     pthread_mutex_destroy(&f->results.lock);
     free(f);
@@ -298,7 +371,8 @@ static void instagram_makes_two_calls(void **state)
 static void transient_errors_are_retried(void **state)
 {
     struct fixture *f = *state;
-    struct reply r[] = {{503, "{}", NULL, 0}, {502, "{}", NULL, 0},
+    struct reply r[] = {{503, "{}", NULL, 0},
+                        {502, "{}", NULL, 0},
                         {200, "{\"adId\":\"a-1\",\"url\":\"u\"}", NULL, 0}};
     script(&f->server, 3, r);
     start_pool(f, 1, 4);
@@ -433,19 +507,296 @@ static void stop_abandons_unfinished_jobs(void **state)
     assert_true(f->results.n < 20);
 }
 
-static void backoff_has_full_jitter_and_a_cap(void **state)
+/* ---- the guards, as the pool wires them ---- */
+
+/* The exposition line of one series, e.g. "x{name=\"KAKAO\"} 1", is there. */
+static bool metric_is(struct fixture *f, const char *series, const char *value)
 {
-    (void)state;
-    struct dw_channel_config cc = {.initial_backoff_ms = 100, .multiplier = 2.0,
-                                   .max_backoff_ms = 1000};
-    assert_int_equal(dw_pool_backoff_ms(&cc, 1, 0.0), 0);
-    assert_int_equal(dw_pool_backoff_ms(&cc, 1, 0.999999), 99);
-    assert_int_equal(dw_pool_backoff_ms(&cc, 2, 0.5), 100);
-    assert_int_equal(dw_pool_backoff_ms(&cc, 3, 0.5), 200);
-    assert_int_equal(dw_pool_backoff_ms(&cc, 10, 0.5), 500); /* capped at 1000 */
-    for (int a = 1; a < 12; a++)
-        for (double x = 0; x < 1.0; x += 0.01)
-            assert_true(dw_pool_backoff_ms(&cc, a, x) <= 1000);
+    struct dw_buf out;
+    char line[512];
+    dw_buf_init(&out, 4 * 1024 * 1024);
+    assert_int_equal(dw_metrics_render(f->metrics, &out), DW_OK);
+    snprintf(line, sizeof(line), "\n%s %s\n", series, value);
+    bool found = strstr(out.data, line) != NULL;
+    if (!found)
+        print_message("  missing: %s %s\n", series, value);
+    dw_buf_cleanup(&out);
+    return found;
+}
+
+static void run_one(struct fixture *f, enum dw_channel_id ch)
+{
+    int before = f->results.n;
+    submit(f, ch);
+    wait_results(&f->results, before + 1);
+}
+
+/* Failures open the breaker; then jobs fail at once as CIRCUIT_OPEN with
+ * no call made and attempts 0; the transition is logged and exported. */
+static void breaker_opens_and_fails_fast(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_KAKAO];
+    cc->max_attempts = 1;
+    cc->breaker.window_size = 2;
+    cc->breaker.minimum_calls = 2;
+    struct reply r[] = {{500, "{}", NULL, 0}};
+    script(&f->server, 1, r);
+    start_pool(f, 1, 4);
+    assert_true(
+        metric_is(f, "resilience4j_circuitbreaker_state{name=\"KAKAO\",state=\"closed\"}", "1"));
+    run_one(f, DW_CHANNEL_KAKAO);
+    run_one(f, DW_CHANNEL_KAKAO);
+    assert_int_equal(f->results.by_error[DW_EC_RETRIES_EXHAUSTED], 2);
+    for (int i = 0; i < 5; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, 7);
+    assert_int_equal(f->results.by_error[DW_EC_CIRCUIT_OPEN], 5);
+    assert_int_equal(f->results.last.attempts, 0);
+    assert_non_null(strstr(f->results.last.error_message, "circuit breaker of KAKAO is OPEN"));
+    assert_int_equal(server_calls(&f->server), 2);
+    /* Other channels have breakers of their own. */
+    struct reply ok[] = {{200, "{\"adId\":\"a\",\"url\":\"u\"}", NULL, 0}};
+    script(&f->server, 1, ok);
+    run_one(f, DW_CHANNEL_URIDONGNETV);
+    assert_int_equal(f->results.last.status, DW_CH_SUCCESS);
+    assert_true(
+        metric_is(f, "resilience4j_circuitbreaker_state{name=\"KAKAO\",state=\"open\"}", "1"));
+    assert_true(
+        metric_is(f, "resilience4j_circuitbreaker_state{name=\"KAKAO\",state=\"closed\"}", "0"));
+    assert_true(metric_is(f, "dw_breaker_state{channel=\"KAKAO\"}", "2"));
+    assert_true(metric_is(
+        f, "resilience4j_circuitbreaker_transitions_total{name=\"KAKAO\",kind=\"closed_to_open\"}",
+        "1"));
+    assert_true(metric_is(f,
+                          "resilience4j_circuitbreaker_not_permitted_calls_total{name=\"KAKAO\","
+                          "kind=\"not_permitted\"}",
+                          "5"));
+    assert_true(metric_is(f, "resilience4j_circuitbreaker_failure_rate{name=\"KAKAO\"}", "100"));
+    assert_true(metric_is(f, "resilience4j_circuitbreaker_failure_rate{name=\"NAVER\"}", "-1"));
+    assert_true(metric_is(
+        f, "resilience4j_circuitbreaker_calls_seconds_count{name=\"KAKAO\",kind=\"failed\"}", "2"));
+    assert_true(metric_is(
+        f, "resilience4j_retry_calls_total{name=\"KAKAO\",kind=\"failed_without_retry\"}", "7"));
+}
+
+/* After open_wait_ms the next job is a half-open trial; its success closes
+ * the breaker again. */
+static void breaker_recovers_through_half_open(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_KAKAO];
+    cc->max_attempts = 1;
+    cc->breaker.window_size = 2;
+    cc->breaker.minimum_calls = 2;
+    cc->breaker.open_wait_ms = 1; /* so the test need not wait */
+    struct reply bad[] = {{503, "{}", NULL, 0}};
+    script(&f->server, 1, bad);
+    start_pool(f, 1, 4);
+    run_one(f, DW_CHANNEL_KAKAO);
+    run_one(f, DW_CHANNEL_KAKAO);
+    struct reply ok[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 0}};
+    script(&f->server, 1, ok);
+    /* At most a millisecond of CIRCUIT_OPEN answers, then the trial. */
+    for (int i = 0; i < 10000 && f->results.last.status != DW_CH_SUCCESS; i++) {
+        run_one(f, DW_CHANNEL_KAKAO);
+        assert_true(f->results.last.error == DW_EC_NONE ||
+                    f->results.last.error == DW_EC_CIRCUIT_OPEN);
+    }
+    assert_int_equal(f->results.last.status, DW_CH_SUCCESS);
+    assert_int_equal(f->results.last.attempts, 1);
+    assert_true(
+        metric_is(f, "resilience4j_circuitbreaker_state{name=\"KAKAO\",state=\"closed\"}", "1"));
+    assert_true(
+        metric_is(f,
+                  "resilience4j_circuitbreaker_transitions_total{name=\"KAKAO\",kind=\"open_"
+                  "to_half_open\"}",
+                  "1"));
+    assert_true(
+        metric_is(f,
+                  "resilience4j_circuitbreaker_transitions_total{name=\"KAKAO\",kind=\"half_"
+                  "open_to_closed\"}",
+                  "1"));
+}
+
+/* A timed-out call is a failure for the breaker: its permit comes back
+ * with that outcome, and the breaker opens on it. */
+static void timeouts_count_as_failures(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_NAVER];
+    cc->max_attempts = 1;
+    cc->timeout_ms = 100;
+    cc->breaker.window_size = 1;
+    cc->breaker.minimum_calls = 1;
+    struct reply slow[] = {{200, "{\"message\":{\"result\":{\"postId\":\"n\"}}}", NULL, 600}};
+    script(&f->server, 1, slow);
+    start_pool(f, 1, 4);
+    run_one(f, DW_CHANNEL_NAVER);
+    assert_int_equal(f->results.last.error, DW_EC_RETRIES_EXHAUSTED);
+    assert_non_null(strstr(f->results.last.error_message, "TIMEOUT"));
+    run_one(f, DW_CHANNEL_NAVER);
+    assert_int_equal(f->results.last.error, DW_EC_CIRCUIT_OPEN);
+    assert_int_equal(server_calls(&f->server), 1);
+}
+
+/* breaker_state = forced_open: the channel is switched off. */
+static void forced_open_breaker_switches_a_channel_off(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.channels[DW_CHANNEL_RINGOBIZ].breaker.mode = DW_BREAKER_MODE_FORCED_OPEN;
+    struct reply ok[] = {{200, "{\"ringbackId\":\"rb\"}", NULL, 0}};
+    script(&f->server, 1, ok);
+    start_pool(f, 1, 4);
+    run_one(f, DW_CHANNEL_RINGOBIZ);
+    assert_int_equal(f->results.last.error, DW_EC_CIRCUIT_OPEN);
+    assert_int_equal(f->results.last.attempts, 0);
+    assert_non_null(strstr(f->results.last.error_message, "FORCED_OPEN"));
+    assert_int_equal(server_calls(&f->server), 0);
+    assert_true(metric_is(f, "dw_breaker_state{channel=\"RINGOBIZ\"}", "3"));
+}
+
+/* bulkhead_max_wait_ms = 0: a job that finds every slot taken fails at
+ * once as BULKHEAD_FULL, without a call. */
+static void full_bulkhead_refuses_at_once(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.channels[DW_CHANNEL_KAKAO].max_concurrent = 1;
+    struct reply slow[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 300}};
+    script(&f->server, 1, slow);
+    start_pool(f, 1, 8);
+    for (int i = 0; i < 3; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, 3);
+    assert_int_equal(f->results.success, 1);
+    assert_int_equal(f->results.by_error[DW_EC_BULKHEAD_FULL], 2);
+    assert_int_equal(f->results.all[0].attempts, 0);
+    assert_non_null(strstr(f->results.all[0].error_message, "bulkhead of KAKAO full"));
+    assert_int_equal(server_calls(&f->server), 1);
+    assert_true(metric_is(f, "resilience4j_bulkhead_rejected_calls_total{name=\"KAKAO\"}", "2"));
+    assert_true(
+        metric_is(f, "resilience4j_bulkhead_available_concurrent_calls{name=\"KAKAO\"}", "1"));
+}
+
+/* With a wait, jobs queue for slots (held by no thread: two pool threads
+ * serve them all), every one succeeds, and the server never sees more
+ * than max_concurrent calls at once. */
+static void bulkhead_queues_and_never_exceeds_its_size(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_KAKAO];
+    cc->max_concurrent = 2;
+    cc->bulkhead_max_wait_ms = 10000;
+    struct reply slow[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 50}};
+    script(&f->server, 1, slow);
+    start_pool(f, 2, 32);
+    enum { N = 16 };
+    for (int i = 0; i < N; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, N);
+    print_message("  %d jobs through a bulkhead of 2: server saw at most %d at once\n", N,
+                  server_max_in_flight(&f->server));
+    assert_int_equal(f->results.success, N);
+    assert_true(server_max_in_flight(&f->server) <= 2);
+    assert_true(
+        metric_is(f, "resilience4j_bulkhead_available_concurrent_calls{name=\"KAKAO\"}", "2"));
+    assert_true(metric_is(f, "resilience4j_bulkhead_queued_calls{name=\"KAKAO\"}", "0"));
+}
+
+/* A job that waits longer than bulkhead_max_wait_ms gives up as
+ * BULKHEAD_FULL, long before the slot would have come. */
+static void bulkhead_wait_times_out(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_KAKAO];
+    cc->max_concurrent = 1;
+    cc->bulkhead_max_wait_ms = 100;
+    struct reply slow[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 800}};
+    script(&f->server, 1, slow);
+    start_pool(f, 1, 8);
+    int64_t t0 = mono_ms();
+    submit(f, DW_CHANNEL_KAKAO);
+    submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, 2);
+    assert_int_equal(f->results.all[0].error, DW_EC_BULKHEAD_FULL);
+    assert_non_null(strstr(f->results.all[0].error_message, "for 100ms"));
+    int64_t waited = f->results.done_ms[0] - t0;
+    print_message("  gave up after %lld ms\n", (long long)waited);
+    assert_true(waited >= 100 && waited < 700);
+    assert_int_equal(f->results.all[1].status, DW_CH_SUCCESS);
+}
+
+/* The retry budget: once failures have spent half the tokens, a failed
+ * try is not retried even with attempts left. */
+static void retry_budget_stops_retries(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_GINITV];
+    cc->max_attempts = 5;
+    cc->budget_max_tokens = 4;
+    cc->budget_token_ratio = 0.1;
+    struct reply r[] = {{503, "{}", NULL, 0}};
+    script(&f->server, 1, r);
+    start_pool(f, 1, 4);
+    run_one(f, DW_CHANNEL_GINITV); /* 4 -> 3 (retry) -> 2 (not more than half: stop) */
+    assert_int_equal(f->results.last.error, DW_EC_RETRIES_EXHAUSTED);
+    assert_int_equal(f->results.last.attempts, 2);
+    assert_non_null(strstr(f->results.last.error_message, "retry budget spent after 2 attempts"));
+    run_one(f, DW_CHANNEL_GINITV); /* 2 -> 1: no retry at all */
+    assert_int_equal(f->results.last.attempts, 1);
+    assert_int_equal(server_calls(&f->server), 3);
+    assert_true(
+        metric_is(f, "resilience4j_retry_budget_rejected_calls_total{name=\"GINITV\"}", "2"));
+    assert_true(metric_is(f, "resilience4j_retry_budget_tokens{name=\"GINITV\"}", "1"));
+}
+
+/* The deadline covers the whole job: a call that would run past it is cut
+ * short, and no retry starts after it. */
+static void deadline_cuts_the_job_short(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_NAVER];
+    cc->timeout_ms = 5000;
+    cc->deadline_ms = 300;
+    struct reply slow[] = {{200, "{\"message\":{\"result\":{\"postId\":\"n\"}}}", NULL, 1500}};
+    script(&f->server, 1, slow);
+    start_pool(f, 1, 4);
+    int64_t t0 = mono_ms();
+    run_one(f, DW_CHANNEL_NAVER);
+    int64_t took = f->results.done_ms[0] - t0;
+    print_message("  ended after %lld ms: %s\n", (long long)took, f->results.last.error_message);
+    assert_int_equal(f->results.last.error, DW_EC_RETRIES_EXHAUSTED);
+    assert_int_equal(f->results.last.attempts, 1);
+    /* "deadline reached after 1 attempt; ...", or, when the cut call
+     * ended a millisecond early, "...; then deadline of 300ms passed". */
+    assert_non_null(strstr(f->results.last.error_message, "deadline"));
+    assert_non_null(strstr(f->results.last.error_message, "TIMEOUT"));
+    assert_true(took >= 250 && took < 1200);
+}
+
+/* Stopping with jobs running, parked for a slot and waiting to retry gives
+ * every permit and slot back and frees everything (ASan checks the rest),
+ * with no callback after the stop. */
+static void stop_with_parked_and_running_jobs(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_KAKAO];
+    cc->max_concurrent = 2;
+    cc->bulkhead_max_wait_ms = 10000;
+    f->cfg.channels[DW_CHANNEL_GINITV].initial_backoff_ms = 5000;
+    f->cfg.channels[DW_CHANNEL_GINITV].max_backoff_ms = 5000;
+    struct reply slow[] = {{503, "{}", NULL, 200}};
+    script(&f->server, 1, slow);
+    start_pool(f, 2, 16);
+    for (int i = 0; i < 20; i++)
+        submit(f, i % 4 ? DW_CHANNEL_KAKAO : DW_CHANNEL_GINITV);
+    usleep(100 * 1000);
+    dw_pool_stop(f->pool);
+    f->pool = NULL;
+    int n = f->results.n;
+    usleep(50 * 1000);
+    assert_int_equal(f->results.n, n);
+    assert_true(n < 20);
 }
 
 int main(void)
@@ -464,7 +815,18 @@ int main(void)
         cmocka_unit_test_setup_teardown(refused_connection_is_transient, setup, teardown),
         cmocka_unit_test_setup_teardown(many_jobs_across_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_abandons_unfinished_jobs, setup, teardown),
-        cmocka_unit_test(backoff_has_full_jitter_and_a_cap),
+        cmocka_unit_test_setup_teardown(breaker_opens_and_fails_fast, setup, teardown),
+        cmocka_unit_test_setup_teardown(breaker_recovers_through_half_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(timeouts_count_as_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(forced_open_breaker_switches_a_channel_off, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(full_bulkhead_refuses_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(bulkhead_queues_and_never_exceeds_its_size, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(bulkhead_wait_times_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(retry_budget_stops_retries, setup, teardown),
+        cmocka_unit_test_setup_teardown(deadline_cuts_the_job_short, setup, teardown),
+        cmocka_unit_test_setup_teardown(stop_with_parked_and_running_jobs, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

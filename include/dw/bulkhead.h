@@ -1,0 +1,64 @@
+/*
+ * A bulkhead for one channel (Resilience4j's semaphore bulkhead): at most
+ * max_concurrent calls hold a slot at once. A call that finds it full may
+ * queue; a slot given back while calls are queued goes straight to the
+ * oldest of them (first come, first served), so nobody can jump the queue.
+ *
+ * Pure logic: nothing here blocks, sleeps or reads a clock. Waiting is the
+ * caller's business: it parks the call (the pool puts the job on its timer
+ * heap), learns from dw_bulkhead_release which waiter was handed a slot and
+ * wakes it, and gives up after its own max_wait_ms with dw_bulkhead_cancel.
+ * Thread-safe: one mutex per bulkhead; the pool's threads share one per
+ * channel.
+ *
+ * Invariants: in_use <= max_concurrent; a waiter is queued only while
+ * in_use == max_concurrent.
+ */
+#ifndef DW_BULKHEAD_H
+#define DW_BULKHEAD_H
+
+#include <stdbool.h>
+
+#include "dw/common.h"
+
+/* A place in the queue. Caller-allocated (embed it in the job); only the
+ * bulkhead reads or writes its fields, under its lock. */
+struct dw_bulkhead_waiter {
+    struct dw_bulkhead_waiter *prev, *next;
+    bool queued;
+};
+
+enum dw_bulkhead_result {
+    DW_BULKHEAD_GRANTED,  /* the caller holds a slot */
+    DW_BULKHEAD_QUEUED,   /* full: waiter is queued for the next free slot */
+    DW_BULKHEAD_REJECTED, /* full and the caller would not wait: BULKHEAD_FULL */
+};
+
+/* max_concurrent >= 1. Destroy with dw_bulkhead_destroy; NULL is a no-op
+ * there. */
+struct dw_bulkhead *dw_bulkhead_create(int max_concurrent);
+void dw_bulkhead_destroy(struct dw_bulkhead *b);
+
+/* Takes a slot if one is free. Otherwise queues waiter (when not NULL) or
+ * refuses. A queued waiter later either comes back from
+ * dw_bulkhead_release (it then holds a slot) or is taken out with
+ * dw_bulkhead_cancel; until then its memory must stay valid. */
+enum dw_bulkhead_result dw_bulkhead_acquire(struct dw_bulkhead *b,
+                                            struct dw_bulkhead_waiter *waiter) DW_MUST_CHECK;
+
+/* Gives a slot back. When calls are queued the slot passes to the oldest
+ * one, which is returned (now holding the slot; the caller must wake it);
+ * otherwise NULL. */
+struct dw_bulkhead_waiter *dw_bulkhead_release(struct dw_bulkhead *b) DW_MUST_CHECK;
+
+/* Takes a queued waiter out (it gave up waiting). True: it was queued and
+ * now holds nothing. False: it was not queued, because a release already
+ * handed it a slot, which the caller now owns (use it or release it). */
+bool dw_bulkhead_cancel(struct dw_bulkhead *b, struct dw_bulkhead_waiter *waiter) DW_MUST_CHECK;
+
+/* Snapshots, for metrics and tests. */
+int dw_bulkhead_max(const struct dw_bulkhead *b);
+int dw_bulkhead_in_use(struct dw_bulkhead *b);
+int dw_bulkhead_queued(struct dw_bulkhead *b);
+
+#endif /* DW_BULKHEAD_H */

@@ -1,0 +1,130 @@
+/*
+ * The bulkhead of one channel (include/dw/bulkhead.h): a counting
+ * semaphore with a FIFO of waiters, and direct hand-over of a released
+ * slot to the oldest waiter.
+ *
+ * Threads: any; one mutex guards the count and the queue, held for a few
+ * instructions. Nothing blocks: a queued caller is told later, through the
+ * return value of the release that serves it, on the releasing thread.
+ *
+ * Invariants (under the lock): 0 <= in_use <= max; the queue is non-empty
+ * only while in_use == max (a release with waiters keeps in_use and hands
+ * the slot over); a waiter is queued iff waiter->queued.
+ */
+#include "dw/bulkhead.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+struct dw_bulkhead {
+    pthread_mutex_t lock;
+    int max;
+    int in_use;
+    int queued;
+    struct dw_bulkhead_waiter *head, *tail;
+};
+
+struct dw_bulkhead *dw_bulkhead_create(int max_concurrent)
+{
+    struct dw_bulkhead *b = dw_xcalloc(1, sizeof(*b));
+    pthread_mutex_init(&b->lock, NULL);
+    b->max = max_concurrent < 1 ? 1 : max_concurrent;
+    return b;
+}
+
+void dw_bulkhead_destroy(struct dw_bulkhead *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
+
+static void unlink_waiter(struct dw_bulkhead *b, struct dw_bulkhead_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        b->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        b->tail = w->prev;
+    w->prev = w->next = NULL;
+    w->queued = false;
+    b->queued--;
+}
+
+enum dw_bulkhead_result dw_bulkhead_acquire(struct dw_bulkhead *b,
+                                            struct dw_bulkhead_waiter *waiter)
+{
+    enum dw_bulkhead_result res;
+
+    pthread_mutex_lock(&b->lock);
+    if (b->in_use < b->max) {
+        b->in_use++;
+        res = DW_BULKHEAD_GRANTED;
+    } else if (waiter) {
+        waiter->next = NULL;
+        waiter->prev = b->tail;
+        if (b->tail)
+            b->tail->next = waiter;
+        else
+            b->head = waiter;
+        b->tail = waiter;
+        waiter->queued = true;
+        b->queued++;
+        res = DW_BULKHEAD_QUEUED;
+    } else {
+        res = DW_BULKHEAD_REJECTED;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return res;
+}
+
+struct dw_bulkhead_waiter *dw_bulkhead_release(struct dw_bulkhead *b)
+{
+    struct dw_bulkhead_waiter *next;
+
+    pthread_mutex_lock(&b->lock);
+    next = b->head;
+    if (next)
+        unlink_waiter(b, next); /* the slot passes over; in_use stays */
+    else if (b->in_use > 0)
+        b->in_use--;
+    pthread_mutex_unlock(&b->lock);
+    return next;
+}
+
+bool dw_bulkhead_cancel(struct dw_bulkhead *b, struct dw_bulkhead_waiter *waiter)
+{
+    bool was_queued;
+
+    pthread_mutex_lock(&b->lock);
+    was_queued = waiter->queued;
+    if (was_queued)
+        unlink_waiter(b, waiter);
+    pthread_mutex_unlock(&b->lock);
+    return was_queued;
+}
+
+int dw_bulkhead_max(const struct dw_bulkhead *b)
+{
+    return b->max;
+}
+
+int dw_bulkhead_in_use(struct dw_bulkhead *b)
+{
+    pthread_mutex_lock(&b->lock);
+    int n = b->in_use;
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}
+
+int dw_bulkhead_queued(struct dw_bulkhead *b)
+{
+    pthread_mutex_lock(&b->lock);
+    int n = b->queued;
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}
