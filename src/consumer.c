@@ -13,14 +13,22 @@
  * Pausing is by our own flag, re-applied to every new assignment, because
  * librdkafka forgets pauses across rebalances.
  *
- * Threads: everything runs on the poll thread, including the rebalance and
- * commit callbacks (librdkafka calls them from rd_kafka_consumer_poll).
+ * Consumer lag: librdkafka's statistics (every statistics.interval.ms,
+ * 5 s unless set) give each partition's consumer_lag (high watermark less
+ * the committed offset); on_stats copies it into the dw_consumer_lag gauge
+ * of the partitions assigned to us and drops every other partition's.
+ *
+ * Threads: everything runs on the poll thread, including the rebalance,
+ * commit and statistics callbacks (librdkafka calls them from
+ * rd_kafka_consumer_poll).
  */
 #include "dw/consumer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "dw/kafka_conf.h"
 #include "dw/tracker.h"
@@ -33,6 +41,10 @@ struct dw_consumer {
     char *topic;
     bool paused;
     int assigned;
+    bool closing; /* drained already: revoke waits no more */
+    int revoke_wait_ms;
+    dw_consumer_serve_cb serve;
+    void *serve_opaque;
 };
 
 static void commit_partitions(struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts,
@@ -81,6 +93,34 @@ static void apply_pause(struct dw_consumer *c)
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
+static size_t pending_in(const struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts)
+{
+    size_t n = 0;
+    for (int i = 0; i < parts->cnt; i++)
+        n += dw_tracker_pending(c->tracker, parts->elems[i].partition);
+    return n;
+}
+
+/* Gives the revoked partitions' in-flight requests a bounded time to finish,
+ * so the next owner does not redo them. We are inside the rebalance
+ * callback: no new message is taken meanwhile. */
+static void finish_revoked(struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts)
+{
+    if (!c->serve || c->closing)
+        return;
+    size_t pending = pending_in(c, parts);
+    if (pending == 0)
+        return;
+    int64_t start = dw_now_ms();
+    while (pending > 0 && dw_now_ms() - start < c->revoke_wait_ms) {
+        c->serve(c->serve_opaque);
+        pending = pending_in(c, parts);
+    }
+    dw_log_write(c->log, pending ? DW_LOG_WARN : DW_LOG_INFO, DW_LOG_NOCTX,
+                 "revoke: waited %lld ms for in-flight requests; %zu left for the next owner",
+                 (long long)(dw_now_ms() - start), pending);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -95,6 +135,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     } else {
         bool lost = rd_kafka_assignment_lost(rk);
         if (!lost)
+            finish_revoked(c, parts);
+        if (!lost)
             commit_partitions(c, parts, false, true);
         for (int i = 0; i < parts->cnt; i++)
             dw_tracker_forget(c->tracker, parts->elems[i].partition);
@@ -103,6 +145,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_assign(rk, NULL);
         c->assigned = 0;
         dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_PAUSED, 0);
+        dw_metrics_partition_lag_clear(c->metrics);
     }
     dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_ASSIGNED, c->assigned);
 }
@@ -115,19 +158,64 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     dw_log_warn(c->log, "consumer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
+/* librdkafka statistics (JSON, see its STATISTICS.md): consumer lag of each
+ * partition of our topic that is assigned to us. Returns 0: librdkafka frees
+ * the JSON. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+    struct dw_consumer *c = opaque;
+    bool mine[DW_METRICS_MAX_PARTITIONS] = {false};
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR && parts) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int32_t p = parts->elems[i].partition;
+            if (p >= 0 && p < DW_METRICS_MAX_PARTITIONS &&
+                strcmp(parts->elems[i].topic, c->topic) == 0)
+                mine[p] = true;
+        }
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *root = json_tokener_parse_ex(tok, json, (int)json_len);
+    json_tokener_free(tok);
+    struct json_object *topics, *topic, *stats = NULL;
+    if (root && json_object_object_get_ex(root, "topics", &topics) &&
+        json_object_object_get_ex(topics, c->topic, &topic))
+        json_object_object_get_ex(topic, "partitions", &stats);
+
+    for (int32_t p = 0; p < DW_METRICS_MAX_PARTITIONS; p++) {
+        int64_t lag = -1;
+        char key[16];
+        struct json_object *part, *value;
+        snprintf(key, sizeof(key), "%d", (int)p);
+        if (mine[p] && stats && json_object_object_get_ex(stats, key, &part) &&
+            json_object_object_get_ex(part, "consumer_lag", &value))
+            lag = json_object_get_int64(value);
+        dw_metrics_partition_lag(c->metrics, p, lag);
+    }
+    json_object_put(root);
+    return 0;
+}
+
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     struct dw_consumer *c = rd_kafka_opaque(rk);
     if (c)
-        dw_log_write(c->log, level <= 3 ? DW_LOG_ERROR : level <= 5 ? DW_LOG_WARN : DW_LOG_DEBUG,
+        dw_log_write(c->log,
+                     level <= 3   ? DW_LOG_ERROR
+                     : level <= 5 ? DW_LOG_WARN
+                                  : DW_LOG_DEBUG,
                      DW_LOG_NOCTX, "librdkafka consumer %s: %s", fac, buf);
 }
 
 enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
-                               struct dw_metrics *metrics, struct dw_consumer **out,
-                               char *errbuf, size_t errlen)
+                               struct dw_metrics *metrics, struct dw_consumer **out, char *errbuf,
+                               size_t errlen)
 {
     static const struct dw_kafka_setting base[] = {
+        /* Consumer lag per partition for /metrics (on_stats); 0 turns it off. */
+        {"statistics.interval.ms", "5000"},
         {"auto.offset.reset", "earliest"},
         {"partition.assignment.strategy", "range"},
         {"socket.keepalive.enable", "true"},
@@ -157,6 +245,7 @@ enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
     char why[512];
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
     if (!c->rk) {
@@ -236,10 +325,19 @@ size_t dw_consumer_pending(const struct dw_consumer *c)
     return pending;
 }
 
+void dw_consumer_set_revoke_wait(struct dw_consumer *c, int max_ms, dw_consumer_serve_cb serve,
+                                 void *opaque)
+{
+    c->revoke_wait_ms = max_ms;
+    c->serve = serve;
+    c->serve_opaque = opaque;
+}
+
 void dw_consumer_close(struct dw_consumer *c)
 {
     if (!c || !c->rk)
         return;
+    c->closing = true;
     dw_consumer_commit(c, true);
     rd_kafka_consumer_close(c->rk);
 }

@@ -3,20 +3,34 @@
  * Thread-safe: each line is formatted into a local buffer and written with
  * one write(2), which POSIX keeps whole for pipes up to PIPE_BUF and which
  * in practice does not interleave on stderr. The level is fixed at creation.
+ *
+ * Secrets: every message is scrubbed before it is written (redact()), first
+ * of the values registered with dw_log_add_secret, then of anything shaped
+ * like a secret (a URI's password, password=..., Bearer ...). Messages are
+ * formatted by callers from outside input, so this is the one place that
+ * can promise no token, password or DSN secret reaches a log.
  */
 #include "dw/log.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
 
+#define REDACTED    "***"
+#define MESSAGE_MAX 2048
+#define MIN_SECRET  4
+
 struct dw_log {
     int fd;
     enum dw_log_level level;
+    char **secrets; /* dw_log_add_secret; written before threads start */
+    size_t secret_count;
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -31,7 +45,155 @@ struct dw_log *dw_log_create(int fd, enum dw_log_level level)
 
 void dw_log_destroy(struct dw_log *log)
 {
+    if (!log)
+        return;
+    for (size_t i = 0; i < log->secret_count; i++)
+        free(log->secrets[i]);
+    free(log->secrets);
     free(log);
+}
+
+void dw_log_add_secret(struct dw_log *log, const char *value)
+{
+    if (!log || !value || strlen(value) < MIN_SECRET)
+        return;
+    log->secrets = dw_xrealloc(log->secrets, (log->secret_count + 1) * sizeof(*log->secrets));
+    log->secrets[log->secret_count++] = dw_xstrdup(value);
+}
+
+/* ---- redaction ---- */
+
+/* Key names whose value is a secret, matched case-insensitively at the end
+ * of a name ("sasl.password", "PGPASSWORD", "SharedAccessKey"). */
+static const char *const secret_keys[] = {"password",        "passwd",  "secret", "token",
+                                          "sharedaccesskey", "api_key", "apikey"};
+
+/* Output of fixed capacity (cap includes the NUL); excess is dropped. */
+struct text {
+    char *data;
+    size_t len, cap;
+};
+
+static void put(struct text *t, const char *s, size_t n)
+{
+    if (t->len + 1 >= t->cap)
+        return;
+    if (n > t->cap - 1 - t->len)
+        n = t->cap - 1 - t->len;
+    memcpy(t->data + t->len, s, n);
+    t->len += n;
+    t->data[t->len] = '\0';
+}
+
+static size_t prefix_ci(const char *s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncasecmp(s, prefix, n) == 0 ? n : 0;
+}
+
+/* The end of a value starting at s: the closing quote when quoted, else
+ * the first white space or separator. */
+static const char *value_end(const char *s, char quote)
+{
+    if (quote) {
+        const char *q = strchr(s, quote);
+        return q ? q : s + strlen(s);
+    }
+    while (*s && !isspace((unsigned char)*s) && !strchr(";&,\"'})", *s))
+        s++;
+    return s;
+}
+
+/* At s: "://user:PASSWORD@" gives the length of "://user:" in *keep and
+ * where the password ends (at '@'); NULL when s is not that. */
+static const char *uri_password(const char *s, size_t *keep)
+{
+    if (strncmp(s, "://", 3) != 0)
+        return NULL;
+    const char *end = s + 3;
+    while (*end && !strchr("/?#@ \t\"'<>", *end))
+        end++;
+    if (*end != '@')
+        return NULL;
+    const char *colon = memchr(s + 3, ':', (size_t)(end - (s + 3)));
+    if (!colon)
+        return NULL;
+    *keep = (size_t)(colon + 1 - s);
+    return end;
+}
+
+/* At s: a secret key followed by = (or, when quoted, ":"), or "Bearer ".
+ * Gives the length up to the value in *keep and returns the value's end;
+ * NULL when s is not that. */
+static const char *keyed_value(const char *s, size_t *keep)
+{
+    size_t n = prefix_ci(s, "bearer ");
+    if (n) {
+        const char *end = value_end(s + n, 0);
+        *keep = n;
+        return end > s + n ? end : NULL;
+    }
+    for (size_t k = 0; k < DW_ARRAY_LEN(secret_keys); k++) {
+        const char *p = s + prefix_ci(s, secret_keys[k]);
+        if (p == s)
+            continue;
+        bool quoted = *p == '"';
+        if (quoted)
+            p++;
+        while (*p == ' ')
+            p++;
+        if (*p != '=' && !(quoted && *p == ':'))
+            continue;
+        p++;
+        while (*p == ' ')
+            p++;
+        char quote = (*p == '"' || *p == '\'') ? *p : 0;
+        if (quote)
+            p++;
+        *keep = (size_t)(p - s);
+        return value_end(p, quote);
+    }
+    return NULL;
+}
+
+/* Copies in to out with every secret replaced by REDACTED. */
+static void redact(const struct dw_log *log, const char *in, char *out, size_t outlen)
+{
+    char pass1[MESSAGE_MAX];
+    struct text t = {pass1, 0, sizeof(pass1)};
+    pass1[0] = '\0';
+
+    /* Registered values first: they may have any shape. */
+    for (const char *p = in; *p;) {
+        size_t hit = 0;
+        for (size_t i = 0; i < log->secret_count && !hit; i++) {
+            size_t n = strlen(log->secrets[i]);
+            if (strncmp(p, log->secrets[i], n) == 0)
+                hit = n;
+        }
+        if (hit) {
+            put(&t, REDACTED, strlen(REDACTED));
+            p += hit;
+        } else {
+            put(&t, p++, 1);
+        }
+    }
+
+    t = (struct text){out, 0, outlen};
+    out[0] = '\0';
+    for (const char *p = pass1; *p;) {
+        size_t keep = 0;
+        const char *end = uri_password(p, &keep);
+        if (!end)
+            end = keyed_value(p, &keep);
+        if (end) {
+            put(&t, p, keep);
+            put(&t, REDACTED, strlen(REDACTED));
+            p = end;
+        } else {
+            put(&t, p++, 1);
+        }
+    }
 }
 
 bool dw_log_level_parse(const char *name, enum dw_log_level *out)
@@ -56,11 +218,13 @@ void dw_log_write(struct dw_log *log, enum dw_log_level level, struct dw_log_ctx
     if (!log || level < log->level)
         return;
 
-    char message[2048];
+    char raw[MESSAGE_MAX];
+    char message[MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(message, sizeof(message), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    redact(log, raw, message, sizeof(message));
 
     char when[32];
     dw_format_time(dw_wall_ms(), when);

@@ -46,6 +46,17 @@ bool dw_consumer_paused(const struct dw_consumer *c);
 /* Offsets handed out and not yet done, over all partitions. */
 size_t dw_consumer_pending(const struct dw_consumer *c);
 
+/*
+ * On a revoke, before committing and releasing the partitions, wait up to
+ * max_ms for their in-flight requests to finish, calling serve(opaque)
+ * repeatedly meanwhile (it must serve the delivery reports that mark offsets
+ * done). Work not finished by then is left uncommitted for the next owner.
+ * Without this, revoke commits what is done at once.
+ */
+typedef void (*dw_consumer_serve_cb)(void *opaque);
+void dw_consumer_set_revoke_wait(struct dw_consumer *c, int max_ms, dw_consumer_serve_cb serve,
+                                 void *opaque);
+
 /* Commits what is done (sync) and leaves the group. */
 void dw_consumer_close(struct dw_consumer *c);
 /* Frees; NULL is a no-op. Call dw_consumer_close first. */

@@ -33,13 +33,28 @@ void dw_log_destroy(struct dw_log *log);
 bool dw_log_level_parse(const char *name, enum dw_log_level *out);
 const char *dw_log_level_name(enum dw_log_level level);
 
-/* Thread-safe. A NULL log writes nothing (handy in tests). */
+/*
+ * Adds a value that must never appear in a line (a channel token, a SASL
+ * password); each later line has every occurrence replaced by "***".
+ * Values shorter than 4 bytes, NULL and "" are ignored (too likely to hit
+ * innocent text). Copies value. Not thread-safe: call at start-up, before
+ * another thread logs.
+ *
+ * Independently of these, every line is scrubbed of secrets by their shape:
+ * the password of a URI's user info ("postgresql://user:***@host/db"), the
+ * value after password=, passwd=, secret=, token=, SharedAccessKey= and
+ * api_key= (any case, also as "key": "value"), and after "Bearer ".
+ */
+void dw_log_add_secret(struct dw_log *log, const char *value);
+
+/* Thread-safe. A NULL log writes nothing (handy in tests). The message is
+ * scrubbed of secrets (see dw_log_add_secret) before it is written. */
 void dw_log_write(struct dw_log *log, enum dw_log_level level, struct dw_log_ctx ctx,
                   const char *fmt, ...) DW_PRINTF(4, 5);
 
 #define dw_log_debug(log, ...) dw_log_write((log), DW_LOG_DEBUG, DW_LOG_NOCTX, __VA_ARGS__)
-#define dw_log_info(log, ...) dw_log_write((log), DW_LOG_INFO, DW_LOG_NOCTX, __VA_ARGS__)
-#define dw_log_warn(log, ...) dw_log_write((log), DW_LOG_WARN, DW_LOG_NOCTX, __VA_ARGS__)
+#define dw_log_info(log, ...)  dw_log_write((log), DW_LOG_INFO, DW_LOG_NOCTX, __VA_ARGS__)
+#define dw_log_warn(log, ...)  dw_log_write((log), DW_LOG_WARN, DW_LOG_NOCTX, __VA_ARGS__)
 #define dw_log_error(log, ...) dw_log_write((log), DW_LOG_ERROR, DW_LOG_NOCTX, __VA_ARGS__)
 
 #endif /* DW_LOG_H */

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The Helm chart, checked without helm (not packaged for Debian): plain
+# text checks that catch what a render would, where they can.
+#
+#  1. Every .Values path a template reads is defined in values.yaml, and
+#     every value in values.yaml is read by some template (itself or a
+#     parent map that a template reads whole): no typo, no dead value.
+#  2. values-dev.yaml sets only paths that values.yaml defines.
+#  3. Template blocks balance: if/with/range/define against end.
+#  4. No ConfigMap template reads .Values.secrets; every DIST_* variable
+#     the Deployment sets is documented in docs/configuration.md.
+#  5. The dashboard is valid JSON, and every dw_* metric that the
+#     dashboard and the alerts use is documented in docs/metrics.md (or
+#     listed in tests/deploy/pending-metrics.txt, with who adds it).
+#
+# usage: check_chart.sh SOURCE_DIR
+set -euo pipefail
+src=$1
+chart=$src/helm/distribution-worker
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+ok() { echo "ok: $*"; }
+
+[ -f "$chart/Chart.yaml" ] || { echo "no chart at $chart" >&2; exit 1; }
+command -v jq >/dev/null || { echo "jq not found (Debian package jq)" >&2; exit 1; }
+
+# The dotted key paths of a plain YAML file (maps only; list items are
+# leaves of their key).
+key_paths() {
+    awk '
+        /^[[:space:]]*#/ || /^[[:space:]]*$/ || /^---/ { next }
+        {
+            match($0, /^ */); ind = RLENGTH; line = substr($0, ind + 1)
+            if (line ~ /^- /) next
+            if (match(line, /^[A-Za-z0-9_.-]+:/)) {
+                key = substr(line, 1, RLENGTH - 1)
+                while (n > 0 && indent[n] >= ind) n--
+                n++; indent[n] = ind; name[n] = key
+                path = name[1]
+                for (i = 2; i <= n; i++) path = path "." name[i]
+                print path
+            }
+        }' "$1"
+}
+
+values=$(key_paths "$chart/values.yaml" | sort -u)
+templates=("$chart"/templates/*)
+
+# ---- 1. values read by templates ----
+read_paths=$(grep -ohE 'Values(\.[A-Za-z_][A-Za-z0-9_]*)+' "${templates[@]}" | sed 's/^Values\.//' | sort -u)
+missing=0
+while read -r p; do
+    [ -z "$p" ] && continue
+    if ! grep -qxF "$p" <<<"$values"; then
+        fail "templates read .Values.$p, which values.yaml does not define"
+        missing=$((missing + 1))
+    fi
+done <<<"$read_paths"
+if [ $missing = 0 ]; then ok "all $(wc -l <<<"$read_paths") .Values paths the templates read are defined"; fi
+
+unused=0
+# Leaves only: a map is read when any of its values is.
+leaves=$(awk 'NR > 1 && index($0, prev ".") != 1 { print prev } { prev = $0 } END { print prev }' <<<"$values")
+while read -r v; do
+    used=0
+    probe=$v
+    while :; do
+        if grep -qxF "$probe" <<<"$read_paths"; then used=1; break; fi
+        [[ $probe == *.* ]] || break
+        probe=${probe%.*}
+    done
+    if [ $used = 0 ]; then
+        fail "values.yaml defines $v, which no template reads"
+        unused=$((unused + 1))
+    fi
+done <<<"$leaves"
+if [ $unused = 0 ]; then ok "every value in values.yaml is read by a template"; fi
+
+# ---- 2. values-dev.yaml ----
+bad=0
+for f in "$chart"/values-*.yaml; do
+    while read -r p; do
+        if ! grep -qxF "$p" <<<"$values"; then
+            fail "$(basename "$f") sets $p, which values.yaml does not define"
+            bad=$((bad + 1))
+        fi
+    done < <(key_paths "$f")
+done
+if [ $bad = 0 ]; then ok "values-*.yaml set only defined values"; fi
+
+# ---- 3. template blocks ----
+for t in "${templates[@]}"; do
+    opens=$(grep -oE '\{\{-?[[:space:]]*(if|with|range|define)[[:space:]]' "$t" | wc -l || true)
+    ends=$(grep -oE '\{\{-?[[:space:]]*end[[:space:]]*-?\}\}' "$t" | wc -l || true)
+    lefts=$(grep -o '{{' "$t" | wc -l || true)
+    rights=$(grep -o '}}' "$t" | wc -l || true)
+    if [ "$opens" != "$ends" ]; then
+        fail "$(basename "$t"): $opens block(s) opened, $ends end(s)"
+    elif [ "$lefts" != "$rights" ]; then
+        fail "$(basename "$t"): $lefts '{{' against $rights '}}'"
+    fi
+done
+ok "template blocks checked in ${#templates[@]} files"
+
+# ---- 4. secrets stay out of ConfigMaps; variables are documented ----
+for t in "${templates[@]}"; do
+    if grep -q '^kind: ConfigMap' "$t" && grep -qE 'Values\.secrets' "$t"; then
+        fail "$(basename "$t") is a ConfigMap and reads .Values.secrets"
+    fi
+done
+ok "no ConfigMap template reads .Values.secrets"
+vars=$(grep -ohE 'DIST_[A-Z0-9_]*[A-Z0-9]' "$chart/templates/deployment.yaml" | grep -vx DIST_CHANNEL | sort -u)
+for v in $vars; do
+    if ! grep -q "$v" "$src/docs/configuration.md"; then
+        fail "$v is set by the Deployment but not documented in docs/configuration.md"
+    fi
+done
+# shellcheck disable=SC2016 # the template's text, not a shell expansion
+if ! grep -q 'DIST_CHANNEL_{{ $name }}_TOKEN' "$chart/templates/deployment.yaml" ||
+    ! grep -q 'DIST_CHANNEL_<CHANNEL>_TOKEN' "$src/docs/configuration.md"; then
+    fail "the channel token variables are not both set and documented"
+fi
+ok "DIST_* variables of the Deployment: $(tr '\n' ' ' <<<"$vars")DIST_CHANNEL_<CHANNEL>_TOKEN"
+
+# ---- 5. dashboard and alerts against docs/metrics.md ----
+dash=$chart/dashboards/distribution-worker.json
+if jq -e '.panels | length > 0' "$dash" >/dev/null; then ok "dashboard JSON parses ($(jq '.panels | length' "$dash") panels)"
+else fail "$dash is not valid dashboard JSON"; fi
+documented=$(grep -oE '`(dw|process)_[a-z_]+' "$src/docs/metrics.md" | tr -d '`' | sort -u)
+pending=$(grep -vE '^[[:space:]]*(#|$)' "$src/tests/deploy/pending-metrics.txt" 2>/dev/null | awk '{print $1}' || true)
+used=$( (jq -r '.. | .expr? // empty' "$dash"; cat "$chart/templates/prometheusrule.yaml") |
+    grep -oE '\b(dw|process)_[a-z_]+' | sed -E 's/_(bucket|sum|count)$//' | sort -u)
+for m in $used; do
+    if grep -qxF "$m" <<<"$documented"; then continue; fi
+    if grep -qxF "$m" <<<"$pending"; then echo "note: $m is used but not yet documented (tests/deploy/pending-metrics.txt)"; continue; fi
+    fail "$m is used by the dashboard or the alerts but not documented in docs/metrics.md"
+done
+ok "metrics used by the dashboard and the alerts: $(tr '\n' ' ' <<<"$used")"
+
+if [ $fails -gt 0 ]; then
+    echo "$fails check(s) failed" >&2
+    exit 1
+fi
+echo "chart checks passed"
