@@ -357,11 +357,13 @@ static void take_results(struct dw_dispatch *d, struct result_msg *in)
         in = m->next;
         m->run->results[m->result.channel] = m->result;
         const struct dw_call_result *res = &m->result;
-        dw_log_write(d->opts.log, res->status == DW_CH_SUCCESS ? DW_LOG_DEBUG : DW_LOG_WARN,
-                     ctx_of(m->run, dw_channel_get(res->channel)->name),
-                     "%s after %d attempt(s)%s%s",
-                     res->status == DW_CH_SUCCESS ? "SUCCESS" : dw_errcode_name(res->error),
-                     res->attempts, res->error_message[0] ? ": " : "", res->error_message);
+        struct dw_log_ctx ctx = ctx_of(m->run, dw_channel_get(res->channel)->name);
+        if (res->status == DW_CH_SUCCESS)
+            dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx, "SUCCESS after %d attempt(s)",
+                         res->attempts);
+        else /* the message already says how many attempts where that matters */
+            dw_log_write(d->opts.log, DW_LOG_WARN, ctx, "FAILED %s (attempts %d): %s",
+                         dw_errcode_name(res->error), res->attempts, res->error_message);
         m->next = d->save_q;
         d->save_q = m;
         d->save_len++;
@@ -454,6 +456,8 @@ static void do_finish(struct dw_dispatch *d)
         r = pop(&d->finish_q);
         r->completion = dw_report_completion(&items[i].status, r->req->channels, now);
         dw_metrics_request_done(d->opts.metrics, items[i].overall);
+        if (r->req->enqueued_at_ms > 0 && now >= r->req->enqueued_at_ms)
+            dw_metrics_request_latency(d->opts.metrics, (now - r->req->enqueued_at_ms) * 1000);
         dw_log_write(d->opts.log, DW_LOG_INFO, ctx_of(r, NULL), "%s: %d of %d channel(s) succeeded",
                      dw_overall_name(items[i].overall), items[i].success_count,
                      items[i].total_channels);

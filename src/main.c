@@ -120,6 +120,11 @@ static void handle_message(struct app *app, rd_kafka_message_t *m)
         return;
     }
     ctx.event_id = req->event_id;
+    /* End-to-end latency runs from the record's timestamp when there is one
+     * (a re-sent old request would make requestedAt misleading). */
+    rd_kafka_timestamp_type_t ts_type;
+    int64_t ts = rd_kafka_message_timestamp(m, &ts_type);
+    req->enqueued_at_ms = ts > 0 ? ts : req->requested_at_ms;
     dw_log_write(app->log, DW_LOG_DEBUG, ctx, "request with %d channel(s)", req->channel_count);
     if (dw_dispatch_submit(app->dispatch, req, m->partition, m->offset) != DW_OK)
         dw_log_write(app->log, DW_LOG_WARN, ctx, "stopping; request left for redelivery");
@@ -268,6 +273,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     app.log = dw_log_create(STDERR_FILENO, app.cfg->log_level);
+    /* Values that must never reach a log line, whatever the message. */
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++)
+        dw_log_add_secret(app.log, app.cfg->channels[c].token);
+    dw_log_add_secret(app.log, app.cfg->kafka_sasl_password);
     /* Once, before any thread starts (libcurl's rule). */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         dw_log_error(app.log, "curl_global_init failed");

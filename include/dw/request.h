@@ -21,6 +21,8 @@ struct dw_request {
     char *image_url;         /* NULL when absent; http:// or https:// */
     char *requested_at;      /* NULL when absent; as sent (RFC 3339) */
     int64_t requested_at_ms; /* parsed requestedAt, ms since epoch; 0 when absent */
+    int64_t enqueued_at_ms;  /* the Kafka record's timestamp; 0 when unknown (set by the
+                                consumer's caller, not by decoding) */
     unsigned channels;       /* bit (1u << enum dw_channel_id) per requested channel */
     int channel_count;
     /* channelSettings values the adapters use; NULL when absent. */
