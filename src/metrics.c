@@ -242,6 +242,9 @@ static const struct metric_def {
         "Assigned partitions paused for back-pressure."},
     [M_GAUGE(DW_GAUGE_PARTITIONS_ASSIGNED)] = {"dw_partitions_assigned", TYPE_GAUGE, {0},
         "Partitions assigned to this worker."},
+    [M_GAUGE(DW_GAUGE_CHANNEL_JOBS)] = {"dw_channel_jobs", TYPE_GAUGE, {0},
+        "Channel jobs held by the pool: running, or waiting for a retry, a bulkhead slot or a "
+        "transfer slot."},
     [M_REQUESTS_COMPLETED] = {"dw_requests_completed_total", TYPE_COUNTER, {DIM_STATUS},
         "Drives that reached a final overall status."},
     [M_DLQ] = {"dw_dlq_total", TYPE_COUNTER, {DIM_DLQ_CODE},

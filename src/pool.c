@@ -352,6 +352,7 @@ static void finish(struct worker *w, struct job *job, enum dw_errcode error, con
     struct dw_call_result res;
 
     give_back(pool, job);
+    dw_metrics_gauge_add(pool->opts.metrics, DW_GAUGE_CHANNEL_JOBS, -1);
     memset(&res, 0, sizeof(res));
     res.channel = job->channel;
     res.status = error == DW_EC_NONE ? DW_CH_SUCCESS : DW_CH_FAILED;
@@ -885,6 +886,7 @@ enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
     job->worker = w;
     pthread_mutex_lock(&w->lock);
     list_push(&w->inbox_head, &w->inbox_tail, job);
+    dw_metrics_gauge_add(pool->opts.metrics, DW_GAUGE_CHANNEL_JOBS, 1);
     pthread_mutex_unlock(&w->lock);
     curl_multi_wakeup(w->multi);
     return DW_OK;
@@ -893,6 +895,7 @@ enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
 /* At stop: gives back what the job holds and frees it, without a callback. */
 static void abandon(struct dw_pool *pool, struct job *job)
 {
+    dw_metrics_gauge_add(pool->opts.metrics, DW_GAUGE_CHANNEL_JOBS, -1);
     give_back(pool, job);
     job_free(job);
 }

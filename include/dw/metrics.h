@@ -20,6 +20,7 @@ enum dw_gauge {
     DW_GAUGE_CALLS_IN_FLIGHT,
     DW_GAUGE_PARTITIONS_PAUSED,
     DW_GAUGE_PARTITIONS_ASSIGNED,
+    DW_GAUGE_CHANNEL_JOBS, /* held by the pool: running or waiting */
     DW_GAUGE_COUNT
 };
 

@@ -524,6 +524,27 @@ static bool metric_is(struct fixture *f, const char *series, const char *value)
     return found;
 }
 
+/* dw_channel_jobs counts every job the pool holds, and returns to zero both
+ * when jobs finish and when a stop abandons them. */
+static void job_gauge_follows_jobs(void **state)
+{
+    struct fixture *f = *state;
+    struct reply r[] = {{200, "{\"postId\":\"kp\"}", NULL, 200}};
+    script(&f->server, 1, r);
+    start_pool(f, 2, 4);
+    for (int i = 0; i < 12; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    assert_true(metric_is(f, "dw_channel_jobs", "12"));
+    wait_results(&f->results, 12);
+    assert_true(metric_is(f, "dw_channel_jobs", "0"));
+    for (int i = 0; i < 12; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    dw_pool_stop(f->pool);
+    f->pool = NULL;
+    assert_true(metric_is(f, "dw_channel_jobs", "0"));
+    assert_true(metric_is(f, "dw_channel_calls_in_flight", "0"));
+}
+
 static void run_one(struct fixture *f, enum dw_channel_id ch)
 {
     int before = f->results.n;
@@ -815,6 +836,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(refused_connection_is_transient, setup, teardown),
         cmocka_unit_test_setup_teardown(many_jobs_across_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_abandons_unfinished_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(job_gauge_follows_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(breaker_opens_and_fails_fast, setup, teardown),
         cmocka_unit_test_setup_teardown(breaker_recovers_through_half_open, setup, teardown),
         cmocka_unit_test_setup_teardown(timeouts_count_as_failures, setup, teardown),
