@@ -207,7 +207,22 @@ static const struct {
          "       success_count = EXCLUDED.success_count, failure_count = EXCLUDED.failure_count,\n"
          "       completed_at = EXCLUDED.completed_at, updated_at = EXCLUDED.updated_at\n"
          " WHERE dw_overall_may_replace(d.overall_status, EXCLUDED.overall_status)"},
-    [STMT_LOAD_MANY] = {"dw_load_many", LOAD_COLUMNS " WHERE d.event_id = ANY ($1::text[])"},
+    /* Driven from the batch's ids, one primary-key lookup each: the
+     * OFFSET 0 fences keep the planner from turning the lookups into scans
+     * of whole tables, which a generic plan made on a young database (no
+     * statistics yet) would otherwise keep until autoanalyze runs. */
+    [STMT_LOAD_MANY] =
+        {"dw_load_many",
+         "SELECT d.event_id, d.overall_status, d.total_channels, d.success_count,\n"
+         "       d.failure_count, floor(extract(epoch FROM d.started_at) * 1000)::int8,\n"
+         "       floor(extract(epoch FROM d.completed_at) * 1000)::int8,\n"
+         "       c.channel, c.status, c.attempts, c.error_code, c.error_message, c.external_id,\n"
+         "       c.distribution_url, floor(extract(epoch FROM c.updated_at) * 1000)::int8\n"
+         "  FROM unnest($1::text[]) AS k(event_id)\n"
+         "  CROSS JOIN LATERAL (SELECT * FROM distribution\n"
+         "                       WHERE event_id = k.event_id OFFSET 0) d\n"
+         "  LEFT JOIN LATERAL (SELECT * FROM channel_status\n"
+         "                      WHERE event_id = k.event_id OFFSET 0) c ON true"},
     [STMT_LOAD_ONE] = {"dw_load_one", LOAD_COLUMNS " WHERE d.event_id = $1"},
 };
 
