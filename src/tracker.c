@@ -159,6 +159,12 @@ int64_t dw_tracker_position(const struct dw_tracker *t, int32_t partition)
     return p ? p->commit_offset : -1;
 }
 
+int64_t dw_tracker_next_offset(const struct dw_tracker *t, int32_t partition)
+{
+    const struct partition *p = find(t, partition);
+    return p && p->last_added >= 0 ? p->last_added + 1 : -1;
+}
+
 size_t dw_tracker_pending(const struct dw_tracker *t, int32_t partition)
 {
     const struct partition *p = find(t, partition);

@@ -35,6 +35,10 @@ int64_t dw_tracker_committable(struct dw_tracker *t, int32_t partition);
  * whether or not reported before), or -1 when nothing is done yet. */
 int64_t dw_tracker_position(const struct dw_tracker *t, int32_t partition);
 
+/* One past the last offset handed out for partition since it was added or
+ * forgotten (where its fetch should continue), or -1 when none was. */
+int64_t dw_tracker_next_offset(const struct dw_tracker *t, int32_t partition);
+
 /* Offsets of partition handed out and not yet done. */
 size_t dw_tracker_pending(const struct dw_tracker *t, int32_t partition);
 

@@ -20,6 +20,8 @@ static void in_order(void **state)
     assert_true(dw_tracker_done(t, 0, 10));
     assert_int_equal(dw_tracker_committable(t, 0), 11);
     assert_int_equal(dw_tracker_committable(t, 0), -1); /* nothing new */
+    assert_int_equal(dw_tracker_next_offset(t, 0), 13);
+    assert_int_equal(dw_tracker_next_offset(t, 9), -1);
     assert_true(dw_tracker_done(t, 0, 11));
     assert_true(dw_tracker_done(t, 0, 12));
     assert_int_equal(dw_tracker_committable(t, 0), 13);
@@ -86,6 +88,7 @@ static void forgotten_partition_ignores_late_results(void **state)
     assert_int_equal(dw_tracker_committable(t, 2), -1);
     int32_t ids[4];
     assert_int_equal(dw_tracker_partitions(t, ids, 4), 0);
+    assert_int_equal(dw_tracker_next_offset(t, 2), -1); /* no stale position */
     /* Re-assigned later: starts clean. */
     dw_tracker_add(t, 2, 40);
     assert_true(dw_tracker_done(t, 2, 40));
