@@ -3,11 +3,14 @@
  * as Retry(CircuitBreaker(Bulkhead(call))).
  *
  * Threads: dw_pool_start starts opts->threads worker threads. Each owns one
- * CURLM handle, its easy handles, its ready list and its timer heap; no
- * other thread touches them. Shared between threads:
+ * CURLM handle driven through curl_multi_socket_action and its own epoll
+ * set (only sockets that are ready are looked at, so the cost of a pass does
+ * not grow with the calls in flight, as curl_multi_perform's does), its
+ * easy handles, its ready list and its timer heap; no other thread touches
+ * them. Shared between threads:
  * - each worker's inbox (new jobs) and grant list (parked jobs that were
  *   handed a bulkhead slot), both guarded by the worker's mutex and
- *   followed by curl_multi_wakeup;
+ *   followed by a write to the worker's eventfd, which wakes its epoll;
  * - per channel, one circuit breaker, one bulkhead and one retry budget
  *   (src/resilience/), each thread-safe on its own.
  *
@@ -38,6 +41,9 @@
 #include "dw/pool.h"
 
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +107,9 @@ struct worker {
     pthread_t thread;
     bool thread_started;
     CURLM *multi;
+    int epfd;            /* the sockets libcurl asks us to watch, and wakefd */
+    int wakefd;          /* eventfd: other threads wake the worker */
+    int64_t curl_due_ms; /* when libcurl wants its timeout handled; -1: never */
 
     pthread_mutex_t lock; /* guards inbox and the grant list */
     struct job *inbox_head, *inbox_tail;
@@ -138,6 +147,49 @@ struct dw_pool {
 };
 
 /* ---- lists and the timer heap ---- */
+
+/* Any thread: interrupts the worker's epoll_wait. */
+static void wake(struct worker *w)
+{
+    uint64_t one = 1;
+    ssize_t n = write(w->wakefd, &one, sizeof(one));
+    (void)n; /* EAGAIN: the counter is already non-zero, a wake-up is pending */
+}
+
+/* libcurl's CURLMOPT_SOCKETFUNCTION: watch (or stop watching) a socket. */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    struct worker *w = userp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, s, NULL);
+        curl_multi_assign(w->multi, s, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {0};
+    ev.data.fd = s;
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        ev.events |= EPOLLIN;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        ev.events |= EPOLLOUT;
+    /* socketp marks a socket already in the set. */
+    if (socketp) {
+        epoll_ctl(w->epfd, EPOLL_CTL_MOD, s, &ev);
+    } else {
+        epoll_ctl(w->epfd, EPOLL_CTL_ADD, s, &ev);
+        curl_multi_assign(w->multi, s, w);
+    }
+    return 0;
+}
+
+/* libcurl's CURLMOPT_TIMERFUNCTION: when to call it back for timeouts. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct worker *w = userp;
+    w->curl_due_ms = timeout_ms < 0 ? -1 : dw_now_ms() + timeout_ms;
+    return 0;
+}
 
 static void list_push(struct job **head, struct job **tail, struct job *job)
 {
@@ -280,7 +332,7 @@ static void deliver_grant(struct job *job)
         w->granted_head = job;
     w->granted_tail = job;
     pthread_mutex_unlock(&w->lock);
-    curl_multi_wakeup(w->multi);
+    wake(w);
 }
 
 static void slot_release(struct dw_pool *pool, struct job *job)
@@ -541,6 +593,9 @@ static void start(struct worker *w, struct job *job)
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cc->connect_timeout_ms);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* Channel answers are small JSON; libcurl's default 16 KiB receive
+     * buffer per handle, times thousands of handles, was most of our RSS. */
+    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 4096L);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "distribution-worker");
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 
@@ -736,6 +791,17 @@ static void take_grants(struct worker *w)
 
 /* ---- the worker thread ---- */
 
+/* Hands every finished transfer to transfer_done. */
+static void reap(struct worker *w)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(w->multi, &left))) {
+        if (msg->msg == CURLMSG_DONE)
+            transfer_done(w, msg->easy_handle, msg->data.result);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -764,24 +830,42 @@ static void *worker_main(void *arg)
             start(w, list_pop(&w->ready_head, &w->ready_tail));
 
         int still = 0;
-        curl_multi_perform(w->multi, &still);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(w->multi, &left))) {
-            if (msg->msg == CURLMSG_DONE)
-                transfer_done(w, msg->easy_handle, msg->data.result);
+        if (w->curl_due_ms >= 0 && dw_now_ms() >= w->curl_due_ms) {
+            w->curl_due_ms = -1;
+            curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &still);
         }
+        reap(w);
         if (w->ready_head && w->running < w->max_running)
             continue; /* a finished step or retry is ready to go now */
 
-        long wait = IDLE_WAIT_MS;
-        if (w->ntimers > 0) {
-            int64_t until = w->timers[0]->due_ms - dw_now_ms();
-            if (until < wait)
-                wait = until < 0 ? 0 : (long)until;
+        int64_t wait = IDLE_WAIT_MS;
+        now = dw_now_ms();
+        if (w->ntimers > 0 && w->timers[0]->due_ms - now < wait)
+            wait = w->timers[0]->due_ms - now;
+        if (w->curl_due_ms >= 0 && w->curl_due_ms - now < wait)
+            wait = w->curl_due_ms - now;
+        if (wait < 0)
+            wait = 0;
+        /* Grants and new jobs interrupt the wait through wake(w). */
+        struct epoll_event events[256];
+        int n = epoll_wait(w->epfd, events, (int)DW_ARRAY_LEN(events), (int)wait);
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.fd == w->wakefd) {
+                uint64_t count;
+                ssize_t r = read(w->wakefd, &count, sizeof(count));
+                (void)r;
+                continue;
+            }
+            int flags = 0;
+            if (events[i].events & EPOLLIN)
+                flags |= CURL_CSELECT_IN;
+            if (events[i].events & EPOLLOUT)
+                flags |= CURL_CSELECT_OUT;
+            if (events[i].events & (EPOLLERR | EPOLLHUP))
+                flags |= CURL_CSELECT_ERR;
+            curl_multi_socket_action(w->multi, events[i].data.fd, flags, &still);
         }
-        /* Grants and new jobs interrupt the wait through curl_multi_wakeup. */
-        curl_multi_poll(w->multi, NULL, 0, (int)wait, NULL);
+        reap(w);
     }
     return NULL;
 }
@@ -834,6 +918,9 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
     uint64_t seed = opts->seed ? opts->seed : (uint64_t)dw_now_us() * 0x9E3779B97F4A7C15ULL;
     pool->nworkers = opts->threads;
     pool->workers = dw_xcalloc((size_t)pool->nworkers, sizeof(*pool->workers));
+    /* Before anything can fail: a stop must not close descriptor 0. */
+    for (int i = 0; i < pool->nworkers; i++)
+        pool->workers[i].epfd = pool->workers[i].wakefd = -1;
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
         w->pool = pool;
@@ -841,6 +928,7 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         w->rnd = (seed + (uint64_t)i * 0x2545F4914F6CDD1DULL) | 1;
         w->idle_easy = dw_xcalloc((size_t)w->max_running, sizeof(CURL *));
         pthread_mutex_init(&w->lock, NULL);
+        w->curl_due_ms = -1;
         w->multi = curl_multi_init();
         if (!w->multi) {
             dw_snprintf(errbuf, errlen, "pool: curl_multi_init failed");
@@ -850,6 +938,19 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         /* Keep a connection per possible transfer so none is closed and
          * reopened under load. */
         curl_multi_setopt(w->multi, CURLMOPT_MAXCONNECTS, (long)w->max_running + 16);
+        curl_multi_setopt(w->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(w->multi, CURLMOPT_SOCKETDATA, w);
+        curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+        curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
+        w->epfd = epoll_create1(EPOLL_CLOEXEC);
+        w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event wev = {.events = EPOLLIN, .data.fd = w->wakefd};
+        if (w->epfd < 0 || w->wakefd < 0 ||
+            epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &wev) != 0) {
+            dw_snprintf(errbuf, errlen, "pool: epoll/eventfd setup failed");
+            err = DW_ERR_IO;
+            goto out;
+        }
     }
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
@@ -888,7 +989,7 @@ enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
     list_push(&w->inbox_head, &w->inbox_tail, job);
     dw_metrics_gauge_add(pool->opts.metrics, DW_GAUGE_CHANNEL_JOBS, 1);
     pthread_mutex_unlock(&w->lock);
-    curl_multi_wakeup(w->multi);
+    wake(w);
     return DW_OK;
 }
 
@@ -908,7 +1009,7 @@ void dw_pool_stop(struct dw_pool *pool)
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
         if (w->thread_started) {
-            curl_multi_wakeup(w->multi);
+            wake(w);
             pthread_join(w->thread, NULL);
         }
     }
@@ -957,6 +1058,10 @@ void dw_pool_stop(struct dw_pool *pool)
         free(w->idle_easy);
         if (w->multi)
             curl_multi_cleanup(w->multi);
+        if (w->epfd >= 0)
+            close(w->epfd);
+        if (w->wakefd >= 0)
+            close(w->wakefd);
         pthread_mutex_destroy(&w->lock);
     }
     free(pool->workers);
