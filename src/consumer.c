@@ -237,11 +237,7 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 {
     struct dw_consumer *c = rd_kafka_opaque(rk);
     if (c)
-        dw_log_write(c->log,
-                     level <= 3   ? DW_LOG_ERROR
-                     : level <= 5 ? DW_LOG_WARN
-                                  : DW_LOG_DEBUG,
-                     DW_LOG_NOCTX, "librdkafka consumer %s: %s", fac, buf);
+        dw_kafka_log(c->log, "consumer", level, fac, buf);
 }
 
 enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,

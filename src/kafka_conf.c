@@ -42,3 +42,10 @@ fail:
     rd_kafka_conf_destroy(conf);
     return NULL;
 }
+
+void dw_kafka_log(struct dw_log *log, const char *client, int level, const char *fac,
+                  const char *buf)
+{
+    enum dw_log_level ours = level <= 3 ? DW_LOG_ERROR : level <= 5 ? DW_LOG_WARN : DW_LOG_DEBUG;
+    dw_log_write(log, ours, DW_LOG_NOCTX, "librdkafka %s %s: %s", client, fac, buf);
+}

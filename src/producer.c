@@ -120,11 +120,7 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 {
     struct dw_producer *p = rd_kafka_opaque(rk);
     if (p)
-        dw_log_write(p->log,
-                     level <= 3   ? DW_LOG_ERROR
-                     : level <= 5 ? DW_LOG_WARN
-                                  : DW_LOG_DEBUG,
-                     DW_LOG_NOCTX, "librdkafka producer %s: %s", fac, buf);
+        dw_kafka_log(p->log, "producer", level, fac, buf);
 }
 
 enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,

@@ -13,6 +13,7 @@
 
 #include "dw/common.h"
 #include "dw/config.h"
+#include "dw/log.h"
 
 struct dw_kafka_setting {
     const char *name;
@@ -29,5 +30,11 @@ rd_kafka_conf_t *dw_kafka_conf_new(const struct dw_config *cfg, const struct dw_
                                    size_t n_base, const struct dw_kafka_prop *extra, size_t n_extra,
                                    const struct dw_kafka_setting *forced, size_t n_forced,
                                    char *errbuf, size_t errlen);
+
+/* Writes one librdkafka log line (syslog level: <= 3 error, <= 5 warn, else
+ * debug) to log, naming the client ("consumer", "producer"). Called from a
+ * client's log callback, on any librdkafka thread. */
+void dw_kafka_log(struct dw_log *log, const char *client, int level, const char *fac,
+                  const char *buf);
 
 #endif /* DW_KAFKA_CONF_H */

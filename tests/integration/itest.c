@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <libpq-fe.h>
 
 static char values[32][1024];
 static int used;
@@ -462,4 +463,19 @@ long itest_peak_rss_kib(pid_t pid)
             kib = strtol(line + 6, NULL, 10);
     fclose(f);
     return kib;
+}
+
+int64_t itest_pg_scalar(const char *sql, const char *param)
+{
+    PGconn *pg = PQconnectdb(itest_env("PG_DSN"));
+    if (PQstatus(pg) != CONNECTION_OK)
+        fail("PostgreSQL: %s", PQerrorMessage(pg));
+    const char *params[1] = {param};
+    PGresult *r = PQexecParams(pg, sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1)
+        fail("%s: %s", sql, PQerrorMessage(pg));
+    int64_t v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    PQfinish(pg);
+    return v;
 }

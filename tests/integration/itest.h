@@ -92,6 +92,10 @@ char *itest_request_json(const char *event_id);
 
 #endif
 
+/* The integer in the first column of the first row of sql (one text
+ * parameter $1) run against the fixture's PostgreSQL; aborts on an error. */
+int64_t itest_pg_scalar(const char *sql, const char *param);
+
 /* Runs tests/integration/parts.sh ACTION (pg-stop, pg-start) on this run's
  * parts; aborts on failure. */
 void itest_parts(const char *action);

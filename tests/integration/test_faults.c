@@ -118,20 +118,6 @@ static void wait_completed(const struct ledger *l, int target, int ms)
         read_completions(200);
 }
 
-static int64_t pg_scalar(const char *sql, const char *param)
-{
-    PGconn *pg = PQconnectdb(itest_env("PG_DSN"));
-    assert_int_equal(PQstatus(pg), CONNECTION_OK);
-    const char *params[1] = {param};
-    PGresult *r = PQexecParams(pg, sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(pg));
-    int64_t v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    PQfinish(pg);
-    return v;
-}
-
 /* ---- stored successes at a crash, and later calls to them ---- */
 
 struct snapshot {
@@ -217,9 +203,9 @@ static int lost(const struct ledger *l)
 {
     char like[128];
     snprintf(like, sizeof(like), "%s%%", l->prefix);
-    int64_t final = pg_scalar("SELECT count(*) FROM distribution WHERE event_id LIKE $1 AND "
-                              "overall_status IN ('COMPLETED','PARTIAL_FAILURE','FAILED')",
-                              like);
+    int64_t final = itest_pg_scalar("SELECT count(*) FROM distribution WHERE event_id LIKE $1 AND "
+                                    "overall_status IN ('COMPLETED','PARTIAL_FAILURE','FAILED')",
+                                    like);
     int missing = l->n - completed(l);
     int not_final = l->n - (int) final;
     return missing > not_final ? missing : not_final;

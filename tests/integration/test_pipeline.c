@@ -15,7 +15,6 @@
 
 #include <cmocka.h>
 
-#include <libpq-fe.h>
 #include <signal.h>
 
 #include "itest.h"
@@ -144,20 +143,6 @@ static void check_all_succeeded(struct json_object *doc, int attempts)
     }
 }
 
-static int64_t pg_count(const char *sql, const char *param)
-{
-    PGconn *pg = PQconnectdb(itest_env("PG_DSN"));
-    assert_int_equal(PQstatus(pg), CONNECTION_OK);
-    const char *params[1] = {param};
-    PGresult *r = PQexecParams(pg, sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(pg));
-    int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    PQfinish(pg);
-    return n;
-}
-
 /* 200 requests of all six channels: each completes once with six SUCCESS,
  * the status endpoint and the database agree, nothing is posted twice and
  * every offset is committed. */
@@ -198,13 +183,14 @@ static void requests_complete_on_all_six_channels(void **state)
 
     char like[128];
     snprintf(like, sizeof(like), "pipe-%s-%%", itest_run_id());
-    assert_int_equal(pg_count("SELECT count(*) FROM channel_status WHERE event_id LIKE $1 AND "
-                              "status = 'SUCCESS' AND attempts = 1",
-                              like),
-                     N_REQUESTS * 6);
-    assert_int_equal(pg_count("SELECT count(*) FROM distribution WHERE event_id LIKE $1 AND "
-                              "overall_status = 'COMPLETED' AND completed_at IS NOT NULL",
-                              like),
+    assert_int_equal(
+        itest_pg_scalar("SELECT count(*) FROM channel_status WHERE event_id LIKE $1 AND "
+                        "status = 'SUCCESS' AND attempts = 1",
+                        like),
+        N_REQUESTS * 6);
+    assert_int_equal(itest_pg_scalar("SELECT count(*) FROM distribution WHERE event_id LIKE $1 AND "
+                                     "overall_status = 'COMPLETED' AND completed_at IS NOT NULL",
+                                     like),
                      N_REQUESTS);
 
     struct json_object *after = itest_sim_stats();

@@ -23,7 +23,6 @@
 
 #include <cmocka.h>
 
-#include <libpq-fe.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -162,20 +161,6 @@ static int64_t await_spread(struct itest_worker **ws, const char **labels, int n
         itest_worker_log_tail(ws[k], 10);
     fail_msg("partitions did not spread over %d workers", n);
     return -1;
-}
-
-static int64_t pg_scalar(const char *sql, const char *param)
-{
-    PGconn *pg = PQconnectdb(itest_env("PG_DSN"));
-    assert_int_equal(PQstatus(pg), CONNECTION_OK);
-    const char *params[1] = {param};
-    PGresult *r = PQexecParams(pg, sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(pg));
-    int64_t v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    PQfinish(pg);
-    return v;
 }
 
 /* The fixture's DSN with a password added: trust authentication ignores
@@ -324,9 +309,9 @@ static void three_workers_share_the_partitions(void **state)
     }
     char like[128];
     snprintf(like, sizeof(like), "%s%%", prefix);
-    int64_t final = pg_scalar("SELECT count(*) FROM distribution WHERE event_id LIKE $1 AND "
-                              "overall_status = 'COMPLETED'",
-                              like);
+    int64_t final = itest_pg_scalar("SELECT count(*) FROM distribution WHERE event_id LIKE $1 AND "
+                                    "overall_status = 'COMPLETED'",
+                                    like);
     struct json_object *stats = itest_sim_stats();
     int64_t dups = itest_json_int(stats, "duplicatePosts");
     int64_t posts = itest_json_int(stats, "posts");
