@@ -443,10 +443,28 @@ static void kafka_outage(void **state)
     while (completed(l) < N / 8)
         read_completions(20);
     itest_broker_signal(SIGUSR1);
-    usleep(8 * 1000 * 1000);
+    /* Not ready while Kafka is unreachable (CONTRACT section 4). */
+    char url[128], *why = NULL;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", w.http_port);
+    long ready = 0;
+    int64_t down_at = dw_now_ms();
+    while (dw_now_ms() - down_at < 6000) {
+        free(why);
+        why = NULL;
+        if ((ready = itest_http("GET", url, NULL, &why)) == 503)
+            break;
+        usleep(200 * 1000);
+    }
+    int64_t left = 8000 - (dw_now_ms() - down_at);
+    if (left > 0)
+        usleep((useconds_t)left * 1000);
     int still = waitpid(w.pid, NULL, WNOHANG) == 0;
     itest_broker_signal(SIGUSR2);
-    printf("  brokers down 8 s: worker alive %d, completed %d so far\n", still, completed(l));
+    printf("  brokers down 8 s: /readyz %ld %s, worker alive %d, completed %d so far\n", ready,
+           why ? why : "", still, completed(l));
+    assert_int_equal(ready, 503);
+    assert_non_null(strstr(why, "Kafka"));
+    free(why);
     assert_true(still);
     wait_completed(l, N, 120000);
     assert_int_equal(itest_worker_stop(&w, SIGTERM, 20000), 0);
