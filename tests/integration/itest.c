@@ -479,3 +479,79 @@ int64_t itest_pg_scalar(const char *sql, const char *param)
     PQfinish(pg);
     return v;
 }
+
+struct itest_completions {
+    rd_kafka_t *reader;
+    char prefix[128];
+    struct json_object *seen; /* eventId -> array of completion documents */
+};
+
+struct itest_completions *itest_completions_new(const char *topic, const char *prefix)
+{
+    struct itest_completions *c = calloc(1, sizeof(*c));
+    c->reader = itest_reader(topic);
+    snprintf(c->prefix, sizeof(c->prefix), "%s", prefix);
+    c->seen = json_object_new_object();
+    return c;
+}
+
+void itest_completions_free(struct itest_completions *c)
+{
+    if (!c)
+        return;
+    rd_kafka_destroy(c->reader);
+    json_object_put(c->seen);
+    free(c);
+}
+
+static int count_of(struct itest_completions *c, const char *id)
+{
+    struct json_object *list;
+    return json_object_object_get_ex(c->seen, id, &list) ? (int)json_object_array_length(list) : 0;
+}
+
+/* Takes one record: checks its key, keeps it when its eventId is ours. */
+static void keep(struct itest_completions *c, const rd_kafka_message_t *m)
+{
+    struct json_object *doc = m->payload ? json_tokener_parse((const char *)m->payload) : NULL, *id;
+    if (!doc || !json_object_object_get_ex(doc, "eventId", &id))
+        fail("a completion that is not JSON with an eventId");
+    const char *event_id = json_object_get_string(id);
+    if (m->key_len != strlen(event_id) || memcmp(m->key, event_id, m->key_len) != 0)
+        fail("completion of %s is keyed by something else", event_id);
+    if (strncmp(event_id, c->prefix, strlen(c->prefix)) == 0) {
+        struct json_object *list;
+        if (!json_object_object_get_ex(c->seen, event_id, &list)) {
+            list = json_object_new_array();
+            json_object_object_add(c->seen, event_id, list);
+        }
+        json_object_array_add(list, json_object_get(doc));
+    }
+    json_object_put(doc);
+}
+
+int itest_completions_await(struct itest_completions *c, char *const *ids, int n, int times,
+                            int timeout_ms)
+{
+    int64_t until = (int64_t)time(NULL) * 1000 + timeout_ms;
+    for (;;) {
+        int enough = 0;
+        for (int i = 0; i < n; i++)
+            enough += count_of(c, ids[i]) >= times;
+        if (enough == n || (int64_t)time(NULL) * 1000 > until)
+            return enough;
+        rd_kafka_message_t *m = itest_read(c->reader, 100);
+        if (m) {
+            keep(c, m);
+            rd_kafka_message_destroy(m);
+        }
+    }
+}
+
+struct json_object *itest_completion(struct itest_completions *c, const char *id, int nth)
+{
+    struct json_object *list;
+    if (!json_object_object_get_ex(c->seen, id, &list))
+        return NULL;
+    return json_object_array_get_idx(list, (size_t)nth);
+}

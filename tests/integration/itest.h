@@ -109,3 +109,21 @@ double itest_metric(const struct itest_worker *w, const char *name);
 
 /* Peak resident memory (VmHWM) of pid in KiB, 0 when unknown. */
 long itest_peak_rss_kib(pid_t pid);
+
+/* ---- completions ---- */
+
+/* Completions read from a topic (distribution-completed), every one kept
+ * per eventId in arrival order, for eventIds starting with prefix. Each
+ * record's key is checked to be its eventId (the test aborts otherwise). */
+struct itest_completions;
+
+struct itest_completions *itest_completions_new(const char *topic, const char *prefix);
+void itest_completions_free(struct itest_completions *c);
+
+/* Reads until each of the n ids has at least `times` completions, or until
+ * timeout_ms passes; returns how many of the ids have enough. */
+int itest_completions_await(struct itest_completions *c, char *const *ids, int n, int times,
+                            int timeout_ms);
+
+/* The nth completion of id (borrowed from c), or NULL. */
+struct json_object *itest_completion(struct itest_completions *c, const char *id, int nth);

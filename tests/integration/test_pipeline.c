@@ -26,8 +26,7 @@
 
 static struct itest_worker worker;
 static rd_kafka_t *producer;
-static rd_kafka_t *completions;
-static struct json_object *seen; /* eventId -> array of completion docs */
+static struct itest_completions *completions;
 
 static int start(void **state)
 {
@@ -35,8 +34,7 @@ static int start(void **state)
     itest_sim("/_sim/reset", NULL);
     itest_worker_start(&worker, "pipeline", NULL);
     producer = itest_producer();
-    completions = itest_reader(COMPLETED_TOPIC);
-    seen = json_object_new_object();
+    completions = itest_completions_new(COMPLETED_TOPIC, "");
     return 0;
 }
 
@@ -44,9 +42,8 @@ static int stop(void **state)
 {
     (void)state;
     int rc = itest_worker_stop(&worker, SIGTERM, 20000);
-    rd_kafka_destroy(completions);
+    itest_completions_free(completions);
     rd_kafka_destroy(producer);
-    json_object_put(seen);
     if (rc != 0) {
         itest_worker_log_tail(&worker, 40);
         fprintf(stderr, "worker exit status %d after SIGTERM, expected 0\n", rc);
@@ -64,51 +61,26 @@ static void event_id(char *buf, size_t len, const char *kind, int i)
  * completions, or fails after 90 s. */
 static void await_completions(const char *kind, int n, int times)
 {
-    char prefix[128];
-    snprintf(prefix, sizeof(prefix), "%s-%s-", kind, itest_run_id());
-    for (int waited = 0; waited < 90000;) {
-        int complete = 0;
-        for (int i = 0; i < n; i++) {
-            char id[128];
-            struct json_object *list;
-            event_id(id, sizeof(id), kind, i);
-            if (json_object_object_get_ex(seen, id, &list) &&
-                (int)json_object_array_length(list) >= times)
-                complete++;
-        }
-        if (complete == n)
-            return;
-        rd_kafka_message_t *m = itest_read(completions, 200);
-        waited += m ? 0 : 200;
-        if (!m)
-            continue;
-        struct json_object *doc = json_tokener_parse((const char *)m->payload);
-        struct json_object *id;
-        assert_non_null(doc);
-        assert_true(json_object_object_get_ex(doc, "eventId", &id));
-        /* The key is the eventId. */
-        assert_int_equal(m->key_len, strlen(json_object_get_string(id)));
-        assert_memory_equal(m->key, json_object_get_string(id), m->key_len);
-        if (strncmp(json_object_get_string(id), prefix, strlen(prefix)) == 0) {
-            struct json_object *list;
-            if (!json_object_object_get_ex(seen, json_object_get_string(id), &list)) {
-                list = json_object_new_array();
-                json_object_object_add(seen, json_object_get_string(id), list);
-            }
-            json_object_array_add(list, json_object_get(doc));
-        }
-        json_object_put(doc);
-        rd_kafka_message_destroy(m);
+    char **ids = calloc((size_t)n, sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        ids[i] = malloc(128);
+        event_id(ids[i], 128, kind, i);
     }
-    itest_worker_log_tail(&worker, 30);
-    fail_msg("not every %s request completed %d time(s) within 90 s", kind, times);
+    int enough = itest_completions_await(completions, ids, n, times, 90000);
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    if (enough < n) {
+        itest_worker_log_tail(&worker, 30);
+        fail_msg("%d of %d %s requests completed %d time(s) within 90 s", enough, n, kind, times);
+    }
 }
 
 static struct json_object *completion(const char *id, int nth)
 {
-    struct json_object *list;
-    assert_true(json_object_object_get_ex(seen, id, &list));
-    return json_object_array_get_idx(list, (size_t)nth);
+    struct json_object *doc = itest_completion(completions, id, nth);
+    assert_non_null(doc);
+    return doc;
 }
 
 static const char *str(struct json_object *o, const char *key)

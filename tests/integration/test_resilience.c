@@ -56,8 +56,7 @@ static const char *const worker_env[] = {
 
 static struct itest_worker worker;
 static rd_kafka_t *producer;
-static rd_kafka_t *completions;
-static struct json_object *seen; /* eventId -> array of completion docs */
+static struct itest_completions *completions;
 
 static int64_t wall_ms(void)
 {
@@ -102,50 +101,28 @@ static void send_batch(const char *kind, int from, int to, const char *channels)
 /* Reads completions until ids kind-0..n-1 have `times` each (60 s at most). */
 static void await_batch(const char *kind, int n, int times)
 {
-    char prefix[128];
-    snprintf(prefix, sizeof(prefix), "res-%s-%s-", kind, itest_run_id());
-    for (int waited = 0; waited < 60000;) {
-        int complete = 0;
-        for (int i = 0; i < n; i++) {
-            char id[128];
-            struct json_object *list;
-            event_id(id, sizeof(id), kind, i);
-            if (json_object_object_get_ex(seen, id, &list) &&
-                (int)json_object_array_length(list) >= times)
-                complete++;
-        }
-        if (complete == n)
-            return;
-        rd_kafka_message_t *m = itest_read(completions, 100);
-        if (!m) {
-            waited += 100;
-            continue;
-        }
-        struct json_object *doc = json_tokener_parse((const char *)m->payload);
-        struct json_object *id;
-        if (doc && json_object_object_get_ex(doc, "eventId", &id) &&
-            strncmp(json_object_get_string(id), "res-", 4) == 0) {
-            struct json_object *list;
-            if (!json_object_object_get_ex(seen, json_object_get_string(id), &list)) {
-                list = json_object_new_array();
-                json_object_object_add(seen, json_object_get_string(id), list);
-            }
-            json_object_array_add(list, json_object_get(doc));
-        }
-        json_object_put(doc);
-        rd_kafka_message_destroy(m);
+    char **ids = calloc((size_t)n, sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        ids[i] = malloc(128);
+        event_id(ids[i], 128, kind, i);
     }
-    itest_worker_log_tail(&worker, 30);
-    fail_msg("not every %s request completed %d time(s) within 60 s", kind, times);
+    int enough = itest_completions_await(completions, ids, n, times, 60000);
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    if (enough < n) {
+        itest_worker_log_tail(&worker, 30);
+        fail_msg("%d of %d %s requests completed %d time(s) within 60 s", enough, n, kind, times);
+    }
 }
 
 static struct json_object *completion(const char *kind, int i, int nth)
 {
     char id[128];
-    struct json_object *list;
     event_id(id, sizeof(id), kind, i);
-    assert_true(json_object_object_get_ex(seen, id, &list));
-    return json_object_array_get_idx(list, (size_t)nth);
+    struct json_object *doc = itest_completion(completions, id, nth);
+    assert_non_null(doc);
+    return doc;
 }
 
 static const char *str(struct json_object *o, const char *key)
@@ -585,8 +562,7 @@ static int setup(void **state)
     snprintf(name, sizeof(name), "resilience-%s", itest_run_id());
     itest_worker_start(&worker, name, worker_env);
     producer = itest_producer();
-    completions = itest_reader(COMPLETED_TOPIC);
-    seen = json_object_new_object();
+    completions = itest_completions_new(COMPLETED_TOPIC, "res-");
     return 0;
 }
 
@@ -595,9 +571,8 @@ static int teardown(void **state)
     (void)state;
     itest_sim("/_sim/reset", NULL);
     int rc = itest_worker_stop(&worker, SIGTERM, 20000);
-    rd_kafka_destroy(completions);
+    itest_completions_free(completions);
     rd_kafka_destroy(producer);
-    json_object_put(seen);
     if (rc != 0) {
         itest_worker_log_tail(&worker, 40);
         fprintf(stderr, "worker exit status %d after SIGTERM, expected 0\n", rc);
