@@ -57,6 +57,20 @@ static void event_id(char *buf, size_t len, const char *kind, int i)
     snprintf(buf, len, "%s-%s-%04d", kind, itest_run_id(), i);
 }
 
+/* Produces requests of all six channels for ids kind-0..n-1 and waits for
+ * the broker's acknowledgements. */
+static void send_requests(const char *kind, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char id[128];
+        event_id(id, sizeof(id), kind, i);
+        char *json = itest_request_json(id);
+        itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
+        free(json);
+    }
+    itest_flush(producer);
+}
+
 /* Reads completions until every id of kind 0..n-1 has at least `times`
  * completions, or fails after 90 s. */
 static void await_completions(const char *kind, int n, int times)
@@ -122,14 +136,7 @@ static void requests_complete_on_all_six_channels(void **state)
 {
     (void)state;
     struct json_object *before = itest_sim_stats();
-    for (int i = 0; i < N_REQUESTS; i++) {
-        char id[128];
-        event_id(id, sizeof(id), "pipe", i);
-        char *json = itest_request_json(id);
-        itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
-        free(json);
-    }
-    itest_flush(producer);
+    send_requests("pipe", N_REQUESTS);
     await_completions("pipe", N_REQUESTS, 1);
 
     for (int i = 0; i < N_REQUESTS; i++) {
@@ -196,14 +203,7 @@ static void resending_completed_requests_posts_nothing(void **state)
 {
     (void)state;
     struct json_object *before = itest_sim_stats();
-    for (int i = 0; i < N_REQUESTS; i++) {
-        char id[128];
-        event_id(id, sizeof(id), "pipe", i);
-        char *json = itest_request_json(id);
-        itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
-        free(json);
-    }
-    itest_flush(producer);
+    send_requests("pipe", N_REQUESTS);
     await_completions("pipe", N_REQUESTS, 2);
     for (int i = 0; i < N_REQUESTS; i++) {
         char id[128];
@@ -243,14 +243,7 @@ static void failed_channel_is_redriven_alone(void **state)
     enum { N = 5 };
     itest_sim("/_sim/reset", NULL);
     itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"errorRate\":1,\"errorStatus\":400}");
-    for (int i = 0; i < N; i++) {
-        char id[128];
-        event_id(id, sizeof(id), "partial", i);
-        char *json = itest_request_json(id);
-        itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
-        free(json);
-    }
-    itest_flush(producer);
+    send_requests("partial", N);
     await_completions("partial", N, 1);
     for (int i = 0; i < N; i++) {
         char id[128], url[256];
@@ -276,14 +269,7 @@ static void failed_channel_is_redriven_alone(void **state)
     }
 
     itest_sim("/_sim/reset", NULL);
-    for (int i = 0; i < N; i++) {
-        char id[128];
-        event_id(id, sizeof(id), "partial", i);
-        char *json = itest_request_json(id);
-        itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
-        free(json);
-    }
-    itest_flush(producer);
+    send_requests("partial", N);
     await_completions("partial", N, 2);
     for (int i = 0; i < N; i++) {
         char id[128];
