@@ -58,6 +58,14 @@
 
 #define RESPONSE_CAP (1024 * 1024) /* a channel answer larger than this is BAD_RESPONSE */
 #define IDLE_WAIT_MS 200
+/* "Idempotency-Key: " + an eventId (at most 64) + ":" + a channel name +
+ * a step suffix, with room to spare. */
+#define IDEM_LINE_MAX 160
+
+/* Bits of worker.fds beside the EPOLL* event bits. */
+#define FD_IN_SET  (1u << 30)
+#define FD_WATCHED (1u << 29)
+#define FD_EVENTS  (EPOLLIN | EPOLLOUT)
 
 enum job_wait {
     WAIT_NONE,    /* inbox, ready, running */
@@ -78,7 +86,7 @@ struct job {
     int attempts;
     char prev_id[DW_EXTERNAL_ID_MAX];
     enum dw_errcode last_error;
-    char last_message[DW_ERRMSG_MAX];
+    char *last_message;  /* the last failure, for the final message; NULL until one */
     int64_t deadline_ms; /* 0: none */
 
     enum job_wait wait;
@@ -94,12 +102,35 @@ struct job {
 
     /* While running: linked in the worker's running list. */
     struct job *run_prev, *run_next;
-    CURL *easy;
-    struct curl_slist *headers;
+    struct slot *slot;
     struct dw_http_call call;
-    struct dw_buf body;
-    char curl_error[CURL_ERROR_SIZE];
     int64_t started_us;
+};
+
+/*
+ * One easy handle and what belongs to it for as long as it lives. Options
+ * that never change are set once, when it is made; it is reused from call
+ * to call without curl_easy_reset, so a call sets only what differs (URL,
+ * body, the two header lines of its own, timeouts). The body buffer and the
+ * header lines live here, not in the job, because only a running call needs
+ * them and there are far fewer slots (max_calls) than jobs (6 per request).
+ */
+struct slot {
+    CURL *easy;
+    struct job *job; /* while running */
+    char error[CURL_ERROR_SIZE];
+    struct dw_buf body;
+    /* The call's header list: these two lines, then the channel's constant
+     * lines (pool->headers). libcurl only reads the list, during the call. */
+    struct curl_slist idem_node, ctype_node;
+    char idem_line[IDEM_LINE_MAX];
+    char ctype_line[96];
+};
+
+/* A finished transfer, read off libcurl's message queue. */
+struct done_msg {
+    struct slot *slot;
+    CURLcode result;
 };
 
 struct worker {
@@ -120,8 +151,15 @@ struct worker {
     struct job **timers; /* min-heap on due_ms */
     size_t ntimers, timers_cap;
     struct job *running_head; /* jobs with a transfer in the multi */
-    CURL **idle_easy;         /* easy handles kept for reuse */
+    struct slot **idle;       /* slots kept for reuse */
     size_t nidle;
+    struct done_msg *done; /* reap's scratch array */
+    size_t done_cap;
+    /* The worker's epoll set, by descriptor: 0 when the descriptor is not
+     * in it, else FD_IN_SET | the EPOLL* events registered, | FD_WATCHED
+     * while libcurl wants it watched. See on_socket. */
+    uint32_t *fds;
+    size_t nfds;
     int running;
     int max_running;
     uint64_t rnd;
@@ -144,6 +182,11 @@ struct dw_pool {
     atomic_uint next_worker;
     atomic_bool stopping;
     struct guard guards[DW_CHANNEL_COUNT];
+    /* Per channel, the header lines that are the same on every call; each
+     * call's own two lines are chained in front (struct slot). Read-only
+     * once the threads run. */
+    struct curl_slist *headers[DW_CHANNEL_COUNT];
+    bool env_proxy; /* a proxy variable was set at start: let libcurl use it */
 };
 
 /* ---- lists and the timer heap ---- */
@@ -156,29 +199,59 @@ static void wake(struct worker *w)
     (void)n; /* EAGAIN: the counter is already non-zero, a wake-up is pending */
 }
 
-/* libcurl's CURLMOPT_SOCKETFUNCTION: watch (or stop watching) a socket. */
+/* Brings the epoll set's entry for s to `events` (0: out of the set) and
+ * records it. ADD and MOD fall back to each other, so a table entry that
+ * is wrong about the kernel's set corrects itself. */
+static void fd_register(struct worker *w, curl_socket_t s, uint32_t events)
+{
+    uint32_t *slot = &w->fds[s];
+    struct epoll_event ev = {.events = events, .data.fd = s};
+    int op = *slot & FD_IN_SET ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(w->epfd, op, s, &ev) != 0)
+        epoll_ctl(w->epfd, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev);
+    *slot = FD_IN_SET | events;
+}
+
+/*
+ * libcurl's CURLMOPT_SOCKETFUNCTION: watch (or stop watching) a socket.
+ * A kept-alive connection that goes back to libcurl's cache is REMOVEd,
+ * and its next call wants EPOLLIN again, so dropping and re-adding it
+ * would be two epoll_ctl calls per call for nothing. It stays in the set
+ * for EPOLLIN instead, marked not watched; if it reports an event while
+ * nobody watches it (the peer closed it), the loop drops it then. When
+ * libcurl closes it, on_close_socket forgets it.
+ */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)easy;
+    (void)socketp;
     struct worker *w = userp;
+    if (s < 0)
+        return 0;
+    if ((size_t)s >= w->nfds) {
+        size_t n = w->nfds ? w->nfds : 64;
+        while (n <= (size_t)s)
+            n *= 2;
+        w->fds = dw_xrealloc(w->fds, n * sizeof(*w->fds));
+        memset(w->fds + w->nfds, 0, (n - w->nfds) * sizeof(*w->fds));
+        w->nfds = n;
+    }
+    uint32_t have = w->fds[s];
     if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, s, NULL);
-        curl_multi_assign(w->multi, s, NULL);
+        /* Idle: keep EPOLLIN only; an always-ready EPOLLOUT would spin. */
+        if ((have & FD_IN_SET) && (have & FD_EVENTS) != EPOLLIN)
+            fd_register(w, s, EPOLLIN);
+        w->fds[s] &= ~FD_WATCHED;
         return 0;
     }
-    struct epoll_event ev = {0};
-    ev.data.fd = s;
+    uint32_t want = 0;
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
-        ev.events |= EPOLLIN;
+        want |= EPOLLIN;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-        ev.events |= EPOLLOUT;
-    /* socketp marks a socket already in the set. */
-    if (socketp) {
-        epoll_ctl(w->epfd, EPOLL_CTL_MOD, s, &ev);
-    } else {
-        epoll_ctl(w->epfd, EPOLL_CTL_ADD, s, &ev);
-        curl_multi_assign(w->multi, s, w);
-    }
+        want |= EPOLLOUT;
+    if (!(have & FD_IN_SET) || (have & FD_EVENTS) != want)
+        fd_register(w, s, want);
+    w->fds[s] |= FD_WATCHED;
     return 0;
 }
 
@@ -280,9 +353,8 @@ static void job_free(struct job *job)
 {
     if (!job)
         return;
-    curl_slist_free_all(job->headers);
     dw_http_call_cleanup(&job->call);
-    dw_buf_cleanup(&job->body);
+    free(job->last_message);
     free(job);
 }
 
@@ -377,22 +449,36 @@ static void running_unlink(struct worker *w, struct job *job)
     job->run_prev = job->run_next = NULL;
 }
 
+static void slot_destroy(struct slot *slot)
+{
+    if (!slot)
+        return;
+    curl_easy_cleanup(slot->easy);
+    dw_buf_cleanup(&slot->body);
+    free(slot);
+}
+
+/* The slot back to the idle list (kept: its handle, buffer and options),
+ * or freed when the list is full. */
+static void slot_put(struct worker *w, struct slot *slot)
+{
+    slot->job = NULL;
+    dw_buf_reset(&slot->body);
+    if (w->nidle < (size_t)w->max_running)
+        w->idle[w->nidle++] = slot;
+    else
+        slot_destroy(slot);
+}
+
 static void release_transfer(struct worker *w, struct job *job)
 {
-    if (!job->easy)
+    if (!job->slot)
         return;
     running_unlink(w, job);
-    curl_multi_remove_handle(w->multi, job->easy);
-    curl_easy_reset(job->easy);
-    if (w->nidle < (size_t)w->max_running)
-        w->idle_easy[w->nidle++] = job->easy;
-    else
-        curl_easy_cleanup(job->easy);
-    job->easy = NULL;
-    curl_slist_free_all(job->headers);
-    job->headers = NULL;
+    curl_multi_remove_handle(w->multi, job->slot->easy);
+    slot_put(w, job->slot);
+    job->slot = NULL;
     dw_http_call_cleanup(&job->call);
-    dw_buf_reset(&job->body);
     w->running--;
     dw_metrics_gauge_add(w->pool->opts.metrics, DW_GAUGE_CALLS_IN_FLIGHT, -1);
 }
@@ -434,8 +520,8 @@ static void refuse(struct worker *w, struct job *job, enum dw_errcode code, cons
         return;
     }
     dw_snprintf(msg, sizeof(msg), "%d attempt%s; last: %s %s; then %s", job->attempts,
-                job->attempts == 1 ? "" : "s", dw_errcode_name(job->last_error), job->last_message,
-                why);
+                job->attempts == 1 ? "" : "s", dw_errcode_name(job->last_error),
+                job->last_message ? job->last_message : "", why);
     finish(w, job, DW_EC_RETRIES_EXHAUSTED, msg, NULL);
 }
 
@@ -511,24 +597,75 @@ static bool begin_try(struct worker *w, struct job *job)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 {
-    struct job *job = userp;
+    struct slot *slot = userp;
     size_t n = size * nmemb;
     /* Returning less than n makes libcurl fail the transfer (CURLE_WRITE_ERROR). */
-    return dw_buf_append(&job->body, data, n) == DW_OK ? n : 0;
+    return dw_buf_append(&slot->body, data, n) == DW_OK ? n : 0;
 }
 
-static bool add_header(struct curl_slist **list, const char *line)
+/* libcurl's CURLOPT_CLOSESOCKETFUNCTION: the socket is going away, so is
+ * its place in the epoll set (the kernel drops a closed descriptor by
+ * itself; the table must forget it too, or a new socket that gets the same
+ * number would be taken as registered). */
+static int on_close_socket(void *clientp, curl_socket_t s)
 {
-    struct curl_slist *next = curl_slist_append(*list, line);
-    if (!next)
-        return false;
-    *list = next;
-    return true;
+    struct worker *w = clientp;
+    if (s >= 0 && (size_t)s < w->nfds)
+        w->fds[s] = 0;
+    return close(s);
+}
+
+/* Copies the parts into out, one after the other, cut to fit: a header
+ * line or URL without a vsnprintf per call. */
+static void join(char *out, size_t cap, const char *const *parts, size_t n)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(parts[i]);
+        if (len > cap - 1 - at)
+            len = cap - 1 - at;
+        memcpy(out + at, parts[i], len);
+        at += len;
+    }
+    out[at] = '\0';
+}
+
+/* A new slot: an easy handle with every option that is the same for all
+ * calls. NULL when libcurl cannot make one. */
+static struct slot *slot_new(struct worker *w)
+{
+    struct slot *slot = dw_xcalloc(1, sizeof(*slot));
+    slot->easy = curl_easy_init();
+    if (!slot->easy) {
+        free(slot);
+        return NULL;
+    }
+    dw_buf_init(&slot->body, RESPONSE_CAP);
+    CURL *easy = slot->easy;
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, slot);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, slot);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, slot->error);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, w);
+    curl_easy_setopt(easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* Channel answers are small JSON; libcurl's default 16 KiB receive
+     * buffer per handle, times thousands of handles, was most of our RSS. */
+    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 4096L);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* No proxy variable was set when the pool started: say so once, rather
+     * than have libcurl look through the environment on every call. */
+    if (!w->pool->env_proxy)
+        curl_easy_setopt(easy, CURLOPT_PROXY, "");
+    return slot;
 }
 
 static void start(struct worker *w, struct job *job)
 {
-    const struct dw_pool_options *o = &w->pool->opts;
+    struct dw_pool *pool = w->pool;
+    const struct dw_pool_options *o = &pool->opts;
     const struct dw_channel_type *type = dw_channel_get(job->channel);
     const struct dw_channel_config *cc = &o->cfg->channels[job->channel];
 
@@ -538,28 +675,23 @@ static void start(struct worker *w, struct job *job)
         finish(w, job, DW_EC_BAD_RESPONSE, "could not build the channel request", NULL);
         return;
     }
-
-    char url[DW_URL_MAX + 128];
-    char line[1024];
-    dw_snprintf(url, sizeof(url), "%s%s", cc->url, job->call.path);
-    bool ok = true;
-    dw_snprintf(line, sizeof(line), "Authorization: Bearer %s", cc->token ? cc->token : "");
-    ok = ok && add_header(&job->headers, line);
-    dw_snprintf(line, sizeof(line), "Idempotency-Key: %s:%s%s", job->req->event_id, type->name,
-                job->call.idempotency_suffix ? job->call.idempotency_suffix : "");
-    ok = ok && add_header(&job->headers, line);
-    dw_snprintf(line, sizeof(line), "Content-Type: %s", job->call.content_type);
-    ok = ok && add_header(&job->headers, line);
-    ok = ok && add_header(&job->headers, "Accept: application/json");
-    /* No "Expect: 100-continue" round trip before small bodies. */
-    ok = ok && add_header(&job->headers, "Expect:");
-    if (!ok) {
+    struct slot *slot = w->nidle ? w->idle[--w->nidle] : slot_new(w);
+    if (!slot) {
         dw_http_call_cleanup(&job->call);
-        curl_slist_free_all(job->headers);
-        job->headers = NULL;
-        finish(w, job, DW_EC_CONNECTION, "out of memory building headers", NULL);
+        finish(w, job, DW_EC_CONNECTION, "curl_easy_init failed", NULL);
         return;
     }
+
+    char url[DW_URL_MAX + 128];
+    join(url, sizeof(url), (const char *const[]){cc->url, job->call.path}, 2);
+    join(slot->idem_line, sizeof(slot->idem_line),
+         (const char *const[]){"Idempotency-Key: ", job->req->event_id, ":", type->name,
+                               job->call.idempotency_suffix ? job->call.idempotency_suffix : ""},
+         5);
+    join(slot->ctype_line, sizeof(slot->ctype_line),
+         (const char *const[]){"Content-Type: ", job->call.content_type}, 2);
+    slot->idem_node = (struct curl_slist){slot->idem_line, &slot->ctype_node};
+    slot->ctype_node = (struct curl_slist){slot->ctype_line, pool->headers[job->channel]};
 
     /* The whole call, cut short by the job's deadline. */
     long timeout = cc->timeout_ms;
@@ -569,46 +701,24 @@ static void start(struct worker *w, struct job *job)
             timeout = left < 1 ? 1 : (long)left;
     }
 
-    CURL *easy = w->nidle ? w->idle_easy[--w->nidle] : curl_easy_init();
-    if (!easy) {
-        dw_http_call_cleanup(&job->call);
-        curl_slist_free_all(job->headers);
-        job->headers = NULL;
-        finish(w, job, DW_EC_CONNECTION, "curl_easy_init failed", NULL);
-        return;
-    }
-    job->easy = easy;
-    job->curl_error[0] = '\0';
-    dw_buf_reset(&job->body);
+    CURL *easy = slot->easy;
+    slot->job = job;
+    slot->error[0] = '\0';
     curl_easy_setopt(easy, CURLOPT_URL, url);
-    curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job->call.body);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->call.body_len);
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, job->headers);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, job);
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, job);
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, job->curl_error);
-    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, &slot->idem_node);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cc->connect_timeout_ms);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout);
-    curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-    /* Channel answers are small JSON; libcurl's default 16 KiB receive
-     * buffer per handle, times thousands of handles, was most of our RSS. */
-    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 4096L);
-    curl_easy_setopt(easy, CURLOPT_USERAGENT, "distribution-worker");
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 
     job->started_us = dw_now_us();
     if (curl_multi_add_handle(w->multi, easy) != CURLM_OK) {
-        curl_easy_cleanup(easy);
-        job->easy = NULL;
+        slot_destroy(slot);
         dw_http_call_cleanup(&job->call);
-        curl_slist_free_all(job->headers);
-        job->headers = NULL;
         finish(w, job, DW_EC_CONNECTION, "curl_multi_add_handle failed", NULL);
         return;
     }
+    job->slot = slot;
     running_link(w, job);
     w->running++;
     dw_metrics_gauge_add(o->metrics, DW_GAUGE_CALLS_IN_FLIGHT, 1);
@@ -669,7 +779,8 @@ static void retry_or_fail(struct worker *w, struct job *job, enum dw_errcode err
     };
 
     job->last_error = error;
-    dw_strlcpy(job->last_message, message, sizeof(job->last_message));
+    free(job->last_message);
+    job->last_message = dw_xstrdup(message);
     dw_retry_decide(&g->policy, &in, &v);
     if (!v.retry) {
         if (v.stop == DW_RETRY_STOP_BUDGET)
@@ -686,34 +797,35 @@ static void retry_or_fail(struct worker *w, struct job *job, enum dw_errcode err
     heap_push(w, job);
 }
 
-static void transfer_done(struct worker *w, CURL *easy, CURLcode rc)
+static void transfer_done(struct worker *w, struct slot *slot, CURLcode rc)
 {
-    struct job *job = NULL;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&job);
+    CURL *easy = slot->easy;
+    struct job *job = slot->job;
     const struct dw_channel_type *type = dw_channel_get(job->channel);
     int64_t took_us = dw_now_us() - job->started_us;
 
     long status = 0;
     curl_off_t retry_after = 0;
-    char message[DW_ERRMSG_MAX];
+    char message[DW_ERRMSG_MAX] = "";
     enum dw_errcode error;
     if (rc == CURLE_OK) {
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-        curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
         error = dw_channel_classify_http(status);
-        dw_snprintf(message, sizeof(message), "HTTP %ld from %s", status, job->call.path);
+        if (error != DW_EC_NONE) {
+            curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
+            dw_snprintf(message, sizeof(message), "HTTP %ld from %s", status, job->call.path);
+        }
     } else {
         error = classify_transport(rc);
-        dw_snprintf(message, sizeof(message), "%s",
-                    job->curl_error[0] ? job->curl_error : curl_easy_strerror(rc));
+        dw_strlcpy(message, slot->error[0] ? slot->error : curl_easy_strerror(rc), sizeof(message));
     }
 
     struct dw_channel_reply reply;
-    memset(&reply, 0, sizeof(reply));
+    reply.external_id[0] = reply.url[0] = '\0';
     if (error == DW_EC_NONE) {
         char why[DW_ERRMSG_MAX] = "";
-        error = type->parse(job->step, job->body.data ? job->body.data : "", job->body.len, &reply,
-                            why, sizeof(why));
+        error = type->parse(job->step, slot->body.data ? slot->body.data : "", slot->body.len,
+                            &reply, why, sizeof(why));
         if (error != DW_EC_NONE)
             dw_snprintf(message, sizeof(message), "HTTP %ld from %s: %s", status, job->call.path,
                         why);
@@ -791,15 +903,28 @@ static void take_grants(struct worker *w)
 
 /* ---- the worker thread ---- */
 
-/* Hands every finished transfer to transfer_done. */
+/* Hands every finished transfer to transfer_done. All messages are read
+ * first: libcurl 7.88's curl_multi_remove_handle walks the queue of unread
+ * messages, so removing handles while reading cost O(k^2) for k transfers
+ * that ended together. */
 static void reap(struct worker *w)
 {
     CURLMsg *msg;
     int left;
+    size_t n = 0;
     while ((msg = curl_multi_info_read(w->multi, &left))) {
-        if (msg->msg == CURLMSG_DONE)
-            transfer_done(w, msg->easy_handle, msg->data.result);
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        if (n == w->done_cap) {
+            w->done_cap = w->done_cap ? w->done_cap * 2 : 64;
+            w->done = dw_xrealloc(w->done, w->done_cap * sizeof(*w->done));
+        }
+        void *slot = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&slot);
+        w->done[n++] = (struct done_msg){slot, msg->data.result};
     }
+    for (size_t i = 0; i < n; i++)
+        transfer_done(w, w->done[i].slot, w->done[i].result);
 }
 
 static void *worker_main(void *arg)
@@ -856,6 +981,15 @@ static void *worker_main(void *arg)
                 (void)r;
                 continue;
             }
+            int fd = events[i].data.fd;
+            if ((size_t)fd >= w->nfds || !(w->fds[fd] & FD_WATCHED)) {
+                /* An idle kept-alive connection spoke (its peer closed it):
+                 * stop listening; libcurl finds it dead when it next looks. */
+                epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
+                if ((size_t)fd < w->nfds)
+                    w->fds[fd] = 0;
+                continue;
+            }
             int flags = 0;
             if (events[i].events & EPOLLIN)
                 flags |= CURL_CSELECT_IN;
@@ -863,7 +997,7 @@ static void *worker_main(void *arg)
                 flags |= CURL_CSELECT_OUT;
             if (events[i].events & (EPOLLERR | EPOLLHUP))
                 flags |= CURL_CSELECT_ERR;
-            curl_multi_socket_action(w->multi, events[i].data.fd, flags, &still);
+            curl_multi_socket_action(w->multi, fd, flags, &still);
         }
         reap(w);
     }
@@ -903,6 +1037,36 @@ static void guards_init(struct dw_pool *pool)
     }
 }
 
+/* The constant header lines of each channel. False when out of memory. */
+static bool headers_init(struct dw_pool *pool)
+{
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const struct dw_channel_config *cc = &pool->opts.cfg->channels[c];
+        const char *token = cc->token ? cc->token : "";
+        size_t len = strlen("Authorization: Bearer ") + strlen(token) + 1;
+        char *auth = dw_xmalloc(len);
+        join(auth, len, (const char *const[]){"Authorization: Bearer ", token}, 2);
+        const char *const lines[] = {
+            auth,
+            "Accept: application/json",
+            /* No "Expect: 100-continue" round trip before a body. */
+            "Expect:",
+            "User-Agent: distribution-worker",
+        };
+        bool ok = true;
+        for (size_t i = 0; ok && i < DW_ARRAY_LEN(lines); i++) {
+            struct curl_slist *next = curl_slist_append(pool->headers[c], lines[i]);
+            ok = next != NULL;
+            if (ok)
+                pool->headers[c] = next;
+        }
+        free(auth);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **out, char *errbuf,
                           size_t errlen)
 {
@@ -915,6 +1079,17 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         goto out;
     }
     guards_init(pool);
+    if (!headers_init(pool)) {
+        dw_snprintf(errbuf, errlen, "pool: out of memory building header lists");
+        err = DW_ERR_HTTP;
+        goto out;
+    }
+    /* The variables libcurl reads for a proxy (it ignores HTTP_PROXY in
+     * capitals on purpose). */
+    static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
+                                             "all_proxy", "ALL_PROXY"};
+    for (size_t i = 0; i < DW_ARRAY_LEN(proxy_vars); i++)
+        pool->env_proxy = pool->env_proxy || getenv(proxy_vars[i]);
     uint64_t seed = opts->seed ? opts->seed : (uint64_t)dw_now_us() * 0x9E3779B97F4A7C15ULL;
     pool->nworkers = opts->threads;
     pool->workers = dw_xcalloc((size_t)pool->nworkers, sizeof(*pool->workers));
@@ -926,7 +1101,7 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         w->pool = pool;
         w->max_running = opts->max_calls / opts->threads;
         w->rnd = (seed + (uint64_t)i * 0x2545F4914F6CDD1DULL) | 1;
-        w->idle_easy = dw_xcalloc((size_t)w->max_running, sizeof(CURL *));
+        w->idle = dw_xcalloc((size_t)w->max_running, sizeof(*w->idle));
         pthread_mutex_init(&w->lock, NULL);
         w->curl_due_ms = -1;
         w->multi = curl_multi_init();
@@ -980,16 +1155,19 @@ enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
     job->opaque = opaque;
     job->new_try = true;
     job->deadline_ms = cc->deadline_ms > 0 ? dw_now_ms() + cc->deadline_ms : 0;
-    dw_buf_init(&job->body, RESPONSE_CAP);
 
     unsigned i = atomic_fetch_add(&pool->next_worker, 1) % (unsigned)pool->nworkers;
     struct worker *w = &pool->workers[i];
     job->worker = w;
     pthread_mutex_lock(&w->lock);
+    /* A non-empty inbox has a wake-up on its way already: the worker takes
+     * the whole inbox at once, after the wake that its first job sent. */
+    bool was_empty = !w->inbox_head;
     list_push(&w->inbox_head, &w->inbox_tail, job);
     dw_metrics_gauge_add(pool->opts.metrics, DW_GAUGE_CHANNEL_JOBS, 1);
     pthread_mutex_unlock(&w->lock);
-    wake(w);
+    if (was_empty)
+        wake(w);
     return DW_OK;
 }
 
@@ -1053,11 +1231,15 @@ void dw_pool_stop(struct dw_pool *pool)
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
         free(w->timers);
-        for (size_t k = 0; k < w->nidle; k++)
-            curl_easy_cleanup(w->idle_easy[k]);
-        free(w->idle_easy);
+        free(w->done);
+        /* The multi first: closing its cached connections calls
+         * on_close_socket, which still needs w->fds. */
         if (w->multi)
             curl_multi_cleanup(w->multi);
+        for (size_t k = 0; k < w->nidle; k++)
+            slot_destroy(w->idle[k]);
+        free(w->idle);
+        free(w->fds);
         if (w->epfd >= 0)
             close(w->epfd);
         if (w->wakefd >= 0)
@@ -1066,6 +1248,7 @@ void dw_pool_stop(struct dw_pool *pool)
     }
     free(pool->workers);
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        curl_slist_free_all(pool->headers[c]);
         dw_breaker_destroy(pool->guards[c].breaker);
         dw_bulkhead_destroy(pool->guards[c].bulkhead);
         dw_retry_budget_destroy(pool->guards[c].budget);
