@@ -559,7 +559,17 @@ static void array_add_text(struct pgarray *a, const char *s)
         return;
     }
     put(a, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        /* Plain ASCII goes in one piece: these texts are mostly ids and
+         * URLs, and a put per byte was most of the cost of a batch. */
+        const unsigned char *run = p;
+        while (*p && *p < 0x80 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run)
+            put(a, (const char *)run, (size_t)(p - run));
+        if (!*p)
+            break;
         size_t n = utf8_len(p);
         if (!n)
             put(a, "?", 1);
