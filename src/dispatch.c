@@ -17,6 +17,13 @@
  *   acknowledged (and committed) ahead of the database.
  * - A store failure leaves the queues as they were; the same batch is
  *   retried after reconnecting (writes are idempotent).
+ *
+ * Memory: a run keeps only what its drive decides with (which channels it
+ * called, which of them succeeded), not the stored state read at begin nor
+ * the results' strings: up to max_in_flight_requests runs are held, and the
+ * completion is built from what the store reads back when finishing. A
+ * channel result carries its strings, sized to their content, only until
+ * it is stored.
  */
 #include "dw/dispatch.h"
 
@@ -44,19 +51,31 @@ struct run {
     struct run *waiting; /* later requests for the same eventId */
     struct run *hnext;   /* active-table chain */
     struct dw_request *req;
-    int32_t partition;
+    char *completion; /* JSON, while waiting to be produced */
     int64_t offset;
-    unsigned called; /* channels called in this drive */
-    int outstanding; /* channel results not yet stored */
-    struct dw_call_result results[DW_CHANNEL_COUNT];
-    struct dw_status begun; /* stored state when the drive began */
-    char *completion;       /* JSON, while waiting to be produced */
+    int32_t partition;
+    /* Bit (1u << enum dw_channel_id) per channel. A requested channel not
+     * called was stored SUCCESS when the drive began. */
+    unsigned called;    /* called in this drive */
+    unsigned succeeded; /* called, and its result is SUCCESS */
+    int outstanding;    /* channel results not yet stored */
 };
 
+/* One channel result, from a pool thread until it is stored. The three
+ * strings are copied into text[] at their own length: the pool's fixed
+ * arrays are about 900 bytes, and with the database down every running
+ * request's results wait here. */
 struct result_msg {
     struct result_msg *next;
     struct run *run;
-    struct dw_call_result result;
+    enum dw_channel_id channel;
+    enum dw_chstatus status;
+    enum dw_errcode error;
+    int attempts;
+    const char *error_message; /* each points into text; "" when none */
+    const char *external_id;
+    const char *url;
+    char text[];
 };
 
 struct list {
@@ -162,14 +181,36 @@ static void run_free(struct run *r)
 
 /* ---- callbacks from other threads ---- */
 
+/* Copies len bytes of s and a terminating NUL to *pos, moving *pos past
+ * them; returns the copy. */
+static const char *put_text(char **pos, const char *s, size_t len)
+{
+    char *copy = *pos;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    *pos += len + 1;
+    return copy;
+}
+
 /* On a pool thread: hand the result to the dispatch thread. */
 static void on_channel_done(void *opaque, const struct dw_call_result *result)
 {
     struct run *run = opaque;
     struct dw_dispatch *d = run->d;
-    struct result_msg *m = dw_xmalloc(sizeof(*m));
+    /* Bounded by the arrays, so even an unterminated one is safe to copy. */
+    size_t message_len = strnlen(result->error_message, sizeof(result->error_message));
+    size_t id_len = strnlen(result->external_id, sizeof(result->external_id));
+    size_t url_len = strnlen(result->url, sizeof(result->url));
+    struct result_msg *m = dw_xmalloc(sizeof(*m) + message_len + id_len + url_len + 3);
     m->run = run;
-    m->result = *result;
+    m->channel = result->channel;
+    m->status = result->status;
+    m->error = result->error;
+    m->attempts = result->attempts;
+    char *pos = m->text;
+    m->error_message = put_text(&pos, result->error_message, message_len);
+    m->external_id = put_text(&pos, result->external_id, id_len);
+    m->url = put_text(&pos, result->url, url_len);
     pthread_mutex_lock(&d->lock);
     m->next = d->results;
     d->results = m;
@@ -321,11 +362,10 @@ static void do_begin(struct dw_dispatch *d)
     store_worked(d);
     for (size_t i = 0; i < n; i++) {
         r = pop(&d->begin_q);
-        r->begun = items[i].status;
         for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
             if (!dw_request_has(r->req, (enum dw_channel_id)ch))
                 continue;
-            const struct dw_channel_state *st = &r->begun.channels[ch];
+            const struct dw_channel_state *st = &items[i].status.channels[ch];
             if (st->present && st->status == DW_CH_SUCCESS) {
                 dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx_of(r, dw_channel_get(ch)->name),
                              "already SUCCESS; not called again");
@@ -355,15 +395,15 @@ static void take_results(struct dw_dispatch *d, struct result_msg *in)
     while (in) {
         struct result_msg *m = in;
         in = m->next;
-        m->run->results[m->result.channel] = m->result;
-        const struct dw_call_result *res = &m->result;
-        struct dw_log_ctx ctx = ctx_of(m->run, dw_channel_get(res->channel)->name);
-        if (res->status == DW_CH_SUCCESS)
+        struct dw_log_ctx ctx = ctx_of(m->run, dw_channel_get(m->channel)->name);
+        if (m->status == DW_CH_SUCCESS) {
+            m->run->succeeded |= 1u << m->channel;
             dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx, "SUCCESS after %d attempt(s)",
-                         res->attempts);
-        else /* the message already says how many attempts where that matters */
+                         m->attempts);
+        } else { /* the message already says how many attempts where that matters */
             dw_log_write(d->opts.log, DW_LOG_WARN, ctx, "FAILED %s (attempts %d): %s",
-                         dw_errcode_name(res->error), res->attempts, res->error_message);
+                         dw_errcode_name(m->error), m->attempts, m->error_message);
+        }
         m->next = d->save_q;
         d->save_q = m;
         d->save_len++;
@@ -379,16 +419,15 @@ static void do_save(struct dw_dispatch *d)
     struct dw_store_result *items = dw_xcalloc(n, sizeof(*items));
     struct result_msg *m = d->save_q;
     for (size_t i = 0; i < n; i++, m = m->next) {
-        const struct dw_call_result *res = &m->result;
         items[i] = (struct dw_store_result){
             .event_id = m->run->req->event_id,
-            .channel = res->channel,
-            .status = res->status,
-            .attempts = res->attempts,
-            .error = res->error,
-            .error_message = res->error_message,
-            .external_id = res->external_id,
-            .url = res->url,
+            .channel = m->channel,
+            .status = m->status,
+            .attempts = m->attempts,
+            .error = m->error,
+            .error_message = m->error_message,
+            .external_id = m->external_id,
+            .url = m->url,
         };
     }
     enum dw_err err = dw_store_save_results(d->store, items, n);
@@ -408,13 +447,13 @@ static void do_save(struct dw_dispatch *d)
     }
 }
 
-/* The final state of a channel in this drive: its result when called,
- * else what was stored (SUCCESS). */
-static enum dw_chstatus final_status(const struct run *r, int ch)
+/* Whether a requested channel ends this drive SUCCESS: its result when
+ * called; one not called was skipped for being stored SUCCESS already. */
+static bool final_success(const struct run *r, int ch)
 {
     if (r->called & (1u << ch))
-        return r->results[ch].status;
-    return r->begun.channels[ch].status;
+        return (r->succeeded >> ch) & 1u;
+    return true;
 }
 
 static void do_finish(struct dw_dispatch *d)
@@ -432,7 +471,7 @@ static void do_finish(struct dw_dispatch *d)
         for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
             if (!dw_request_has(r->req, (enum dw_channel_id)ch))
                 continue;
-            if (final_status(r, ch) == DW_CH_SUCCESS)
+            if (final_success(r, ch))
                 ok++;
             else
                 failed++;
