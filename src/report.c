@@ -11,6 +11,7 @@
 #include "dw/report.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <json-c/json.h>
 
@@ -21,21 +22,33 @@
 /* Slashes stay unescaped: URLs read as URLs. */
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
+/* Every key below is a string literal added once per object, so json-c may
+ * keep the pointer instead of copying the key, and need not look for an
+ * earlier value under it: the copies, their frees and the lookups were a
+ * good part of a completion's cost. */
+#define ADD_FLAGS (JSON_C_OBJECT_ADD_KEY_IS_NEW | JSON_C_OBJECT_ADD_CONSTANT_KEY)
+
+/* key must be a string literal not yet in obj. value may be NULL (JSON null). */
+static void add(struct json_object *obj, const char *key, struct json_object *value)
+{
+    json_object_object_add_ex(obj, key, value, ADD_FLAGS);
+}
+
 /* A string; NULL (a value out of range) becomes JSON null. */
 static void add_string(struct json_object *obj, const char *key, const char *value)
 {
-    json_object_object_add(obj, key, value ? json_object_new_string(value) : NULL);
+    add(obj, key, value ? json_object_new_string(value) : NULL);
 }
 
 static void add_int(struct json_object *obj, const char *key, int value)
 {
-    json_object_object_add(obj, key, json_object_new_int(value));
+    add(obj, key, json_object_new_int(value));
 }
 
 /* A string, or JSON null when value is NULL or empty. */
 static void add_string_or_null(struct json_object *obj, const char *key, const char *value)
 {
-    json_object_object_add(obj, key, value && *value ? json_object_new_string(value) : NULL);
+    add(obj, key, value && *value ? json_object_new_string(value) : NULL);
 }
 
 /* A timestamp, or JSON null when wall_ms is 0 (not set). */
@@ -43,7 +56,7 @@ static void add_time_or_null(struct json_object *obj, const char *key, int64_t w
 {
     char text[32];
     if (wall_ms == 0) {
-        json_object_object_add(obj, key, NULL);
+        add(obj, key, NULL);
         return;
     }
     dw_format_time(wall_ms, text);
@@ -52,7 +65,13 @@ static void add_time_or_null(struct json_object *obj, const char *key, int64_t w
 
 static char *finish(struct json_object *root)
 {
-    char *text = dw_xstrdup(json_object_to_json_string_ext(root, JSON_FLAGS));
+    /* The length comes with the text, so the copy needs no strlen. */
+    size_t len = 0;
+    const char *json = json_object_to_json_string_length(root, JSON_FLAGS, &len);
+    if (!json)
+        abort(); /* json-c fails only when an allocation does */
+    char *text = dw_xmalloc(len + 1);
+    memcpy(text, json, len + 1);
     json_object_put(root);
     return text;
 }
@@ -83,7 +102,8 @@ char *dw_report_completion(const struct dw_status *st, unsigned channel_mask,
                            int64_t completed_at_ms)
 {
     struct json_object *root = json_object_new_object();
-    struct json_object *channels = json_object_new_array();
+    /* Sized for the most it can hold, not json-c's default of 32. */
+    struct json_object *channels = json_object_new_array_ext(DW_CHANNEL_COUNT);
     int total = 0;
     int success = 0;
     int failure = 0;
@@ -108,7 +128,7 @@ char *dw_report_completion(const struct dw_status *st, unsigned channel_mask,
     add_int(root, "totalChannels", total);
     add_int(root, "successCount", success);
     add_int(root, "failureCount", failure);
-    json_object_object_add(root, "distributedChannels", channels);
+    add(root, "distributedChannels", channels);
     add_string(root, "completedAt", completed_at);
     return finish(root);
 }
@@ -133,7 +153,7 @@ static struct json_object *status_channel(enum dw_channel_id id, const struct dw
 char *dw_report_status(const struct dw_status *st)
 {
     struct json_object *root = json_object_new_object();
-    struct json_object *channels = json_object_new_array();
+    struct json_object *channels = json_object_new_array_ext(DW_CHANNEL_COUNT);
 
     for (int id = 0; id < DW_CHANNEL_COUNT; id++) {
         if (st->channels[id].present)
@@ -148,6 +168,6 @@ char *dw_report_status(const struct dw_status *st)
     add_int(root, "failureCount", st->failure_count);
     add_time_or_null(root, "startedAt", st->started_at_ms);
     add_time_or_null(root, "completedAt", st->completed_at_ms);
-    json_object_object_add(root, "channels", channels);
+    add(root, "channels", channels);
     return finish(root);
 }
