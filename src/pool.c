@@ -34,7 +34,8 @@
  *   start of a try and its end, and gives both back on every path: the
  *   try's end, a refusal, finish, and dw_pool_stop. A parked job holds
  *   neither; it asks the breaker again once it has its slot.
- * - A worker runs at most max_running transfers; the rest wait in ready.
+ * - A worker runs at most max_running transfers; the rest wait in ready,
+ *   those that hold a bulkhead slot at its front.
  * - The done callback is called exactly once per job that ends, on the
  *   worker thread, and never after dw_pool_stop has begun.
  */
@@ -272,6 +273,18 @@ static void list_push(struct job **head, struct job **tail, struct job *job)
     else
         *head = job;
     *tail = job;
+}
+
+/* For a job that already holds its bulkhead slot (the next step of a try,
+ * a parked job handed a slot): at the back of the ready list it would hold
+ * the slot while thousands of new jobs start first, and keep its request,
+ * which waits on it, in flight that much longer. */
+static void list_push_front(struct job **head, struct job **tail, struct job *job)
+{
+    job->next = *head;
+    *head = job;
+    if (!*tail)
+        *tail = job;
 }
 
 static struct job *list_pop(struct job **head, struct job **tail)
@@ -841,7 +854,7 @@ static void transfer_done(struct worker *w, struct slot *slot, CURLcode rc)
          * same permit and slot. */
         dw_strlcpy(job->prev_id, reply.external_id, sizeof(job->prev_id));
         job->step++;
-        list_push(&w->ready_head, &w->ready_tail, job);
+        list_push_front(&w->ready_head, &w->ready_tail, job);
         return;
     }
     end_try(w, job, error);
@@ -884,13 +897,15 @@ static void timer_fired(struct worker *w, struct job *job)
     bulkhead_full(w, job, why);
 }
 
-/* Parked jobs that were handed a slot: back to ready, holding it. */
+/* Parked jobs that were handed a slot: to the front of ready, holding it,
+ * in the order the slots were handed over. */
 static void take_grants(struct worker *w)
 {
     pthread_mutex_lock(&w->lock);
     struct job *job = w->granted_head;
     w->granted_head = w->granted_tail = NULL;
     pthread_mutex_unlock(&w->lock);
+    struct job *head = NULL, *tail = NULL;
     while (job) {
         struct job *next = job->grant_next;
         job->grant_next = NULL;
@@ -899,8 +914,14 @@ static void take_grants(struct worker *w)
         job->wait = WAIT_NONE;
         job->has_slot = true;
         dw_metrics_bulkhead_change(w->pool->opts.metrics, job->channel, 0, -1);
-        list_push(&w->ready_head, &w->ready_tail, job);
+        list_push(&head, &tail, job);
         job = next;
+    }
+    if (head) {
+        tail->next = w->ready_head;
+        w->ready_head = head;
+        if (!w->ready_tail)
+            w->ready_tail = tail;
     }
 }
 

@@ -368,6 +368,27 @@ static void instagram_makes_two_calls(void **state)
     assert_non_null(strstr(f->server.bodies[1], "\"creation_id\":\"c-77\""));
 }
 
+/* A job that holds its bulkhead slot goes before queued new jobs: with room
+ * for one call, Instagram's publish step runs right after its first step,
+ * not after the three Kakao posts submitted meanwhile. */
+static void next_step_goes_before_queued_jobs(void **state)
+{
+    struct fixture *f = *state;
+    const char *body = "{\"id\":\"c-1\",\"permalink\":\"p\",\"postId\":\"kp\",\"url\":\"u\"}";
+    /* The first call answers late, so the Kakao jobs are queued by then. */
+    struct reply r[] = {{200, body, NULL, 200}, {200, body, NULL, 0}};
+    script(&f->server, 2, r);
+    start_pool(f, 1, 1);
+    submit(f, DW_CHANNEL_INSTAGRAM);
+    for (int i = 0; i < 3; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, 4);
+    assert_int_equal(f->results.success, 4);
+    assert_string_equal(f->server.paths[0], "/v1/media");
+    assert_string_equal(f->server.paths[1], "/v1/media_publish");
+    assert_int_equal(f->results.all[0].channel, DW_CHANNEL_INSTAGRAM);
+}
+
 static void transient_errors_are_retried(void **state)
 {
     struct fixture *f = *state;
@@ -826,6 +847,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(success_sends_headers_and_reads_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(instagram_makes_two_calls, setup, teardown),
+        cmocka_unit_test_setup_teardown(next_step_goes_before_queued_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(transient_errors_are_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(attempts_run_out, setup, teardown),
         cmocka_unit_test_setup_teardown(permanent_4xx_is_not_retried, setup, teardown),
