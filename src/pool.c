@@ -43,6 +43,7 @@
 
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <stdatomic.h>
@@ -66,6 +67,7 @@
 /* Bits of worker.fds beside the EPOLL* event bits. */
 #define FD_IN_SET  (1u << 30)
 #define FD_WATCHED (1u << 29)
+#define FD_OWNED   (1u << 28) /* a connection socket, opened by on_open_socket */
 #define FD_EVENTS  (EPOLLIN | EPOLLOUT)
 
 enum job_wait {
@@ -210,7 +212,20 @@ static void fd_register(struct worker *w, curl_socket_t s, uint32_t events)
     int op = *slot & FD_IN_SET ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     if (epoll_ctl(w->epfd, op, s, &ev) != 0)
         epoll_ctl(w->epfd, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev);
-    *slot = FD_IN_SET | events;
+    *slot = (*slot & FD_OWNED) | FD_IN_SET | events;
+}
+
+/* Makes w->fds long enough to hold s. */
+static void fds_reserve(struct worker *w, curl_socket_t s)
+{
+    if ((size_t)s < w->nfds)
+        return;
+    size_t n = w->nfds ? w->nfds : 64;
+    while (n <= (size_t)s)
+        n *= 2;
+    w->fds = dw_xrealloc(w->fds, n * sizeof(*w->fds));
+    memset(w->fds + w->nfds, 0, (n - w->nfds) * sizeof(*w->fds));
+    w->nfds = n;
 }
 
 /*
@@ -220,7 +235,10 @@ static void fd_register(struct worker *w, curl_socket_t s, uint32_t events)
  * would be two epoll_ctl calls per call for nothing. It stays in the set
  * for EPOLLIN instead, marked not watched; if it reports an event while
  * nobody watches it (the peer closed it), the loop drops it then. When
- * libcurl closes it, on_close_socket forgets it.
+ * libcurl closes it, on_close_socket forgets it. Only connection sockets
+ * (FD_OWNED) are kept so: libcurl closes others (the threaded resolver's
+ * socketpair) without telling us, and a stale entry could later claim a
+ * new socket of the same number is in the set when it is not.
  */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
@@ -229,16 +247,15 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     struct worker *w = userp;
     if (s < 0)
         return 0;
-    if ((size_t)s >= w->nfds) {
-        size_t n = w->nfds ? w->nfds : 64;
-        while (n <= (size_t)s)
-            n *= 2;
-        w->fds = dw_xrealloc(w->fds, n * sizeof(*w->fds));
-        memset(w->fds + w->nfds, 0, (n - w->nfds) * sizeof(*w->fds));
-        w->nfds = n;
-    }
+    fds_reserve(w, s);
     uint32_t have = w->fds[s];
     if (what == CURL_POLL_REMOVE) {
+        if (!(have & FD_OWNED)) {
+            if (have & FD_IN_SET)
+                epoll_ctl(w->epfd, EPOLL_CTL_DEL, s, NULL);
+            w->fds[s] = 0;
+            return 0;
+        }
         /* Idle: keep EPOLLIN only; an always-ready EPOLLOUT would spin. */
         if ((have & FD_IN_SET) && (have & FD_EVENTS) != EPOLLIN)
             fd_register(w, s, EPOLLIN);
@@ -616,6 +633,23 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
     return dw_buf_append(&slot->body, data, n) == DW_OK ? n : 0;
 }
 
+/* libcurl's CURLOPT_OPENSOCKETFUNCTION: opens the socket as libcurl would,
+ * and marks a connection's socket as ours to keep in the epoll set while
+ * idle (see on_socket). */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *address)
+{
+    struct worker *w = clientp;
+    int fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    if (purpose == CURLSOCKTYPE_IPCXN) {
+        fds_reserve(w, fd);
+        w->fds[fd] = FD_OWNED;
+    }
+    return fd;
+}
+
 /* libcurl's CURLOPT_CLOSESOCKETFUNCTION: the socket is going away, so is
  * its place in the epoll set (the kernel drops a closed descriptor by
  * itself; the table must forget it too, or a new socket that gets the same
@@ -659,6 +693,8 @@ static struct slot *slot_new(struct worker *w)
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, slot);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, slot->error);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, w);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, w);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
@@ -1011,7 +1047,7 @@ static void *worker_main(void *arg)
                  * stop listening; libcurl finds it dead when it next looks. */
                 epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
                 if ((size_t)fd < w->nfds)
-                    w->fds[fd] = 0;
+                    w->fds[fd] &= FD_OWNED;
                 continue;
             }
             int flags = 0;

@@ -514,6 +514,26 @@ static void many_jobs_across_threads(void **state)
     assert_int_equal(f->results.success, N);
 }
 
+/* A host name goes through libcurl's threaded resolver, whose socket the
+ * pool watches like a connection's but drops from its epoll set as soon as
+ * libcurl lets go of it (see on_socket). Two waves of calls: the second
+ * reuses the first wave's kept-alive connections, which stayed in the set. */
+static void host_names_resolve_and_connections_are_reused(void **state)
+{
+    struct fixture *f = *state;
+    struct reply r[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 0}};
+    script(&f->server, 1, r);
+    snprintf(f->url, sizeof(f->url), "http://localhost:%d", f->server.port);
+    configure(f, f->url);
+    start_pool(f, 1, 2);
+    for (int wave = 1; wave <= 2; wave++) {
+        for (int i = 0; i < 20; i++)
+            submit(f, DW_CHANNEL_KAKAO);
+        wait_results(&f->results, 20 * wave);
+    }
+    assert_int_equal(f->results.success, 40);
+}
+
 static void stop_abandons_unfinished_jobs(void **state)
 {
     struct fixture *f = *state;
@@ -857,6 +877,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(slow_answer_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(refused_connection_is_transient, setup, teardown),
         cmocka_unit_test_setup_teardown(many_jobs_across_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(host_names_resolve_and_connections_are_reused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(stop_abandons_unfinished_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(job_gauge_follows_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(breaker_opens_and_fails_fast, setup, teardown),
