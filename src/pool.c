@@ -158,9 +158,10 @@ struct worker {
     size_t nidle;
     struct done_msg *done; /* reap's scratch array */
     size_t done_cap;
-    /* The worker's epoll set, by descriptor: 0 when the descriptor is not
-     * in it, else FD_IN_SET | the EPOLL* events registered, | FD_WATCHED
-     * while libcurl wants it watched. See on_socket. */
+    /* What the worker knows of each descriptor: FD_OWNED for a connection
+     * socket libcurl opened; FD_IN_SET | the EPOLL* events while it is in
+     * the epoll set; FD_WATCHED while libcurl wants it watched. 0: none of
+     * these. See on_socket. */
     uint32_t *fds;
     size_t nfds;
     int running;
@@ -207,12 +208,12 @@ static void wake(struct worker *w)
  * is wrong about the kernel's set corrects itself. */
 static void fd_register(struct worker *w, curl_socket_t s, uint32_t events)
 {
-    uint32_t *slot = &w->fds[s];
+    uint32_t *entry = &w->fds[s];
     struct epoll_event ev = {.events = events, .data.fd = s};
-    int op = *slot & FD_IN_SET ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int op = *entry & FD_IN_SET ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     if (epoll_ctl(w->epfd, op, s, &ev) != 0)
         epoll_ctl(w->epfd, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev);
-    *slot = (*slot & FD_OWNED) | FD_IN_SET | events;
+    *entry = (*entry & FD_OWNED) | FD_IN_SET | events;
 }
 
 /* Makes w->fds long enough to hold s. */
