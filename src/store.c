@@ -995,141 +995,179 @@ out:
     return err;
 }
 
-enum dw_err dw_store_save_results(struct dw_store *store, const struct dw_store_result *items,
-                                  size_t n)
-{
-    if (n == 0)
-        return DW_OK;
-    for (size_t i = 0; i < n; i++) {
-        const struct dw_store_result *r = &items[i];
-        if (!event_id_ok(r->event_id) || (unsigned)r->channel >= DW_CHANNEL_COUNT ||
-            (unsigned)r->status >= DW_CHSTATUS_COUNT || (unsigned)r->error >= DW_EC_COUNT)
-            return DW_ERR_INVALID;
-    }
-
-    struct key *keys = dw_xcalloc(n, sizeof(*keys));
-    for (size_t i = 0; i < n; i++)
-        keys[i] = (struct key){items[i].event_id, (int)items[i].channel, i};
+/* One batch of results merged by key into the SAVE_RESULTS columns. */
+struct save_batch {
+    struct key *keys;
     struct groups g;
-    groups_build(&g, keys, n);
-
     struct pgarray cols[8];
-    for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++)
-        array_init(&cols[c]);
-    for (size_t i = 0; i < g.count; i++) {
+};
+
+/* One batch of finishes merged by event into the FINISH columns. */
+struct finish_batch {
+    struct key *keys;
+    struct dw_status **targets;
+    struct groups g;
+    struct pgarray cols[5];
+};
+
+static void save_batch_build(struct save_batch *b, const struct dw_store_result *items, size_t n)
+{
+    b->keys = dw_xcalloc(n ? n : 1, sizeof(*b->keys));
+    for (size_t i = 0; i < n; i++)
+        b->keys[i] = (struct key){items[i].event_id, (int)items[i].channel, i};
+    groups_build(&b->g, b->keys, n);
+    for (size_t c = 0; c < DW_ARRAY_LEN(b->cols); c++)
+        array_init(&b->cols[c]);
+    for (size_t i = 0; i < b->g.count; i++) {
         /* Results for one key within the batch are applied in order, as the
          * database would apply them across batches: a refused one drops out,
          * an accepted one replaces the row and adds its attempts. */
-        const struct dw_store_result *row = &items[keys[g.start[i]].index];
+        const struct dw_store_result *row = &items[b->keys[b->g.start[i]].index];
         int attempts = row->attempts;
-        for (size_t k = g.start[i] + 1; k < g.start[i + 1]; k++) {
-            const struct dw_store_result *next = &items[keys[k].index];
+        for (size_t k = b->g.start[i] + 1; k < b->g.start[i + 1]; k++) {
+            const struct dw_store_result *next = &items[b->keys[k].index];
             if (dw_chstatus_may_replace(row->status, next->status)) {
                 row = next;
                 attempts += next->attempts;
             }
         }
-        array_add_text(&cols[0], row->event_id);
-        array_add_text(&cols[1], dw_channel_get(row->channel)->name);
-        array_add_text(&cols[2], dw_chstatus_name(row->status));
-        array_add_int(&cols[3], attempts);
-        array_add_text(&cols[4], dw_errcode_name(row->error));
-        array_add_text(&cols[5], row->error_message);
-        array_add_text(&cols[6], row->external_id);
-        array_add_text(&cols[7], row->url);
+        array_add_text(&b->cols[0], row->event_id);
+        array_add_text(&b->cols[1], dw_channel_get(row->channel)->name);
+        array_add_text(&b->cols[2], dw_chstatus_name(row->status));
+        array_add_int(&b->cols[3], attempts);
+        array_add_text(&b->cols[4], dw_errcode_name(row->error));
+        array_add_text(&b->cols[5], row->error_message);
+        array_add_text(&b->cols[6], row->external_id);
+        array_add_text(&b->cols[7], row->url);
+    }
+}
+
+static void save_batch_cleanup(struct save_batch *b)
+{
+    for (size_t c = DW_ARRAY_LEN(b->cols); c-- > 0;)
+        array_cleanup(&b->cols[c]);
+    groups_cleanup(&b->g);
+    free(b->keys);
+}
+
+static void finish_batch_build(struct finish_batch *b, struct dw_store_finish *items, size_t n)
+{
+    b->keys = dw_xcalloc(n ? n : 1, sizeof(*b->keys));
+    b->targets = dw_xcalloc(n ? n : 1, sizeof(*b->targets));
+    for (size_t i = 0; i < n; i++) {
+        b->keys[i] = (struct key){items[i].event_id, 0, i};
+        b->targets[i] = &items[i].status;
+    }
+    groups_build(&b->g, b->keys, n);
+    for (size_t c = 0; c < DW_ARRAY_LEN(b->cols); c++)
+        array_init(&b->cols[c]);
+    for (size_t i = 0; i < b->g.count; i++) {
+        /* As for results: apply one event's finishes in order. */
+        const struct dw_store_finish *row = &items[b->keys[b->g.start[i]].index];
+        for (size_t k = b->g.start[i] + 1; k < b->g.start[i + 1]; k++) {
+            const struct dw_store_finish *next = &items[b->keys[k].index];
+            if (dw_overall_may_replace(row->overall, next->overall))
+                row = next;
+        }
+        array_add_text(&b->cols[0], row->event_id);
+        array_add_text(&b->cols[1], dw_overall_name(row->overall));
+        array_add_int(&b->cols[2], row->total_channels);
+        array_add_int(&b->cols[3], row->success_count);
+        array_add_int(&b->cols[4], row->failure_count);
+    }
+}
+
+static void finish_batch_cleanup(struct finish_batch *b)
+{
+    for (size_t c = DW_ARRAY_LEN(b->cols); c-- > 0;)
+        array_cleanup(&b->cols[c]);
+    groups_cleanup(&b->g);
+    free(b->targets);
+    free(b->keys);
+}
+
+/* Sets step's parameters to the finished array literals; false when one
+ * could not be made (out of memory). */
+static bool set_columns(struct step *step, struct pgarray *cols, size_t ncols)
+{
+    step->nparams = (int)ncols;
+    for (size_t c = 0; c < ncols; c++) {
+        step->values[c] = array_end(&cols[c]);
+        if (!step->values[c])
+            return false;
+    }
+    return true;
+}
+
+enum dw_err dw_store_save_and_finish(struct dw_store *store, const struct dw_store_result *results,
+                                     size_t nres, struct dw_store_finish *finishes, size_t nfin)
+{
+    if (nres == 0 && nfin == 0)
+        return DW_OK;
+    for (size_t i = 0; i < nres; i++) {
+        const struct dw_store_result *r = &results[i];
+        if (!event_id_ok(r->event_id) || (unsigned)r->channel >= DW_CHANNEL_COUNT ||
+            (unsigned)r->status >= DW_CHSTATUS_COUNT || (unsigned)r->error >= DW_EC_COUNT)
+            return DW_ERR_INVALID;
+    }
+    for (size_t i = 0; i < nfin; i++) {
+        if (!event_id_ok(finishes[i].event_id) || (unsigned)finishes[i].overall >= DW_OVERALL_COUNT)
+            return DW_ERR_INVALID;
     }
 
+    struct save_batch save;
+    struct finish_batch fin;
+    save_batch_build(&save, results, nres);
+    finish_batch_build(&fin, finishes, nfin);
+
+    /* BEGIN, the results, then the overall statuses (which count the
+     * results just written) and the read-back, COMMIT: one round trip. */
+    const char *what = nfin ? "finish" : "saving results";
     enum dw_err err = DW_ERR_NOMEM;
-    struct step steps[3];
-    steps[0] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
-    steps[1] = exec_step(STMT_SAVE_RESULTS);
-    steps[1].nparams = (int)DW_ARRAY_LEN(cols);
-    steps[2] = sql_step("COMMIT");
-    for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++) {
-        steps[1].values[c] = array_end(&cols[c]);
-        if (!steps[1].values[c])
+    struct step steps[5];
+    size_t n = 0, load = 0;
+    steps[n++] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
+    if (nres) {
+        steps[n] = exec_step(STMT_SAVE_RESULTS);
+        if (!set_columns(&steps[n++], save.cols, DW_ARRAY_LEN(save.cols)))
             goto out;
     }
+    if (nfin) {
+        steps[n] = exec_step(STMT_FINISH);
+        if (!set_columns(&steps[n], fin.cols, DW_ARRAY_LEN(fin.cols)))
+            goto out;
+        const char *event_ids = steps[n++].values[0];
+        load = n;
+        steps[n] = exec_step(STMT_LOAD_MANY);
+        steps[n].nparams = 1;
+        steps[n++].values[0] = event_ids;
+    }
+    steps[n++] = sql_step("COMMIT");
 
-    err = ensure_session(store, "saving results");
+    err = ensure_session(store, what);
     if (err)
         goto out;
-    err = run_pipeline(store, "saving results", steps, DW_ARRAY_LEN(steps));
-    clear_results(steps, DW_ARRAY_LEN(steps));
+    err = run_pipeline(store, what, steps, n);
+    if (err)
+        goto out;
+    if (nfin)
+        fill_statuses(store, &fin.g, steps[load].result, fin.targets);
+    clear_results(steps, n);
 out:
-    for (size_t c = DW_ARRAY_LEN(cols); c-- > 0;)
-        array_cleanup(&cols[c]);
-    groups_cleanup(&g);
-    free(keys);
+    finish_batch_cleanup(&fin);
+    save_batch_cleanup(&save);
     return err;
+}
+
+enum dw_err dw_store_save_results(struct dw_store *store, const struct dw_store_result *items,
+                                  size_t n)
+{
+    return dw_store_save_and_finish(store, items, n, NULL, 0);
 }
 
 enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *items, size_t n)
 {
-    if (n == 0)
-        return DW_OK;
-    for (size_t i = 0; i < n; i++) {
-        if (!event_id_ok(items[i].event_id) || (unsigned)items[i].overall >= DW_OVERALL_COUNT)
-            return DW_ERR_INVALID;
-    }
-
-    struct key *keys = dw_xcalloc(n, sizeof(*keys));
-    struct dw_status **targets = dw_xcalloc(n, sizeof(*targets));
-    for (size_t i = 0; i < n; i++) {
-        keys[i] = (struct key){items[i].event_id, 0, i};
-        targets[i] = &items[i].status;
-    }
-    struct groups g;
-    groups_build(&g, keys, n);
-
-    struct pgarray cols[5];
-    for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++)
-        array_init(&cols[c]);
-    for (size_t i = 0; i < g.count; i++) {
-        /* As for results: apply one event's finishes in order. */
-        const struct dw_store_finish *row = &items[keys[g.start[i]].index];
-        for (size_t k = g.start[i] + 1; k < g.start[i + 1]; k++) {
-            const struct dw_store_finish *next = &items[keys[k].index];
-            if (dw_overall_may_replace(row->overall, next->overall))
-                row = next;
-        }
-        array_add_text(&cols[0], row->event_id);
-        array_add_text(&cols[1], dw_overall_name(row->overall));
-        array_add_int(&cols[2], row->total_channels);
-        array_add_int(&cols[3], row->success_count);
-        array_add_int(&cols[4], row->failure_count);
-    }
-
-    enum dw_err err = DW_ERR_NOMEM;
-    struct step steps[4];
-    steps[0] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
-    steps[1] = exec_step(STMT_FINISH);
-    steps[1].nparams = (int)DW_ARRAY_LEN(cols);
-    steps[2] = exec_step(STMT_LOAD_MANY);
-    steps[2].nparams = 1;
-    steps[3] = sql_step("COMMIT");
-    for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++) {
-        steps[1].values[c] = array_end(&cols[c]);
-        if (!steps[1].values[c])
-            goto out;
-    }
-    steps[2].values[0] = steps[1].values[0];
-
-    err = ensure_session(store, "finish");
-    if (err)
-        goto out;
-    err = run_pipeline(store, "finish", steps, DW_ARRAY_LEN(steps));
-    if (err)
-        goto out;
-    fill_statuses(store, &g, steps[2].result, targets);
-    clear_results(steps, DW_ARRAY_LEN(steps));
-out:
-    for (size_t c = DW_ARRAY_LEN(cols); c-- > 0;)
-        array_cleanup(&cols[c]);
-    groups_cleanup(&g);
-    free(targets);
-    free(keys);
-    return err;
+    return dw_store_save_and_finish(store, NULL, 0, items, n);
 }
 
 enum dw_err dw_store_read(struct dw_store *store, const char *event_id, struct dw_status *out)

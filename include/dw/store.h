@@ -112,6 +112,16 @@ struct dw_store_finish {
 enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *items,
                             size_t n) DW_MUST_CHECK;
 
+/*
+ * Both of the above in one transaction and one round trip: the results
+ * first, then the finishes (whose counts may depend on them). Either batch
+ * may be empty. dw_store_save_results and dw_store_finish are this with
+ * one side empty.
+ */
+enum dw_err dw_store_save_and_finish(struct dw_store *store, const struct dw_store_result *results,
+                                     size_t nres, struct dw_store_finish *finishes,
+                                     size_t nfin) DW_MUST_CHECK;
+
 /* Reads one event. DW_ERR_NOT_FOUND when there is no row. */
 enum dw_err dw_store_read(struct dw_store *store, const char *event_id,
                           struct dw_status *out) DW_MUST_CHECK;

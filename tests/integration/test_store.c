@@ -672,6 +672,45 @@ static void test_batch_of_500_is_one_round_trip_per_call(void **state)
            BATCH, BATCH * DW_CHANNEL_COUNT, begin_ms, save_ms, finish_ms);
 }
 
+/* Results and finishes together: one transaction, one round trip, and the
+ * finish sees the results written just before it. */
+static void test_save_and_finish_in_one_round_trip(void **state)
+{
+    (void)state;
+    char a[96], b[96];
+    make_id(a, sizeof(a), "sf-a");
+    make_id(b, sizeof(b), "sf-b");
+    unsigned two = BIT(DW_CHANNEL_KAKAO) | BIT(DW_CHANNEL_NAVER);
+    begin_one(shared, a, two, NULL);
+    begin_one(shared, b, two, NULL);
+
+    struct dw_store_result results[] = {
+        {a, DW_CHANNEL_KAKAO, DW_CH_SUCCESS, 1, DW_EC_NONE, NULL, "k-a", "https://k/a"},
+        {a, DW_CHANNEL_NAVER, DW_CH_SUCCESS, 2, DW_EC_NONE, NULL, "n-a", NULL},
+        {b, DW_CHANNEL_KAKAO, DW_CH_SUCCESS, 1, DW_EC_NONE, NULL, "k-b", NULL},
+    };
+    struct dw_store_finish fin = finish_item(a, DW_OVERALL_COMPLETED, 2, 2, 0);
+    uint64_t rt = dw_store_round_trips(shared);
+    assert_int_equal(dw_store_save_and_finish(shared, results, 3, &fin, 1), DW_OK);
+    assert_int_equal(dw_store_round_trips(shared) - rt, 1);
+
+    assert_int_equal(fin.status.overall, DW_OVERALL_COMPLETED);
+    assert_int_equal(fin.status.success_count, 2);
+    assert_string_equal(fin.status.channels[DW_CHANNEL_KAKAO].external_id, "k-a");
+    assert_string_equal(fin.status.channels[DW_CHANNEL_KAKAO].url, "https://k/a");
+    assert_int_equal(fin.status.channels[DW_CHANNEL_NAVER].attempts, 2);
+
+    struct dw_status st = read_status(shared, b);
+    assert_int_equal(st.overall, DW_OVERALL_IN_PROGRESS);
+    assert_int_equal(st.channels[DW_CHANNEL_KAKAO].status, DW_CH_SUCCESS);
+    assert_int_equal(st.channels[DW_CHANNEL_NAVER].status, DW_CH_PENDING);
+
+    /* Nothing to do costs nothing. */
+    rt = dw_store_round_trips(shared);
+    assert_int_equal(dw_store_save_and_finish(shared, NULL, 0, NULL, 0), DW_OK);
+    assert_int_equal(dw_store_round_trips(shared), rt);
+}
+
 static void test_read_not_found(void **state)
 {
     (void)state;
@@ -890,6 +929,11 @@ static void test_failed_batch_rolls_back(void **state)
     assert_true(dw_store_connected(store));
     assert_int_equal(read_status(store, "e-good").overall, DW_OVERALL_IN_PROGRESS);
 
+    /* A bad result rolls back a good finish sent with it. */
+    assert_int_equal(dw_store_save_and_finish(store, &results[1], 1, fin, 1), DW_ERR_DB);
+    assert_true(dw_store_connected(store));
+    assert_int_equal(read_status(store, "e-good").overall, DW_OVERALL_IN_PROGRESS);
+
     /* The same connection carries on; the caller retries without the bad row. */
     rt = dw_store_round_trips(store);
     assert_int_equal(dw_store_save_results(store, results, 1), DW_OK);
@@ -938,6 +982,7 @@ int main(void)
         cmocka_unit_test(test_partial_then_completed),
         cmocka_unit_test(test_same_key_twice_in_a_batch),
         cmocka_unit_test(test_batch_of_500_is_one_round_trip_per_call),
+        cmocka_unit_test(test_save_and_finish_in_one_round_trip),
         cmocka_unit_test(test_read_not_found),
         cmocka_unit_test(test_hostile_strings_stored_verbatim),
         cmocka_unit_test(test_unreachable_server),
