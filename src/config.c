@@ -120,6 +120,7 @@ static const struct key config_keys[] = {
     CFG_INT("worker", "max_in_flight_calls", max_in_flight_calls, 4000, 1, 1000000, NULL, NULL),
     CFG_INT("worker", "drain_timeout_ms", drain_timeout_ms, 30000, 0, 3600000, NULL, NULL),
     CFG_INT("worker", "store_batch_max", store_batch_max, 256, 1, 10000, NULL, NULL),
+    CFG_INT("worker", "result_hold_ms", result_hold_ms, 1000, 0, 60000, NULL, NULL),
 };
 
 #define CH_STR(key, field, flg, def, suffix)                                                       \

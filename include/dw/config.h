@@ -84,6 +84,7 @@ struct dw_config {
     int max_in_flight_calls;    /* channel calls the engine runs at once, all channels */
     int drain_timeout_ms;
     int store_batch_max; /* status writes per database round trip */
+    int result_hold_ms;  /* how long a request's channel results may wait for the rest */
 
     struct dw_channel_config channels[DW_CHANNEL_COUNT];
 };

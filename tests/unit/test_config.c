@@ -124,6 +124,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->max_in_flight_calls, 4000);
     assert_int_equal(cfg->drain_timeout_ms, 30000);
     assert_int_equal(cfg->store_batch_max, 256);
+    assert_int_equal(cfg->result_hold_ms, 1000);
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         const struct dw_channel_config *ch = &cfg->channels[c];
         assert_non_null(ch->url);
@@ -165,7 +166,7 @@ static void test_file_values(void **state)
                                     "log = { level = \"warn\"; };\n"
                                     "worker = { threads = 64; max_in_flight_requests = 1;\n"
                                     "  max_in_flight_calls = 1000000; drain_timeout_ms = 0;\n"
-                                    "  store_batch_max = 10000; };\n" FILE_URLS,
+                                    "  store_batch_max = 10000; result_hold_ms = 0; };\n" FILE_URLS,
                                     NULL);
     assert_string_equal(cfg->kafka_brokers, "b1:9092,b2:9092");
     assert_string_equal(cfg->kafka_group, "g");
@@ -181,6 +182,7 @@ static void test_file_values(void **state)
     assert_int_equal(cfg->max_in_flight_calls, 1000000);
     assert_int_equal(cfg->drain_timeout_ms, 0);
     assert_int_equal(cfg->store_batch_max, 10000);
+    assert_int_equal(cfg->result_hold_ms, 0);
     dw_config_destroy(cfg);
 
     /* 64-bit literals and integers for a double are fine when in range. */
@@ -460,6 +462,8 @@ static void test_bad_types_and_ranges(void **state)
              "worker.drain_timeout_ms (line 1): -5 is out of range 0..3600000", NULL);
     load_bad("worker = { store_batch_max = 0; };\n", url_env, "worker.store_batch_max (line 1)",
              NULL);
+    load_bad("worker = { result_hold_ms = 60001; };\n", url_env,
+             "worker.result_hold_ms (line 1): 60001 is out of range 0..60000", NULL);
     load_bad("worker = { threads = true; };\n", url_env,
              "worker.threads (line 1): expected an integer", NULL);
     load_bad("channels = { defaults = {\n timeout_ms = 0; }; };\n", url_env,
