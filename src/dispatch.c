@@ -14,7 +14,9 @@
  *   the finish queue, the produce queue.
  * - A channel result is stored before its run can finish, and the overall
  *   status is stored before the completion is produced, so nothing is
- *   acknowledged (and committed) ahead of the database.
+ *   acknowledged (and committed) ahead of the database. A run's results
+ *   are held until all have arrived or result_hold_ms passed, then stored,
+ *   together with its overall status when they were the last.
  * - A store failure leaves the queues as they were; the same batch is
  *   retried after reconnecting (writes are idempotent).
  *
@@ -59,6 +61,14 @@ struct run {
     unsigned called;    /* called in this drive */
     unsigned succeeded; /* called, and its result is SUCCESS */
     int outstanding;    /* channel results not yet stored */
+    /* Results that arrived and wait for the rest of the run's (or for
+     * hold_until), linked in the dispatch's hold list meanwhile. */
+    struct result_msg *held;
+    int arrived;
+    bool holding;
+    int64_t hold_until;
+    struct run *hold_prev, *hold_next;
+    int in_batch; /* scratch: results of this run in the store batch being written */
 };
 
 /* One channel result, from a pool thread until it is stored. The three
@@ -105,6 +115,7 @@ struct dw_dispatch {
     struct list begin_q, finish_q, produce_q;
     struct result_msg *save_q;
     size_t save_len;
+    struct run *hold_head, *hold_tail; /* by hold_until, earliest first */
     int64_t reconnect_at;
     int reconnect_wait;
     int64_t last_store_ok; /* when a store call last worked */
@@ -174,6 +185,11 @@ static void run_free(struct run *r)
 {
     if (!r)
         return;
+    while (r->held) {
+        struct result_msg *m = r->held;
+        r->held = m->next;
+        free(m);
+    }
     dw_request_destroy(r->req);
     free(r->completion);
     free(r);
@@ -390,60 +406,88 @@ static void do_begin(struct dw_dispatch *d)
     free(items);
 }
 
-static void take_results(struct dw_dispatch *d, struct result_msg *in)
+/* ---- holding results ---- */
+
+static void hold_link(struct dw_dispatch *d, struct run *r)
 {
-    while (in) {
-        struct result_msg *m = in;
-        in = m->next;
-        struct dw_log_ctx ctx = ctx_of(m->run, dw_channel_get(m->channel)->name);
-        if (m->status == DW_CH_SUCCESS) {
-            m->run->succeeded |= 1u << m->channel;
-            dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx, "SUCCESS after %d attempt(s)",
-                         m->attempts);
-        } else { /* the message already says how many attempts where that matters */
-            dw_log_write(d->opts.log, DW_LOG_WARN, ctx, "FAILED %s (attempts %d): %s",
-                         dw_errcode_name(m->error), m->attempts, m->error_message);
-        }
+    r->holding = true;
+    r->hold_next = NULL;
+    r->hold_prev = d->hold_tail;
+    if (d->hold_tail)
+        d->hold_tail->hold_next = r;
+    else
+        d->hold_head = r;
+    d->hold_tail = r;
+}
+
+static void hold_unlink(struct dw_dispatch *d, struct run *r)
+{
+    if (!r->holding)
+        return;
+    if (r->hold_prev)
+        r->hold_prev->hold_next = r->hold_next;
+    else
+        d->hold_head = r->hold_next;
+    if (r->hold_next)
+        r->hold_next->hold_prev = r->hold_prev;
+    else
+        d->hold_tail = r->hold_prev;
+    r->hold_prev = r->hold_next = NULL;
+    r->holding = false;
+}
+
+/* The run's held results go to the store queue. */
+static void release_held(struct dw_dispatch *d, struct run *r)
+{
+    hold_unlink(d, r);
+    while (r->held) {
+        struct result_msg *m = r->held;
+        r->held = m->next;
         m->next = d->save_q;
         d->save_q = m;
         d->save_len++;
     }
 }
 
-static void do_save(struct dw_dispatch *d)
+/* Runs whose results have waited result_hold_ms: store what they have.
+ * Every run holds for the same time, so the list is in deadline order. */
+static void release_due(struct dw_dispatch *d)
 {
-    if (!d->save_q || !store_usable(d))
-        return;
-    size_t max = (size_t)d->opts.cfg->store_batch_max;
-    size_t n = d->save_len < max ? d->save_len : max;
-    struct dw_store_result *items = dw_xcalloc(n, sizeof(*items));
-    struct result_msg *m = d->save_q;
-    for (size_t i = 0; i < n; i++, m = m->next) {
-        items[i] = (struct dw_store_result){
-            .event_id = m->run->req->event_id,
-            .channel = m->channel,
-            .status = m->status,
-            .attempts = m->attempts,
-            .error = m->error,
-            .error_message = m->error_message,
-            .external_id = m->external_id,
-            .url = m->url,
-        };
-    }
-    enum dw_err err = dw_store_save_results(d->store, items, n);
-    free(items);
-    if (err != DW_OK) {
-        store_failed(d, "saving channel results");
-        return;
-    }
-    store_worked(d);
-    for (size_t i = 0; i < n; i++) {
-        m = d->save_q;
-        d->save_q = m->next;
-        d->save_len--;
-        if (--m->run->outstanding == 0)
-            push(&d->finish_q, m->run);
-        free(m);
+    int64_t now = dw_now_ms();
+    while (d->hold_head && d->hold_head->hold_until <= now)
+        release_held(d, d->hold_head);
+}
+
+/*
+ * A request's results are held until all its channels have answered (or
+ * result_hold_ms passed), so that they and its overall status go to the
+ * database in one round trip: with the begin, two per request even when
+ * nothing else is there to batch with.
+ */
+static void take_results(struct dw_dispatch *d, struct result_msg *in)
+{
+    while (in) {
+        struct result_msg *m = in;
+        in = m->next;
+        struct run *r = m->run;
+        struct dw_log_ctx ctx = ctx_of(r, dw_channel_get(m->channel)->name);
+        if (m->status == DW_CH_SUCCESS) {
+            r->succeeded |= 1u << m->channel;
+            dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx, "SUCCESS after %d attempt(s)",
+                         m->attempts);
+        } else { /* the message already says how many attempts where that matters */
+            dw_log_write(d->opts.log, DW_LOG_WARN, ctx, "FAILED %s (attempts %d): %s",
+                         dw_errcode_name(m->error), m->attempts, m->error_message);
+        }
+        m->next = r->held;
+        r->held = m;
+        r->arrived++;
+        if (r->arrived == __builtin_popcount(r->called) || d->opts.cfg->result_hold_ms == 0) {
+            release_held(d, r);
+        } else if (!r->holding) {
+            r->hold_until = dw_now_ms() + d->opts.cfg->result_hold_ms;
+            hold_link(d, r);
+        }
     }
 }
 
@@ -456,53 +500,103 @@ static bool final_success(const struct run *r, int ch)
     return true;
 }
 
-static void do_finish(struct dw_dispatch *d)
+static struct dw_store_finish finish_of(const struct run *r)
 {
-    size_t n = d->finish_q.len;
-    if (n == 0 || !store_usable(d))
+    int ok = 0, failed = 0;
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+        if (!dw_request_has(r->req, (enum dw_channel_id)ch))
+            continue;
+        if (final_success(r, ch))
+            ok++;
+        else
+            failed++;
+    }
+    return (struct dw_store_finish){
+        .event_id = r->req->event_id,
+        .overall = dw_overall_aggregate(ok, failed),
+        .total_channels = r->req->channel_count,
+        .success_count = ok,
+        .failure_count = failed,
+    };
+}
+
+/* The overall status is stored: build the completion and queue it. */
+static void finished(struct dw_dispatch *d, struct run *r, const struct dw_store_finish *item,
+                     int64_t now)
+{
+    r->completion = dw_report_completion(&item->status, r->req->channels, now);
+    dw_metrics_request_done(d->opts.metrics, item->overall);
+    if (r->req->enqueued_at_ms > 0 && now >= r->req->enqueued_at_ms)
+        dw_metrics_request_latency(d->opts.metrics, (now - r->req->enqueued_at_ms) * 1000);
+    dw_log_write(d->opts.log, DW_LOG_INFO, ctx_of(r, NULL), "%s: %d of %d channel(s) succeeded",
+                 dw_overall_name(item->overall), item->success_count, item->total_channels);
+    push(&d->produce_q, r);
+}
+
+/*
+ * One store write: up to store_batch_max results, the finishes of the runs
+ * those results complete, and finishes already queued (runs that called
+ * no channel), in one transaction and one round trip.
+ */
+static void do_write(struct dw_dispatch *d)
+{
+    if ((!d->save_q && !d->finish_q.len) || !store_usable(d))
         return;
     size_t max = (size_t)d->opts.cfg->store_batch_max;
-    if (n > max)
-        n = max;
-    struct dw_store_finish *items = dw_xcalloc(n, sizeof(*items));
-    struct run *r = d->finish_q.head;
-    for (size_t i = 0; i < n; i++, r = r->next) {
-        int ok = 0, failed = 0;
-        for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
-            if (!dw_request_has(r->req, (enum dw_channel_id)ch))
-                continue;
-            if (final_success(r, ch))
-                ok++;
-            else
-                failed++;
-        }
-        items[i] = (struct dw_store_finish){
-            .event_id = r->req->event_id,
-            .overall = dw_overall_aggregate(ok, failed),
-            .total_channels = r->req->channel_count,
-            .success_count = ok,
-            .failure_count = failed,
+    size_t nres = d->save_len < max ? d->save_len : max;
+    struct dw_store_result *results = dw_xcalloc(nres ? nres : 1, sizeof(*results));
+    struct dw_store_finish *fins = dw_xcalloc(max + nres, sizeof(*fins));
+    struct run **fruns = dw_xcalloc(max + nres, sizeof(*fruns));
+    size_t nfin = 0;
+
+    struct result_msg *m = d->save_q;
+    for (size_t i = 0; i < nres; i++, m = m->next) {
+        results[i] = (struct dw_store_result){
+            .event_id = m->run->req->event_id,
+            .channel = m->channel,
+            .status = m->status,
+            .attempts = m->attempts,
+            .error = m->error,
+            .error_message = m->error_message,
+            .external_id = m->external_id,
+            .url = m->url,
         };
+        if (++m->run->in_batch == m->run->outstanding) {
+            fruns[nfin] = m->run;
+            fins[nfin++] = finish_of(m->run);
+        }
     }
-    if (dw_store_finish(d->store, items, n) != DW_OK) {
-        store_failed(d, "finishing requests");
-        free(items);
-        return;
+    size_t nqueued = 0;
+    for (struct run *r = d->finish_q.head; r && nfin < max; r = r->next, nqueued++) {
+        fruns[nfin] = r;
+        fins[nfin++] = finish_of(r);
+    }
+
+    enum dw_err err = dw_store_save_and_finish(d->store, results, nres, fins, nfin);
+    m = d->save_q;
+    for (size_t i = 0; i < nres; i++, m = m->next)
+        m->run->in_batch = 0;
+    if (err != DW_OK) {
+        store_failed(d, nfin ? "finishing requests" : "saving channel results");
+        goto out;
     }
     store_worked(d);
-    int64_t now = dw_wall_ms();
-    for (size_t i = 0; i < n; i++) {
-        r = pop(&d->finish_q);
-        r->completion = dw_report_completion(&items[i].status, r->req->channels, now);
-        dw_metrics_request_done(d->opts.metrics, items[i].overall);
-        if (r->req->enqueued_at_ms > 0 && now >= r->req->enqueued_at_ms)
-            dw_metrics_request_latency(d->opts.metrics, (now - r->req->enqueued_at_ms) * 1000);
-        dw_log_write(d->opts.log, DW_LOG_INFO, ctx_of(r, NULL), "%s: %d of %d channel(s) succeeded",
-                     dw_overall_name(items[i].overall), items[i].success_count,
-                     items[i].total_channels);
-        push(&d->produce_q, r);
+    for (size_t i = 0; i < nres; i++) {
+        m = d->save_q;
+        d->save_q = m->next;
+        d->save_len--;
+        m->run->outstanding--;
+        free(m);
     }
-    free(items);
+    for (size_t i = 0; i < nqueued; i++)
+        pop(&d->finish_q);
+    int64_t now = dw_wall_ms();
+    for (size_t i = 0; i < nfin; i++)
+        finished(d, fruns[i], &fins[i], now);
+out:
+    free(fruns);
+    free(fins);
+    free(results);
 }
 
 static void do_produce(struct dw_dispatch *d)
@@ -550,8 +644,13 @@ static void *dispatch_main(void *arg)
             if (!busy && dw_now_ms() - d->last_store_ok >= IDLE_PING_MS &&
                 dw_now_ms() >= d->reconnect_at)
                 break; /* time for an idle ping */
-            /* Sleep until woken, or until the next retry or ping is due. */
+            if (d->hold_head && dw_now_ms() >= d->hold_head->hold_until)
+                break; /* held results are due */
+            /* Sleep until woken, or until the next retry, ping or held
+             * results are due. */
             int64_t wait_ms = busy ? d->reconnect_at - dw_now_ms() : IDLE_PING_MS;
+            if (d->hold_head && d->hold_head->hold_until - dw_now_ms() < wait_ms)
+                wait_ms = d->hold_head->hold_until - dw_now_ms();
             if (wait_ms < 1)
                 wait_ms = 1;
             struct timespec ts;
@@ -581,10 +680,10 @@ static void *dispatch_main(void *arg)
 
         accept_new(d, &in);
         take_results(d, results);
-        /* Save before finish before begin: finishing work first keeps the
-         * in-flight count (and so memory) down under load. */
-        do_save(d);
-        do_finish(d);
+        release_due(d);
+        /* Write results and finishes before begins: finishing work first
+         * keeps the in-flight count (and so memory) down under load. */
+        do_write(d);
         do_produce(d);
         do_begin(d);
         idle_ping(d);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -287,6 +288,76 @@ static void failed_channel_is_redriven_alone(void **state)
     json_object_put(stats);
 }
 
+/* The status of one channel on the status endpoint, or "" when unread. */
+static void channel_status_of(const char *id, const char *channel, char *out, size_t len)
+{
+    char url[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/distribution/%s/status", worker.http_port, id);
+    struct json_object *st = itest_http_json(url, NULL);
+    snprintf(out, len, "%s", st ? str(channel_entry(st, "channels", channel), "status") : "");
+    json_object_put(st);
+}
+
+/* At low load, with nothing to batch with, a request costs two database
+ * round trips: its begin, then its results and overall status together.
+ * KAKAO answers 80 ms after the others, so the results come in two waves
+ * (stored one wave at a time, that was four round trips). */
+static void one_request_at_a_time_costs_two_round_trips(void **state)
+{
+    (void)state;
+    enum { N = 10 };
+    itest_sim("/_sim/reset", NULL);
+    itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"latencyMs\":80}");
+    double before = itest_metric(&worker, "dw_db_round_trips_total");
+    for (int i = 0; i < N; i++) {
+        char id[128];
+        event_id(id, sizeof(id), "lowload", i);
+        char *json = itest_request_json(id);
+        itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
+        free(json);
+        itest_flush(producer);
+        char *ids[] = {id};
+        assert_int_equal(itest_completions_await(completions, ids, 1, 1, 30000), 1);
+        assert_string_equal(str(completion(id, 0), "status"), "COMPLETED");
+    }
+    double used = itest_metric(&worker, "dw_db_round_trips_total") - before;
+    printf("  %d requests one at a time: %.0f round trips\n", N, used);
+    /* Two each, and room for one idle ping. */
+    assert_true(used <= 2 * N + 1);
+    itest_sim("/_sim/reset", NULL);
+}
+
+/* Held results are stored once result_hold_ms (1 s here) has passed, even
+ * while another channel of the request is still running: the status
+ * endpoint shows progress. */
+static void held_results_are_stored_after_the_hold(void **state)
+{
+    (void)state;
+    itest_sim("/_sim/reset", NULL);
+    itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"latencyMs\":2500}");
+    char id[128];
+    event_id(id, sizeof(id), "hold", 0);
+    char *json = itest_request_json(id);
+    itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
+    free(json);
+    itest_flush(producer);
+
+    char naver[32] = "", kakao[32] = "";
+    for (int waited = 0; waited < 2000 && strcmp(naver, "SUCCESS") != 0; waited += 50) {
+        usleep(50 * 1000);
+        channel_status_of(id, "NAVER", naver, sizeof(naver));
+    }
+    channel_status_of(id, "KAKAO", kakao, sizeof(kakao));
+    printf("  before KAKAO answers: NAVER %s, KAKAO %s\n", naver, kakao);
+    assert_string_equal(naver, "SUCCESS");
+    assert_string_not_equal(kakao, "SUCCESS");
+
+    char *ids[] = {id};
+    assert_int_equal(itest_completions_await(completions, ids, 1, 1, 30000), 1);
+    assert_string_equal(str(completion(id, 0), "status"), "COMPLETED");
+    itest_sim("/_sim/reset", NULL);
+}
+
 struct broken {
     const char *name;
     const char *code;
@@ -428,6 +499,8 @@ int main(void)
         cmocka_unit_test(resending_completed_requests_posts_nothing),
         cmocka_unit_test(broken_messages_go_to_the_dlq),
         cmocka_unit_test(failed_channel_is_redriven_alone),
+        cmocka_unit_test(one_request_at_a_time_costs_two_round_trips),
+        cmocka_unit_test(held_results_are_stored_after_the_hold),
         cmocka_unit_test(status_endpoint_errors),
     };
     return cmocka_run_group_tests(tests, start, stop);
