@@ -544,12 +544,26 @@ static void do_write(struct dw_dispatch *d)
         return;
     size_t max = (size_t)d->opts.cfg->store_batch_max;
     size_t nres = d->save_len < max ? d->save_len : max;
-    struct dw_store_result *results = dw_xcalloc(nres ? nres : 1, sizeof(*results));
-    struct dw_store_finish *fins = dw_xcalloc(max + nres, sizeof(*fins));
-    struct run **fruns = dw_xcalloc(max + nres, sizeof(*fruns));
-    size_t nfin = 0;
 
+    /* Count each run's results in the batch: a run whose count reaches its
+     * outstanding results completes with this write. Counted first because
+     * a finish item holds a whole status (5.6 KiB): the arrays are sized to
+     * what is used. */
+    size_t ncomplete = 0;
     struct result_msg *m = d->save_q;
+    for (size_t i = 0; i < nres; i++, m = m->next) {
+        if (++m->run->in_batch == m->run->outstanding)
+            ncomplete++;
+    }
+    size_t room = max > ncomplete ? max - ncomplete : 0;
+    size_t nqueued = d->finish_q.len < room ? d->finish_q.len : room;
+    size_t cap = ncomplete + nqueued ? ncomplete + nqueued : 1;
+
+    struct dw_store_result *results = dw_xcalloc(nres ? nres : 1, sizeof(*results));
+    struct dw_store_finish *fins = dw_xcalloc(cap, sizeof(*fins));
+    struct run **fruns = dw_xcalloc(cap, sizeof(*fruns));
+    size_t nfin = 0;
+    m = d->save_q;
     for (size_t i = 0; i < nres; i++, m = m->next) {
         results[i] = (struct dw_store_result){
             .event_id = m->run->req->event_id,
@@ -561,15 +575,16 @@ static void do_write(struct dw_dispatch *d)
             .external_id = m->external_id,
             .url = m->url,
         };
-        if (++m->run->in_batch == m->run->outstanding) {
+        if (m->run->in_batch == m->run->outstanding) {
             fruns[nfin] = m->run;
             fins[nfin++] = finish_of(m->run);
+            m->run->in_batch = -1; /* listed once */
         }
     }
-    size_t nqueued = 0;
-    for (struct run *r = d->finish_q.head; r && nfin < max; r = r->next, nqueued++) {
-        fruns[nfin] = r;
-        fins[nfin++] = finish_of(r);
+    struct run *q = d->finish_q.head;
+    for (size_t i = 0; i < nqueued; i++, q = q->next) {
+        fruns[nfin] = q;
+        fins[nfin++] = finish_of(q);
     }
 
     enum dw_err err = dw_store_save_and_finish(d->store, results, nres, fins, nfin);
