@@ -1,8 +1,8 @@
 /*
  * JSON-lines logging on a file descriptor (stderr in production).
- * Thread-safe: each line is formatted into a local buffer and written with
- * one write(2), which POSIX keeps whole for pipes up to PIPE_BUF and which
- * in practice does not interleave on stderr. The level is fixed at creation.
+ * Thread-safe: each line is formatted on its own and written with one
+ * writev(2), which POSIX keeps whole for pipes up to PIPE_BUF and which in
+ * practice does not interleave on stderr. The level is fixed at creation.
  *
  * Secrets: every message is scrubbed before it is written (redact()), first
  * of the values registered with dw_log_add_secret, then of anything shaped
@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -30,6 +31,7 @@ struct dw_log {
     int fd;
     enum dw_log_level level;
     char **secrets; /* dw_log_add_secret; written before threads start */
+    size_t *secret_lens;
     size_t secret_count;
 };
 
@@ -50,6 +52,7 @@ void dw_log_destroy(struct dw_log *log)
     for (size_t i = 0; i < log->secret_count; i++)
         free(log->secrets[i]);
     free(log->secrets);
+    free(log->secret_lens);
     free(log);
 }
 
@@ -58,6 +61,9 @@ void dw_log_add_secret(struct dw_log *log, const char *value)
     if (!log || !value || strlen(value) < MIN_SECRET)
         return;
     log->secrets = dw_xrealloc(log->secrets, (log->secret_count + 1) * sizeof(*log->secrets));
+    log->secret_lens =
+        dw_xrealloc(log->secret_lens, (log->secret_count + 1) * sizeof(*log->secret_lens));
+    log->secret_lens[log->secret_count] = strlen(value);
     log->secrets[log->secret_count++] = dw_xstrdup(value);
 }
 
@@ -156,7 +162,33 @@ static const char *keyed_value(const char *s, size_t *keep)
     return NULL;
 }
 
-/* Copies in to out with every secret replaced by REDACTED. */
+/* Whether a shaped secret can start with c: "://", "Bearer " or a key of
+ * secret_keys, in either case. Most characters cannot, and are copied
+ * without trying every pattern (a line is logged for every request). */
+static bool may_start_shaped(unsigned char c)
+{
+    int l = tolower(c);
+    if (l == ':' || l == 'b')
+        return true;
+    for (size_t k = 0; k < DW_ARRAY_LEN(secret_keys); k++) {
+        if (l == secret_keys[k][0])
+            return true;
+    }
+    return false;
+}
+
+/* The length of the registered secret that starts at p, or 0. */
+static size_t registered_at(const struct dw_log *log, const char *p)
+{
+    for (size_t i = 0; i < log->secret_count; i++) {
+        if (*p == log->secrets[i][0] && strncmp(p, log->secrets[i], log->secret_lens[i]) == 0)
+            return log->secret_lens[i];
+    }
+    return 0;
+}
+
+/* Copies in to out with every secret replaced by REDACTED. Text between
+ * secrets is copied a run at a time. */
 static void redact(const struct dw_log *log, const char *in, char *out, size_t outlen)
 {
     char pass1[MESSAGE_MAX];
@@ -164,36 +196,41 @@ static void redact(const struct dw_log *log, const char *in, char *out, size_t o
     pass1[0] = '\0';
 
     /* Registered values first: they may have any shape. */
+    const char *run = in;
     for (const char *p = in; *p;) {
-        size_t hit = 0;
-        for (size_t i = 0; i < log->secret_count && !hit; i++) {
-            size_t n = strlen(log->secrets[i]);
-            if (strncmp(p, log->secrets[i], n) == 0)
-                hit = n;
-        }
+        size_t hit = registered_at(log, p);
         if (hit) {
+            put(&t, run, (size_t)(p - run));
             put(&t, REDACTED, strlen(REDACTED));
             p += hit;
+            run = p;
         } else {
-            put(&t, p++, 1);
+            p++;
         }
     }
+    put(&t, run, strlen(run));
 
     t = (struct text){out, 0, outlen};
     out[0] = '\0';
+    run = pass1;
     for (const char *p = pass1; *p;) {
         size_t keep = 0;
-        const char *end = uri_password(p, &keep);
-        if (!end)
-            end = keyed_value(p, &keep);
+        const char *end = NULL;
+        if (may_start_shaped((unsigned char)*p)) {
+            end = uri_password(p, &keep);
+            if (!end)
+                end = keyed_value(p, &keep);
+        }
         if (end) {
-            put(&t, p, keep);
+            put(&t, run, (size_t)(p - run) + keep);
             put(&t, REDACTED, strlen(REDACTED));
             p = end;
+            run = p;
         } else {
-            put(&t, p++, 1);
+            p++;
         }
     }
+    put(&t, run, strlen(run));
 }
 
 bool dw_log_level_parse(const char *name, enum dw_log_level *out)
@@ -205,6 +242,12 @@ bool dw_log_level_parse(const char *name, enum dw_log_level *out)
         }
     }
     return false;
+}
+
+static void add(struct json_object *obj, const char *key, struct json_object *value)
+{
+    json_object_object_add_ex(obj, key, value,
+                              JSON_C_OBJECT_ADD_KEY_IS_NEW | JSON_C_OBJECT_ADD_CONSTANT_KEY);
 }
 
 const char *dw_log_level_name(enum dw_log_level level)
@@ -229,29 +272,31 @@ void dw_log_write(struct dw_log *log, enum dw_log_level level, struct dw_log_ctx
     char when[32];
     dw_format_time(dw_wall_ms(), when);
 
-    /* json-c escapes the message and context, which may hold anything. */
+    /* json-c escapes the message and context, which may hold anything. The
+     * keys are literals, each added once: json-c need not copy or look them
+     * up (a line is written for every request, so this is a hot path). */
     struct json_object *line = json_object_new_object();
-    json_object_object_add(line, "time", json_object_new_string(when));
-    json_object_object_add(line, "level", json_object_new_string(dw_log_level_name(level)));
-    json_object_object_add(line, "message", json_object_new_string(message));
+    add(line, "time", json_object_new_string(when));
+    add(line, "level", json_object_new_string(dw_log_level_name(level)));
+    add(line, "message", json_object_new_string(message));
     if (ctx.event_id)
-        json_object_object_add(line, "eventId", json_object_new_string(ctx.event_id));
+        add(line, "eventId", json_object_new_string(ctx.event_id));
     if (ctx.channel)
-        json_object_object_add(line, "channel", json_object_new_string(ctx.channel));
+        add(line, "channel", json_object_new_string(ctx.channel));
     if (ctx.partition >= 0)
-        json_object_object_add(line, "partition", json_object_new_int(ctx.partition));
+        add(line, "partition", json_object_new_int(ctx.partition));
     if (ctx.offset >= 0)
-        json_object_object_add(line, "offset", json_object_new_int64(ctx.offset));
+        add(line, "offset", json_object_new_int64(ctx.offset));
 
     size_t len;
     const char *text = json_object_to_json_string_length(
         line, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-    struct dw_buf buf;
-    dw_buf_init(&buf, len + 2);
-    if (dw_buf_append(&buf, text, len) == DW_OK && dw_buf_append(&buf, "\n", 1) == DW_OK) {
-        ssize_t n = write(log->fd, buf.data, buf.len);
+    if (text) {
+        /* The line and its newline in one system call, without a copy;
+         * writev is as atomic as write. */
+        struct iovec iov[2] = {{(void *)text, len}, {"\n", 1}};
+        ssize_t n = writev(log->fd, iov, 2);
         (void)n; /* nowhere left to report a failed log write */
     }
-    dw_buf_cleanup(&buf);
     json_object_put(line);
 }
