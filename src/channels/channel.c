@@ -98,7 +98,8 @@ void dw_channel_json_put(struct json_object *obj, const char *key, const char *v
     /* Request strings come from a value of at most 1 MiB: len fits an int. */
     struct json_object *str = json_object_new_string_len(value, (int)len);
     need(str);
-    if (json_object_object_add(obj, key, str) != 0) {
+    /* Keys are literals: json-c keeps the pointer instead of a copy. */
+    if (json_object_object_add_ex(obj, key, str, JSON_C_OBJECT_ADD_CONSTANT_KEY) != 0) {
         json_object_put(str); /* not taken over on failure */
         need(NULL);
     }

@@ -41,7 +41,8 @@ struct json_object *dw_channel_json_from_fields(const struct dw_request *req,
                                                 const struct dw_channel_field *fields,
                                                 size_t count);
 
-/* Adds key: the first len bytes of value, unless value is absent. */
+/* Adds key: the first len bytes of value, unless value is absent. key must
+ * outlive obj (a string literal): json-c keeps the pointer. */
 void dw_channel_json_put(struct json_object *obj, const char *key, const char *value, size_t len);
 
 /* Serializes obj into an owned body and fills call as a JSON POST to path.
