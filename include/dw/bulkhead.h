@@ -11,8 +11,12 @@
  * Thread-safe: one mutex per bulkhead; the pool's threads share one per
  * channel.
  *
- * Invariants: in_use <= max_concurrent; a waiter is queued only while
- * in_use == max_concurrent.
+ * The size can move (dw_bulkhead_set_max): the pool makes it follow the
+ * channel's adaptive concurrency limit (include/dw/limit.h). A smaller
+ * size takes effect as calls end; a larger one through dw_bulkhead_grant.
+ *
+ * Invariants: in_use <= max except while a lowered max drains; a waiter
+ * is queued only while in_use >= max.
  */
 #ifndef DW_BULKHEAD_H
 #define DW_BULKHEAD_H
@@ -46,10 +50,20 @@ void dw_bulkhead_destroy(struct dw_bulkhead *b);
 enum dw_bulkhead_result dw_bulkhead_acquire(struct dw_bulkhead *b,
                                             struct dw_bulkhead_waiter *waiter) DW_MUST_CHECK;
 
-/* Gives a slot back. When calls are queued the slot passes to the oldest
- * one, which is returned (now holding the slot; the caller must wake it);
- * otherwise NULL. */
+/* Gives a slot back. When calls are queued (and the size was not lowered
+ * below the slots in use) the slot passes to the oldest one, which is
+ * returned (now holding the slot; the caller must wake it); otherwise
+ * NULL. */
 struct dw_bulkhead_waiter *dw_bulkhead_release(struct dw_bulkhead *b) DW_MUST_CHECK;
+
+/* A new size (>= 1; smaller values count as 1). Nobody is woken here: call
+ * dw_bulkhead_grant until it returns NULL to hand out what a larger size
+ * frees. */
+void dw_bulkhead_set_max(struct dw_bulkhead *b, int max_concurrent);
+
+/* Hands a free slot to the oldest queued waiter and returns it (the caller
+ * must wake it); NULL when no slot is free or nobody waits. */
+struct dw_bulkhead_waiter *dw_bulkhead_grant(struct dw_bulkhead *b) DW_MUST_CHECK;
 
 /* Takes a queued waiter out (it gave up waiting). True: it was queued and
  * now holds nothing. False: it was not queued, because a release already
@@ -57,7 +71,7 @@ struct dw_bulkhead_waiter *dw_bulkhead_release(struct dw_bulkhead *b) DW_MUST_CH
 bool dw_bulkhead_cancel(struct dw_bulkhead *b, struct dw_bulkhead_waiter *waiter) DW_MUST_CHECK;
 
 /* Snapshots, for metrics and tests. */
-int dw_bulkhead_max(const struct dw_bulkhead *b);
+int dw_bulkhead_max(struct dw_bulkhead *b);
 int dw_bulkhead_in_use(struct dw_bulkhead *b);
 int dw_bulkhead_queued(struct dw_bulkhead *b);
 

@@ -7,9 +7,11 @@
  * instructions. Nothing blocks: a queued caller is told later, through the
  * return value of the release that serves it, on the releasing thread.
  *
- * Invariants (under the lock): 0 <= in_use <= max; the queue is non-empty
- * only while in_use == max (a release with waiters keeps in_use and hands
- * the slot over); a waiter is queued iff waiter->queued.
+ * Invariants (under the lock): 0 <= in_use; in_use <= max except just
+ * after dw_bulkhead_set_max lowered max (releases then drain in_use down
+ * to it before handing anything over); the queue is non-empty only while
+ * in_use >= max (a release with waiters and in_use <= max keeps in_use and
+ * hands the slot over); a waiter is queued iff waiter->queued.
  */
 #include "dw/bulkhead.h"
 
@@ -87,11 +89,32 @@ struct dw_bulkhead_waiter *dw_bulkhead_release(struct dw_bulkhead *b)
     struct dw_bulkhead_waiter *next;
 
     pthread_mutex_lock(&b->lock);
-    next = b->head;
+    next = b->in_use <= b->max ? b->head : NULL;
     if (next)
         unlink_waiter(b, next); /* the slot passes over; in_use stays */
     else if (b->in_use > 0)
         b->in_use--;
+    pthread_mutex_unlock(&b->lock);
+    return next;
+}
+
+void dw_bulkhead_set_max(struct dw_bulkhead *b, int max_concurrent)
+{
+    pthread_mutex_lock(&b->lock);
+    b->max = max_concurrent < 1 ? 1 : max_concurrent;
+    pthread_mutex_unlock(&b->lock);
+}
+
+struct dw_bulkhead_waiter *dw_bulkhead_grant(struct dw_bulkhead *b)
+{
+    struct dw_bulkhead_waiter *next = NULL;
+
+    pthread_mutex_lock(&b->lock);
+    if (b->in_use < b->max && b->head) {
+        next = b->head;
+        unlink_waiter(b, next);
+        b->in_use++;
+    }
     pthread_mutex_unlock(&b->lock);
     return next;
 }
@@ -108,9 +131,12 @@ bool dw_bulkhead_cancel(struct dw_bulkhead *b, struct dw_bulkhead_waiter *waiter
     return was_queued;
 }
 
-int dw_bulkhead_max(const struct dw_bulkhead *b)
+int dw_bulkhead_max(struct dw_bulkhead *b)
 {
-    return b->max;
+    pthread_mutex_lock(&b->lock);
+    int n = b->max;
+    pthread_mutex_unlock(&b->lock);
+    return n;
 }
 
 int dw_bulkhead_in_use(struct dw_bulkhead *b)

@@ -40,6 +40,50 @@ static void grants_up_to_the_limit_then_refuses(void **state)
     dw_bulkhead_destroy(NULL);
 }
 
+/* The pool makes the size follow the adaptive limit: a larger size hands
+ * free slots to waiters through dw_bulkhead_grant, oldest first; a
+ * smaller one drains as calls end, handing nothing over until in_use is
+ * below it. */
+static void the_size_follows_the_limit(void **state)
+{
+    (void)state;
+    struct dw_bulkhead *b = dw_bulkhead_create(2);
+    struct dw_bulkhead_waiter w[4] = {{0}};
+    assert_int_equal(dw_bulkhead_acquire(b, NULL), DW_BULKHEAD_GRANTED);
+    assert_int_equal(dw_bulkhead_acquire(b, NULL), DW_BULKHEAD_GRANTED);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(dw_bulkhead_acquire(b, &w[i]), DW_BULKHEAD_QUEUED);
+    assert_null(dw_bulkhead_grant(b)); /* full: nothing to hand out */
+
+    dw_bulkhead_set_max(b, 4);
+    assert_int_equal(dw_bulkhead_max(b), 4);
+    assert_ptr_equal(dw_bulkhead_grant(b), &w[0]);
+    assert_ptr_equal(dw_bulkhead_grant(b), &w[1]);
+    assert_null(dw_bulkhead_grant(b));
+    assert_int_equal(dw_bulkhead_in_use(b), 4);
+    assert_int_equal(dw_bulkhead_queued(b), 2);
+
+    /* Shrunk to 2 with 4 in use: two releases only drain... */
+    dw_bulkhead_set_max(b, 2);
+    assert_null(dw_bulkhead_release(b));
+    assert_null(dw_bulkhead_release(b));
+    assert_int_equal(dw_bulkhead_in_use(b), 2);
+    /* ...then a release hands over again, keeping in_use at the size. */
+    assert_ptr_equal(dw_bulkhead_release(b), &w[2]);
+    assert_int_equal(dw_bulkhead_in_use(b), 2);
+    /* A new call still queues behind the last waiter. */
+    struct dw_bulkhead_waiter late = {0};
+    assert_int_equal(dw_bulkhead_acquire(b, &late), DW_BULKHEAD_QUEUED);
+    dw_bulkhead_set_max(b, 0); /* below 1 counts as 1 */
+    assert_int_equal(dw_bulkhead_max(b), 1);
+    assert_null(dw_bulkhead_release(b));
+    assert_ptr_equal(dw_bulkhead_release(b), &w[3]);
+    assert_ptr_equal(dw_bulkhead_release(b), &late);
+    assert_null(dw_bulkhead_release(b));
+    assert_int_equal(dw_bulkhead_in_use(b), 0);
+    dw_bulkhead_destroy(b);
+}
+
 static void released_slots_go_to_waiters_in_order(void **state)
 {
     (void)state;
@@ -193,6 +237,7 @@ int main(void)
         cmocka_unit_test(grants_up_to_the_limit_then_refuses),
         cmocka_unit_test(released_slots_go_to_waiters_in_order),
         cmocka_unit_test(cancel_tells_whether_a_slot_came),
+        cmocka_unit_test(the_size_follows_the_limit),
         cmocka_unit_test(never_more_than_the_limit_under_many_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
