@@ -568,6 +568,10 @@ static void model_does_not_creep_when_latency_grows_with_load(void **state)
     print_message("knee 400->64 at limit 500: limit %.1f, max %d (5-15 s after)\n",
                   avg_limit(&after), after.max_limit);
     assert_true(after.max_limit < 3 * 64);
+    struct dw_limit_snapshot snap;
+    dw_limit_snapshot(m.limit, &snap);
+    assert_int_equal(snap.rebaselines, 0);
+    assert_int_equal(snap.baseline_us, 20 * MS);
     model_cleanup(&m);
 }
 
