@@ -148,6 +148,8 @@ static const struct key config_keys[] = {
 /* enum dw_breaker_mode and enum dw_breaker_window, in their order. */
 static const char *const breaker_modes[] = {"normal", "forced_open", "disabled", NULL};
 static const char *const window_types[] = {"count", "time", NULL};
+/* enum dw_limit_mode, in its order. */
+static const char *const limit_modes[] = {"fixed", "adaptive", NULL};
 
 /* The settings of one channel: channels.defaults, then channels.<NAME>.
  * Each can also be set for one channel from DIST_CHANNEL_<NAME>_<SUFFIX>,
@@ -163,8 +165,18 @@ static const struct key channel_keys[] = {
     CH_INT("max_backoff_ms", max_backoff_ms, 5000, 0, 3600000),
     CH_INT("max_retry_after_ms", max_retry_after_ms, 30000, 0, 3600000),
     CH_INT("max_concurrent", max_concurrent, 500, 1, 100000),
+    /* Flow control (docs/resilience.md): the adaptive concurrency limit,
+     * the rate limiter and the pace of new connections. */
+    CH_CHOICE("limit", limit.mode, "adaptive", limit_modes, NULL),
+    CH_INT("limit_initial", limit.initial, 8, 1, 100000),
+    CH_INT("limit_min", limit.min, 1, 1, 100000),
+    CH_DOUBLE("limit_tolerance", limit.tolerance, 2.0, 1.1, 100.0),
+    CH_DOUBLE("limit_backoff", limit.backoff, 0.9, 0.1, 0.99),
+    CH_INT("limit_for_period", limit_for_period, 0, 0, 1000000),
+    CH_INT("limit_refresh_period_ms", limit_refresh_period_ms, 1000, 1, 86400000),
+    CH_INT("max_connects_per_second", max_connects_per_second, 200, 0, 1000000),
     /* Resilience (docs/resilience.md): bulkhead wait, retry budget, deadline, breaker. */
-    CH_INT("bulkhead_max_wait_ms", bulkhead_max_wait_ms, 5000, 0, 3600000),
+    CH_INT("bulkhead_max_wait_ms", bulkhead_max_wait_ms, 60000, 0, 3600000),
     CH_INT("budget_max_tokens", budget_max_tokens, 100, 0, 1000000),
     CH_DOUBLE("budget_token_ratio", budget_token_ratio, 0.1, 0.001, 100.0),
     CH_INT("deadline_ms", deadline_ms, 60000, 0, 86400000),
@@ -1002,13 +1014,14 @@ static size_t channel_key_index(const char *name)
 static enum dw_err check_final(struct loader *ld)
 {
     static const char *const topics[] = {"request_topic", "completed_topic", "dlq_topic"};
-    const struct dw_config *cfg = ld->cfg;
     size_t url_k = channel_key_index("url");
     size_t init_k = channel_key_index("initial_backoff_ms");
     size_t max_k = channel_key_index("max_backoff_ms");
+    size_t lmin_k = channel_key_index("limit_min");
+    size_t cap_k = channel_key_index("max_concurrent");
 
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
-        const struct dw_channel_config *ch = &cfg->channels[c];
+        const struct dw_channel_config *ch = &ld->cfg->channels[c];
         const char *channel = dw_channel_get((enum dw_channel_id)c)->name;
         if (!ch->url)
             return fail(ld, &ld->channel[c][url_k],
@@ -1019,6 +1032,14 @@ static enum dw_err check_final(struct loader *ld)
             return fail(ld, &ld->channel[c][init_k], "%d is more than max_backoff_ms %d from %s",
                         ch->initial_backoff_ms, ch->max_backoff_ms, other);
         }
+        if (ch->limit.min > ch->max_concurrent) {
+            char other[256];
+            describe(&ld->channel[c][cap_k], other, sizeof(other));
+            return fail(ld, &ld->channel[c][lmin_k], "%d is more than max_concurrent %d from %s",
+                        ch->limit.min, ch->max_concurrent, other);
+        }
+        /* limit.max stays unset here: the guard takes max_concurrent as
+         * the ceiling, and starts a limit_initial above it at it. */
     }
 
     /* A DLQ that is the request topic would feed bad records back forever. */

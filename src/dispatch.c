@@ -261,6 +261,11 @@ size_t dw_dispatch_in_flight(const struct dw_dispatch *d)
     return atomic_load(&d->in_flight);
 }
 
+bool dw_dispatch_congested(const struct dw_dispatch *d, double factor)
+{
+    return d->pool && dw_pool_congested(d->pool, factor);
+}
+
 bool dw_dispatch_store_ok(const struct dw_dispatch *d)
 {
     return atomic_load(&d->store_ok);

@@ -130,17 +130,20 @@ static void handle_message(struct app *app, rd_kafka_message_t *m)
         dw_log_write(app->log, DW_LOG_WARN, ctx, "stopping; request left for redelivery");
 }
 
-/* Pause while dispatch is full or the database is away; resume with
- * hysteresis so partitions do not flap. */
+/* Pause while dispatch is full, the database is away, or a channel has
+ * more jobs waiting than it can start soon (twice its concurrency limit:
+ * what it cannot take yet stays in Kafka, not in a queue that would turn
+ * into failures); resume with hysteresis so partitions do not flap. */
 static void backpressure(struct app *app)
 {
     size_t in_flight = dw_dispatch_in_flight(app->dispatch);
     size_t max = (size_t)app->cfg->max_in_flight_requests;
     bool db_ok = dw_dispatch_store_ok(app->dispatch);
     bool paused = dw_consumer_paused(app->consumer);
-    if (!paused && (in_flight >= max || !db_ok))
+    if (!paused && (in_flight >= max || !db_ok || dw_dispatch_congested(app->dispatch, 2.0)))
         dw_consumer_set_paused(app->consumer, true);
-    else if (paused && db_ok && in_flight <= max - max / 4)
+    else if (paused && db_ok && in_flight <= max - max / 4 &&
+             !dw_dispatch_congested(app->dispatch, 1.0))
         dw_consumer_set_paused(app->consumer, false);
 }
 

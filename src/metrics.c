@@ -208,6 +208,9 @@ enum metric_id {
     M_BULKHEAD_MAX,
     M_BULKHEAD_QUEUED,
     M_BULKHEAD_REJECTED,
+    M_CHANNEL_LIMIT,
+    M_CHANNEL_GAUGE_FIRST, /* DW_CHGAUGE_* in order */
+    M_CHANNEL_CONNECTIONS_OPENED = M_CHANNEL_GAUGE_FIRST + DW_CHGAUGE_COUNT,
     M_COUNT
 };
 
@@ -292,6 +295,17 @@ static const struct metric_def {
         "Calls waiting for a bulkhead slot."},
     [M_BULKHEAD_REJECTED] = {"resilience4j_bulkhead_rejected_calls_total", TYPE_COUNTER,
         {DIM_NAME}, "Calls that found the bulkhead full past bulkhead_max_wait_ms (BULKHEAD_FULL)."},
+    /* Flow control (docs/resilience.md). */
+    [M_CHANNEL_LIMIT] = {"dw_channel_limit", TYPE_GAUGE, {DIM_CHANNEL},
+        "The channel's concurrency limit now (adaptive, or max_concurrent when fixed)."},
+    [M_CHANNEL_GAUGE_FIRST + DW_CHGAUGE_IN_FLIGHT] = {"dw_channel_in_flight", TYPE_GAUGE,
+        {DIM_CHANNEL}, "HTTP calls to the channel under way."},
+    [M_CHANNEL_GAUGE_FIRST + DW_CHGAUGE_WAITING] = {"dw_channel_waiting", TYPE_GAUGE,
+        {DIM_CHANNEL}, "Channel jobs waiting to start a try (intake pauses above twice the limit)."},
+    [M_CHANNEL_GAUGE_FIRST + DW_CHGAUGE_CONNECTIONS] = {"dw_channel_connections", TYPE_GAUGE,
+        {DIM_CHANNEL}, "Connections open that the channel's calls opened, busy or idle."},
+    [M_CHANNEL_CONNECTIONS_OPENED] = {"dw_channel_connections_opened_total", TYPE_COUNTER,
+        {DIM_CHANNEL}, "Connections the channel's calls opened."},
     /* clang-format on */
 };
 
@@ -525,6 +539,36 @@ void dw_metrics_bulkhead_rejected(struct dw_metrics *m, enum dw_channel_id ch)
 {
     if (valid_channel(m, ch))
         add(m, m->offset[M_BULKHEAD_REJECTED] + (size_t)ch, 1);
+}
+
+void dw_metrics_channel_limit(struct dw_metrics *m, enum dw_channel_id ch, int old_limit, int limit)
+{
+    if (!valid_channel(m, ch))
+        return;
+    store(m, m->offset[M_CHANNEL_LIMIT] + (size_t)ch, limit);
+    /* The bulkhead's size is the limit: its free slots move with it. */
+    store(m, m->offset[M_BULKHEAD_MAX] + (size_t)ch, limit);
+    add(m, m->offset[M_BULKHEAD_AVAILABLE] + (size_t)ch, (int64_t)limit - old_limit);
+}
+
+void dw_metrics_channel_gauge_set(struct dw_metrics *m, enum dw_channel_id ch,
+                                  enum dw_channel_gauge g, int64_t value)
+{
+    if (valid_channel(m, ch) && g >= 0 && g < DW_CHGAUGE_COUNT)
+        store(m, m->offset[M_CHANNEL_GAUGE_FIRST + g] + (size_t)ch, value);
+}
+
+void dw_metrics_channel_gauge_add(struct dw_metrics *m, enum dw_channel_id ch,
+                                  enum dw_channel_gauge g, int64_t delta)
+{
+    if (valid_channel(m, ch) && g >= 0 && g < DW_CHGAUGE_COUNT)
+        add(m, m->offset[M_CHANNEL_GAUGE_FIRST + g] + (size_t)ch, delta);
+}
+
+void dw_metrics_channel_connection_opened(struct dw_metrics *m, enum dw_channel_id ch)
+{
+    if (valid_channel(m, ch))
+        add(m, m->offset[M_CHANNEL_CONNECTIONS_OPENED] + (size_t)ch, 1);
 }
 
 void dw_metrics_partition_lag(struct dw_metrics *m, int32_t partition, int64_t lag)

@@ -14,6 +14,7 @@
 #include "dw/breaker.h"
 #include "dw/channel.h"
 #include "dw/common.h"
+#include "dw/limit.h"
 #include "dw/log.h"
 
 /* A librdkafka property passed through unchanged ("fetch.wait.max.ms"="50"). */
@@ -32,7 +33,14 @@ struct dw_channel_config {
     double multiplier; /* >= 1.0 */
     int max_backoff_ms;
     int max_retry_after_ms; /* a longer Retry-After gives up as RATE_LIMITED */
-    int max_concurrent;     /* calls in flight to this channel (bulkhead) */
+    int max_concurrent;     /* calls in flight to this channel: the hard cap (bulkhead) */
+
+    /* Flow control (docs/resilience.md). limit.max is unused: the ceiling is
+     * max_concurrent. */
+    struct dw_limit_config limit; /* limit, limit_* keys */
+    int limit_for_period;         /* rate limiter: calls per period; 0: off */
+    int limit_refresh_period_ms;  /* rate limiter: the period */
+    int max_connects_per_second;  /* new connections opened per second; 0: unbounded */
 
     /* The rest of the guards (docs/resilience.md). */
     int bulkhead_max_wait_ms;          /* a call finding the bulkhead full waits this long */

@@ -53,6 +53,10 @@ enum dw_err dw_dispatch_submit(struct dw_dispatch *d, struct dw_request *req, in
 /* Requests accepted whose completion is not yet produced. */
 size_t dw_dispatch_in_flight(const struct dw_dispatch *d);
 
+/* True while some channel has more jobs waiting to start than factor times
+ * its concurrency limit (dw_pool_congested). Any thread. */
+bool dw_dispatch_congested(const struct dw_dispatch *d, double factor);
+
 /* False while the store connection is broken (being retried). */
 bool dw_dispatch_store_ok(const struct dw_dispatch *d);
 

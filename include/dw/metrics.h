@@ -88,6 +88,27 @@ void dw_metrics_bulkhead_change(struct dw_metrics *m, enum dw_channel_id ch, int
                                 int queued_delta);
 void dw_metrics_bulkhead_rejected(struct dw_metrics *m, enum dw_channel_id ch);
 
+/*
+ * Flow control per channel (docs/resilience.md): the concurrency limit
+ * (dw_channel_limit; it is also the bulkhead's size, so
+ * resilience4j_bulkhead_max_allowed_concurrent_calls and _available_ move
+ * with it), calls in flight, jobs waiting to start, connections open, and
+ * connections opened.
+ */
+enum dw_channel_gauge {
+    DW_CHGAUGE_IN_FLIGHT,
+    DW_CHGAUGE_WAITING,
+    DW_CHGAUGE_CONNECTIONS,
+    DW_CHGAUGE_COUNT
+};
+void dw_metrics_channel_limit(struct dw_metrics *m, enum dw_channel_id ch, int old_limit,
+                              int limit);
+void dw_metrics_channel_gauge_set(struct dw_metrics *m, enum dw_channel_id ch,
+                                  enum dw_channel_gauge g, int64_t value);
+void dw_metrics_channel_gauge_add(struct dw_metrics *m, enum dw_channel_id ch,
+                                  enum dw_channel_gauge g, int64_t delta);
+void dw_metrics_channel_connection_opened(struct dw_metrics *m, enum dw_channel_id ch);
+
 /* Partitions whose consumer lag is tracked; higher partition ids are
  * ignored. */
 #define DW_METRICS_MAX_PARTITIONS 1024

@@ -12,6 +12,7 @@
 #ifndef DW_POOL_H
 #define DW_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "dw/channel.h"
@@ -59,6 +60,19 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
  * DW_ERR_STOPPED once stopping. */
 enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
                            enum dw_channel_id channel, void *opaque) DW_MUST_CHECK;
+
+/* True while some channel has more jobs waiting to start than factor
+ * times its concurrency limit: intake should pause (the dispatch's
+ * caller pauses the partitions at 2, resumes at 1). Any thread. */
+bool dw_pool_congested(struct dw_pool *pool, double factor);
+
+/* One channel's flow now, for tests and the operator. */
+struct dw_pool_flow {
+    int limit;   /* the concurrency limit */
+    int in_use;  /* slots of it held by tries */
+    int waiting; /* jobs that want to start a try */
+};
+void dw_pool_channel_flow(struct dw_pool *pool, enum dw_channel_id ch, struct dw_pool_flow *out);
 
 /* Stops the threads. Jobs not finished are abandoned without a callback
  * (the caller knows them as the ones it never heard back about); the

@@ -47,6 +47,10 @@ static const char *const worker_env[] = {
     "DIST_CHANNEL_NAVER_BREAKER_HALF_OPEN_CALLS=2",
     "DIST_CHANNEL_RINGOBIZ_TIMEOUT_MS=1000",
     "DIST_CHANNEL_RINGOBIZ_MAX_ATTEMPTS=2",
+    /* The hanging-channel case is about timeouts bounding a job: a fixed
+     * limit keeps every job calling at once. How the adaptive limit meets
+     * timeouts (it shrinks) is test_flow's and test_limit's. */
+    "DIST_CHANNEL_RINGOBIZ_LIMIT=fixed",
     "DIST_CHANNEL_KAKAO_MAX_CONCURRENT=3",
     "DIST_CHANNEL_KAKAO_BULKHEAD_MAX_WAIT_MS=30000",
     "DIST_CHANNEL_GINITV_BREAKER=disabled",

@@ -697,6 +697,53 @@ static void test_reference_conf(void **state)
     dw_config_destroy(cfg);
 }
 
+/* Flow control (docs/resilience.md): the adaptive limit is on by default,
+ * starting at 8; "fixed" and every limit key can be set per channel from
+ * the file or DIST_CHANNEL_<NAME>_<KEY>; a floor above max_concurrent is
+ * refused naming both settings. */
+static void test_flow_settings(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = load_ok(FILE_URLS, NULL);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const struct dw_channel_config *ch = &cfg->channels[c];
+        assert_int_equal(ch->limit.mode, DW_LIMIT_ADAPTIVE);
+        assert_int_equal(ch->limit.initial, 8);
+        assert_int_equal(ch->limit.min, 1);
+        assert_true(ch->limit.tolerance == 2.0);
+        assert_true(ch->limit.backoff == 0.9);
+        assert_int_equal(ch->limit_for_period, 0);
+        assert_int_equal(ch->limit_refresh_period_ms, 1000);
+        assert_int_equal(ch->max_connects_per_second, 200);
+    }
+    dw_config_destroy(cfg);
+
+    static char *const env[] = {ALL_URLS, "DIST_CHANNEL_KAKAO_LIMIT=fixed",
+                                "DIST_CHANNEL_NAVER_LIMIT_FOR_PERIOD=5", NULL};
+    cfg = load_ok("channels = {\n"
+                  "  defaults = { limit_initial = 4; limit_tolerance = 1.5; };\n"
+                  "  NAVER = { limit_refresh_period_ms = 200; max_connects_per_second = 0; };\n"
+                  "};\n",
+                  env);
+    assert_int_equal(cfg->channels[DW_CHANNEL_KAKAO].limit.mode, DW_LIMIT_FIXED);
+    assert_int_equal(cfg->channels[DW_CHANNEL_GINITV].limit.mode, DW_LIMIT_ADAPTIVE);
+    assert_int_equal(cfg->channels[DW_CHANNEL_GINITV].limit.initial, 4);
+    assert_true(cfg->channels[DW_CHANNEL_GINITV].limit.tolerance == 1.5);
+    assert_int_equal(cfg->channels[DW_CHANNEL_NAVER].limit_for_period, 5);
+    assert_int_equal(cfg->channels[DW_CHANNEL_NAVER].limit_refresh_period_ms, 200);
+    assert_int_equal(cfg->channels[DW_CHANNEL_NAVER].max_connects_per_second, 0);
+    dw_config_destroy(cfg);
+
+    static char *const bad_mode[] = {"DIST_CHANNEL_KAKAO_LIMIT=vegas", ALL_URLS, NULL};
+    load_bad(NULL, bad_mode, "DIST_CHANNEL_KAKAO_LIMIT: \"vegas\" is not one of fixed, adaptive",
+             NULL);
+    load_bad("channels = { KAKAO = { limit_backoff = 1.0; }; };\n", url_env,
+             "channels.KAKAO.limit_backoff (line 1)", "out of range", NULL);
+    load_bad("channels = { KAKAO = { limit_min = 50; max_concurrent = 10; }; };\n", url_env,
+             "channels.KAKAO.limit_min (line 1): 50 is more than max_concurrent 10",
+             "channels.KAKAO.max_concurrent (line 1)", NULL);
+}
+
 /* The resilience settings (docs/resilience.md): defaults, file values
  * with per-channel overrides, DIST_CHANNEL_<NAME>_BREAKER and the generic
  * DIST_CHANNEL_<NAME>_<KEY> variables, and their validation. */
@@ -706,7 +753,7 @@ static void test_resilience_settings(void **state)
     struct dw_config *cfg = load_ok(FILE_URLS, NULL);
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         const struct dw_channel_config *ch = &cfg->channels[c];
-        assert_int_equal(ch->bulkhead_max_wait_ms, 5000);
+        assert_int_equal(ch->bulkhead_max_wait_ms, 60000);
         assert_int_equal(ch->budget_max_tokens, 100);
         assert_true(ch->budget_token_ratio == 0.1);
         assert_int_equal(ch->deadline_ms, 60000);
@@ -860,6 +907,7 @@ int main(void)
         cmocka_unit_test(test_include),
         cmocka_unit_test(test_reference_conf),
         cmocka_unit_test(test_resilience_settings),
+        cmocka_unit_test(test_flow_settings),
         cmocka_unit_test(test_security_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,6 +49,9 @@ struct server {
     int nscript;
     int calls;
     int in_flight, max_in_flight;
+    int capacity;    /* > 0: calls beyond this many at once are answered 503 at once */
+    int shed;        /* calls answered 503 for capacity */
+    int connections; /* TCP connections accepted */
     int64_t call_ms[MAX_CALLS];
     char last_auth[128];
     char keys[8][128];
@@ -98,6 +101,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         snprintf(s->paths[i], sizeof(s->paths[i]), "%s", url);
     }
     struct reply r = s->script[i < s->nscript ? i : s->nscript - 1];
+    if (s->capacity > 0 && s->in_flight >= s->capacity) {
+        s->shed++;
+        r = (struct reply){503, "{}", NULL, 0};
+        pthread_mutex_unlock(&s->lock);
+        struct MHD_Response *full =
+            MHD_create_response_from_buffer(2, (void *)"{}", MHD_RESPMEM_PERSISTENT);
+        enum MHD_Result ret = MHD_queue_response(conn, 503, full);
+        MHD_destroy_response(full);
+        return ret;
+    }
     if (++s->in_flight > s->max_in_flight)
         s->max_in_flight = s->in_flight;
     pthread_mutex_unlock(&s->lock);
@@ -127,13 +140,27 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+static void connection_event(void *cls, struct MHD_Connection *conn, void **socket_context,
+                             enum MHD_ConnectionNotificationCode code)
+{
+    (void)conn;
+    (void)socket_context;
+    struct server *s = cls;
+    if (code != MHD_CONNECTION_NOTIFY_STARTED)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->connections++;
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void server_start(struct server *s)
 {
     memset(s, 0, sizeof(*s));
     pthread_mutex_init(&s->lock, NULL);
     s->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0,
                               NULL, NULL, handle, s, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
-                              MHD_OPTION_END);
+                              MHD_OPTION_NOTIFY_CONNECTION, connection_event, s,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)2000, MHD_OPTION_END);
     assert_non_null(s->mhd);
     s->port = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT)->port;
 }
@@ -548,6 +575,165 @@ static void stop_abandons_unfinished_jobs(void **state)
     assert_true(f->results.n < 20);
 }
 
+/* ---- flow control (docs/resilience.md) ---- */
+
+static bool metric_is(struct fixture *f, const char *series, const char *value);
+
+static int server_get(struct server *s, const int *field)
+{
+    pthread_mutex_lock(&s->lock);
+    int n = *field;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+/* A burst against a server that serves 32 calls at once and answers 503
+ * beyond: the adaptive limit finds the capacity, and no job fails though
+ * each may retry only twice. With the limit fixed at max_concurrent (100)
+ * most of the burst is shed and fails RETRIES_EXHAUSTED. */
+static void adaptive_limit_keeps_a_burst_within_capacity(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_KAKAO];
+    cc->limit = (struct dw_limit_config){.mode = DW_LIMIT_ADAPTIVE, .initial = 2, .min = 1};
+    cc->bulkhead_max_wait_ms = 60000;
+    cc->initial_backoff_ms = 20;
+    cc->max_backoff_ms = 100;
+    struct reply ok[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 20}};
+    script(&f->server, 1, ok);
+    f->server.capacity = 32;
+    start_pool(f, 2, 200);
+    enum { N = 600 };
+    for (int i = 0; i < N; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, N);
+    struct dw_pool_flow flow;
+    dw_pool_channel_flow(f->pool, DW_CHANNEL_KAKAO, &flow);
+    int shed = server_get(&f->server, &f->server.shed);
+    int calls = server_calls(&f->server);
+    print_message(
+        "  %d jobs, capacity 32: %d calls, %d answered 503, limit now %d, %d connections\n", N,
+        calls, shed, flow.limit, server_get(&f->server, &f->server.connections));
+    assert_int_equal(f->results.success, N);
+    assert_true(shed * 10 <= calls); /* at most 10 % of calls shed */
+    assert_true(flow.limit >= 1 && flow.limit <= 48);
+    assert_int_equal(flow.waiting, 0);
+    assert_int_equal(flow.in_use, 0);
+}
+
+/* A 429 with Retry-After stops the whole channel, not just the job that
+ * got it: a job submitted after the 429 was answered waits it out too. */
+static void retry_after_pauses_the_whole_channel(void **state)
+{
+    struct fixture *f = *state;
+    struct reply r[] = {{429, "{}", "1", 0},
+                        {200, "{\"postId\":\"kp\",\"adId\":\"ad\",\"url\":\"u\"}", NULL, 0}};
+    script(&f->server, 2, r);
+    start_pool(f, 1, 8);
+    submit(f, DW_CHANNEL_KAKAO);
+    for (int i = 0; i < 200 && server_calls(&f->server) < 1; i++)
+        usleep(5000);
+    usleep(50000);                     /* the 429 is back at the pool */
+    submit(f, DW_CHANNEL_URIDONGNETV); /* another channel is not paused */
+    submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, 3);
+    assert_int_equal(f->results.success, 3);
+    pthread_mutex_lock(&f->server.lock);
+    int64_t first = f->server.call_ms[0], naver = f->server.call_ms[1];
+    int64_t second = f->server.call_ms[2], third = f->server.call_ms[3];
+    pthread_mutex_unlock(&f->server.lock);
+    print_message("  429 at 0 ms; URIDONGNETV called at %lld ms, KAKAO at %lld and %lld ms\n",
+                  (long long)(naver - first), (long long)(second - first),
+                  (long long)(third - first));
+    assert_true(naver - first < 1000);
+    assert_true(second - first >= 1000);
+    assert_true(third - first >= 1000);
+}
+
+/* New connections are opened at the channel's pace: 30 calls at once with
+ * max_connects_per_second = 20 (a burst of 2) need about 1.4 s to all be
+ * connected, where unpaced they all start within milliseconds. */
+static void new_connections_are_paced(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.channels[DW_CHANNEL_KAKAO].max_connects_per_second = 20;
+    struct reply slow[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 1500}};
+    script(&f->server, 1, slow);
+    start_pool(f, 1, 64);
+    enum { N = 30 };
+    for (int i = 0; i < N; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, N);
+    pthread_mutex_lock(&f->server.lock);
+    int64_t spread = f->server.call_ms[N - 1] - f->server.call_ms[0];
+    pthread_mutex_unlock(&f->server.lock);
+    print_message("  %d calls on new connections started over %lld ms\n", N, (long long)spread);
+    assert_int_equal(f->results.success, N);
+    assert_true(spread >= 1000);
+    assert_true(metric_is(f, "dw_channel_connections_opened_total{channel=\"KAKAO\"}", "30"));
+}
+
+/* The rate limiter: 5 calls per 400 ms cycle, 15 jobs at once: three
+ * cycles, so the last call starts at least two cycles after the first. */
+static void rate_limiter_spreads_calls(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.channels[DW_CHANNEL_KAKAO].limit_for_period = 5;
+    f->cfg.channels[DW_CHANNEL_KAKAO].limit_refresh_period_ms = 400;
+    struct reply ok[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 0}};
+    script(&f->server, 1, ok);
+    start_pool(f, 1, 64);
+    enum { N = 15 };
+    for (int i = 0; i < N; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, N);
+    pthread_mutex_lock(&f->server.lock);
+    int64_t spread = f->server.call_ms[N - 1] - f->server.call_ms[0];
+    pthread_mutex_unlock(&f->server.lock);
+    print_message("  %d calls at 5 per 400 ms took %lld ms\n", N, (long long)spread);
+    assert_int_equal(f->results.success, N);
+    assert_true(spread >= 400);
+}
+
+/* While a channel has more jobs waiting than twice its limit the pool
+ * says it is congested (the poll loop then pauses the partitions), and
+ * says so no longer once they are done. */
+static void congestion_follows_jobs_waiting(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.channels[DW_CHANNEL_KAKAO].max_concurrent = 2;
+    f->cfg.channels[DW_CHANNEL_KAKAO].bulkhead_max_wait_ms = 60000;
+    struct reply slow[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 100}};
+    script(&f->server, 1, slow);
+    start_pool(f, 1, 64);
+    assert_false(dw_pool_congested(f->pool, 2.0));
+    enum { N = 10 };
+    for (int i = 0; i < N; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    assert_true(dw_pool_congested(f->pool, 2.0)); /* 10 waiting > 2 x 2 */
+    wait_results(&f->results, N);
+    assert_int_equal(f->results.success, N);
+    assert_false(dw_pool_congested(f->pool, 1.0));
+    assert_true(metric_is(f, "dw_channel_waiting{channel=\"KAKAO\"}", "0"));
+    assert_true(metric_is(f, "dw_channel_limit{channel=\"KAKAO\"}", "2"));
+}
+
+/* An answer over 64 KiB is BAD_RESPONSE, not a buffer that grows. */
+static char big_body[70 * 1024];
+
+static void oversized_answer_is_bad_response(void **state)
+{
+    struct fixture *f = *state;
+    memset(big_body, 'x', sizeof(big_body) - 1);
+    struct reply r[] = {{200, big_body, NULL, 0}};
+    script(&f->server, 1, r);
+    start_pool(f, 1, 4);
+    submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, 1);
+    assert_int_equal(f->results.last.error, DW_EC_BAD_RESPONSE);
+    assert_non_null(strstr(f->results.last.error_message, "larger than 65536"));
+}
+
 /* ---- the guards, as the pool wires them ---- */
 
 /* The exposition line of one series, e.g. "x{name=\"KAKAO\"} 1", is there. */
@@ -893,6 +1079,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(retry_budget_stops_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(deadline_cuts_the_job_short, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_with_parked_and_running_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(adaptive_limit_keeps_a_burst_within_capacity, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(retry_after_pauses_the_whole_channel, setup, teardown),
+        cmocka_unit_test_setup_teardown(new_connections_are_paced, setup, teardown),
+        cmocka_unit_test_setup_teardown(rate_limiter_spreads_calls, setup, teardown),
+        cmocka_unit_test_setup_teardown(congestion_follows_jobs_waiting, setup, teardown),
+        cmocka_unit_test_setup_teardown(oversized_answer_is_bad_response, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
