@@ -10,13 +10,20 @@
  *     when, and whether a post happened (so a re-sent success is answered
  *     with the same body and counted in duplicatePosts, never posted again);
  *   - fault injection per channel (errors, 429, latency, hang, down, bad
- *     bodies), set at run time through /_sim/faults;
- *   - counters per channel, read through /_sim/stats.
+ *     bodies, a capacity of concurrent calls, latency that grows with load),
+ *     set at run time through /_sim/faults;
+ *   - counters per channel, read through /_sim/stats, and connection
+ *     counters (per channel by the first call on each connection);
+ *   - optionally a slow listener (--backlog, --accept-rate): an acceptor
+ *     thread takes connections from a small kernel queue at a bounded rate
+ *     and hands them to libmicrohttpd, so a burst of connects overflows
+ *     the queue as it would at a busy server.
  *
  * Threads
  *   - main(): arguments, start, waits for SIGTERM/SIGINT, stops in reverse.
  *   - libmicrohttpd's epoll thread pool (--threads, default: one per CPU)
  *     runs every callback below except the timer's.
+ *   - with --accept-rate, one acceptor thread owns the listening socket.
  *   - one timer thread owns a min-heap of wake-up times. A delayed answer or
  *     a hung call suspends its connection (MHD_ALLOW_SUSPEND_RESUME) and
  *     pushes an entry; the timer resumes the connection when it is due, so
@@ -52,6 +59,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -82,6 +90,8 @@
 #define SIM_MAX_LATENCY_MS   (600 * 1000)
 #define SIM_RINGOBIZ_MAX_CP  60
 #define SIM_EVENT_ID_MAX     64
+#define SIM_DEFAULT_BACKLOG  4096    /* listen() backlog unless --backlog */
+#define SIM_MAX_CAPACITY     1000000 /* bound of the capacity and latencyKnee faults */
 
 /* ------------------------------------------------------------------------ */
 /* Channels and their endpoints                                             */
@@ -171,6 +181,10 @@ struct channel_faults {
     bool hang;
     bool down;
     double bad_response_rate;
+    int capacity;             /* calls served at once; 0: no limit */
+    int capacity_status;      /* the answer to a call beyond capacity */
+    int capacity_retry_after; /* its Retry-After in seconds; < 0: none */
+    int latency_knee;         /* calls served at once before latency grows; 0: never */
 };
 
 /* Counters of one channel. Relaxed atomics: each is a tally, nothing is
@@ -187,8 +201,37 @@ struct channel_stats {
     atomic_uint_fast64_t status429;
     atomic_uint_fast64_t dropped;
     atomic_uint_fast64_t bad_responses;
+    atomic_uint_fast64_t over_capacity; /* answered capacity_status: over capacity */
+    atomic_uint_fast64_t conns_opened;  /* connections whose first call was ours */
     atomic_int_fast64_t in_flight;
     atomic_int_fast64_t max_in_flight;
+    atomic_int_fast64_t serving; /* calls admitted (not over capacity) and not finished */
+    atomic_int_fast64_t max_serving;
+    atomic_int_fast64_t conns_open;
+    atomic_int_fast64_t max_conns_open;
+};
+
+/* Connections over all channels (and control calls). */
+struct conn_stats {
+    atomic_uint_fast64_t accepted;
+    atomic_int_fast64_t open;
+    atomic_int_fast64_t max_open;
+};
+
+/* The socket context of one connection: which channel it is counted
+ * under, from its first channel call on. Touched only by the thread that
+ * serves the connection. */
+struct conn_ctx {
+    int channel; /* -1 until the first channel call */
+};
+
+/* The slow listener of --accept-rate: the simulator owns the listening
+ * socket (its backlog is --backlog) and accepts at most `rate` per second. */
+struct acceptor {
+    int fd;
+    long rate;
+    atomic_bool stopping;
+    pthread_t thread;
 };
 
 /* What one Idempotency-Key has seen. Arrival times are a ring that starts
@@ -247,6 +290,8 @@ struct sim {
     pthread_mutex_t faults_lock;
     struct channel_faults faults[CH_COUNT];
     struct channel_stats stats[CH_COUNT];
+    struct conn_stats conns;
+    struct acceptor acceptor;       /* fd < 0: libmicrohttpd listens itself */
     atomic_uint_fast64_t next_seq;  /* ids handed out, unique per process */
     atomic_uint_fast64_t rng_state; /* splitmix64 counter shared by all threads */
     uint64_t id_secret;             /* signs Instagram media ids; set once at start */
@@ -275,6 +320,7 @@ struct sim_request {
     enum req_state state;
     enum answer_kind kind;
     bool counted;  /* in_flight was raised for it */
+    bool serving;  /* holds one of the channel's capacity slots */
     bool finished; /* its outcome is in the status counters */
     bool too_large;
     int fd; /* for the hang check only */
@@ -834,15 +880,49 @@ static json_object *key_table_describe(struct sim *sim, const char *key)
 /* Counters                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* Raises the peak *max to now if now is higher. */
+static void peak_raise(atomic_int_fast64_t *max, int_fast64_t now)
+{
+    int_fast64_t seen = atomic_load_explicit(max, memory_order_relaxed);
+    while (now > seen && !atomic_compare_exchange_weak_explicit(
+                             max, &seen, now, memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
+/* Adds one to the gauge *g and raises its peak. */
+static void gauge_up(atomic_int_fast64_t *g, atomic_int_fast64_t *max)
+{
+    peak_raise(max, atomic_fetch_add_explicit(g, 1, memory_order_relaxed) + 1);
+}
+
+static void gauge_down(atomic_int_fast64_t *g)
+{
+    atomic_fetch_sub_explicit(g, 1, memory_order_relaxed);
+}
+
 static void stats_enter(struct channel_stats *st)
 {
     counter_add(&st->calls, 1);
-    int_fast64_t now = atomic_fetch_add_explicit(&st->in_flight, 1, memory_order_relaxed) + 1;
-    int_fast64_t max = atomic_load_explicit(&st->max_in_flight, memory_order_relaxed);
-    while (now > max &&
-           !atomic_compare_exchange_weak_explicit(&st->max_in_flight, &max, now,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
+    gauge_up(&st->in_flight, &st->max_in_flight);
+}
+
+/*
+ * Takes one of the channel's capacity slots for a call. Every admitted
+ * call counts in `serving`, limit or not, so maxServing is always the peak.
+ * Returns false, having taken nothing, when capacity (> 0) calls are being
+ * served already; otherwise *now_serving is the count with this call. Two
+ * calls racing for the last slot may both be refused, never both admitted.
+ */
+static bool serving_enter(struct channel_stats *st, int capacity, int_fast64_t *now_serving)
+{
+    int_fast64_t now = atomic_fetch_add_explicit(&st->serving, 1, memory_order_relaxed) + 1;
+    if (capacity > 0 && now > capacity) {
+        gauge_down(&st->serving);
+        return false;
     }
+    peak_raise(&st->max_serving, now);
+    *now_serving = now;
+    return true;
 }
 
 /* Records how a call ended. A bad response is a 2xx on the wire but an
@@ -876,17 +956,31 @@ static void stats_reset(struct sim *sim)
 {
     for (int c = 0; c < CH_COUNT; c++) {
         struct channel_stats *st = &sim->stats[c];
-        atomic_uint_fast64_t *all[] = {&st->calls,     &st->success,         &st->errors,
-                                       &st->posts,     &st->duplicate_posts, &st->status2xx,
-                                       &st->status4xx, &st->status5xx,       &st->status429,
-                                       &st->dropped,   &st->bad_responses};
+        atomic_uint_fast64_t *all[] = {&st->calls,       &st->success,         &st->errors,
+                                       &st->posts,       &st->duplicate_posts, &st->status2xx,
+                                       &st->status4xx,   &st->status5xx,       &st->status429,
+                                       &st->dropped,     &st->bad_responses,   &st->over_capacity,
+                                       &st->conns_opened};
         for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
             atomic_store_explicit(all[i], 0, memory_order_relaxed);
-        /* in_flight is a live gauge, not a tally: the peak restarts from it. */
-        atomic_store_explicit(&st->max_in_flight,
-                              atomic_load_explicit(&st->in_flight, memory_order_relaxed),
-                              memory_order_relaxed);
+        /* Gauges are live, not tallies: their peaks restart from them. */
+        atomic_int_fast64_t *gauges[][2] = {{&st->in_flight, &st->max_in_flight},
+                                            {&st->serving, &st->max_serving},
+                                            {&st->conns_open, &st->max_conns_open}};
+        for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++)
+            atomic_store_explicit(gauges[i][1],
+                                  atomic_load_explicit(gauges[i][0], memory_order_relaxed),
+                                  memory_order_relaxed);
     }
+    atomic_store_explicit(&sim->conns.accepted, 0, memory_order_relaxed);
+    atomic_store_explicit(&sim->conns.max_open,
+                          atomic_load_explicit(&sim->conns.open, memory_order_relaxed),
+                          memory_order_relaxed);
+}
+
+static json_object *gauge_json(atomic_int_fast64_t *g)
+{
+    return json_object_new_int64(atomic_load_explicit(g, memory_order_relaxed));
 }
 
 static json_object *stats_to_json(struct sim *sim)
@@ -927,6 +1021,14 @@ static json_object *stats_to_json(struct sim *sim)
                                json_object_new_int64((int64_t)counter_get(&st->dropped)));
         json_object_object_add(o, "badResponses",
                                json_object_new_int64((int64_t)counter_get(&st->bad_responses)));
+        json_object_object_add(o, "overCapacity",
+                               json_object_new_int64((int64_t)counter_get(&st->over_capacity)));
+        json_object_object_add(o, "serving", gauge_json(&st->serving));
+        json_object_object_add(o, "maxServing", gauge_json(&st->max_serving));
+        json_object_object_add(o, "connectionsOpened",
+                               json_object_new_int64((int64_t)counter_get(&st->conns_opened)));
+        json_object_object_add(o, "connectionsOpen", gauge_json(&st->conns_open));
+        json_object_object_add(o, "maxConnectionsOpen", gauge_json(&st->max_conns_open));
         json_object_object_add(channels, channel_names[c], o);
     }
     json_object *root = json_object_new_object();
@@ -937,6 +1039,10 @@ static json_object *stats_to_json(struct sim *sim)
                            json_object_new_int64((int64_t)key_table_count(&sim->keys)));
     json_object_object_add(root, "evictedKeys",
                            json_object_new_int64((int64_t)counter_get(&sim->keys.evicted)));
+    json_object_object_add(root, "connectionsAccepted",
+                           json_object_new_int64((int64_t)counter_get(&sim->conns.accepted)));
+    json_object_object_add(root, "connectionsOpen", gauge_json(&sim->conns.open));
+    json_object_object_add(root, "maxConnectionsOpen", gauge_json(&sim->conns.max_open));
     json_object_object_add(root, "channels", channels);
     return root;
 }
@@ -950,6 +1056,8 @@ static void faults_default(struct channel_faults *f)
     memset(f, 0, sizeof(*f));
     f->error_status = 503;
     f->retry_after = 1;
+    f->capacity_status = 503;
+    f->capacity_retry_after = -1;
 }
 
 static void faults_get(struct sim *sim, enum channel ch, struct channel_faults *out)
@@ -979,6 +1087,11 @@ static json_object *faults_to_json(struct sim *sim)
         json_object_object_add(o, "hang", json_object_new_boolean(f->hang));
         json_object_object_add(o, "down", json_object_new_boolean(f->down));
         json_object_object_add(o, "badResponseRate", json_object_new_double(f->bad_response_rate));
+        json_object_object_add(o, "capacity", json_object_new_int(f->capacity));
+        json_object_object_add(o, "capacityStatus", json_object_new_int(f->capacity_status));
+        json_object_object_add(o, "capacityRetryAfter",
+                               json_object_new_int(f->capacity_retry_after));
+        json_object_object_add(o, "latencyKnee", json_object_new_int(f->latency_knee));
         json_object_object_add(root, channel_names[c], o);
     }
     return root;
@@ -1002,6 +1115,7 @@ static bool faults_apply(struct sim *sim, json_object *body, char *err, size_t e
     struct channel_faults patch;
     bool has_rate = false, has_status = false, has_429 = false, has_retry = false;
     bool has_lat = false, has_jit = false, has_hang = false, has_down = false, has_bad = false;
+    bool has_cap = false, has_cap_status = false, has_cap_retry = false, has_knee = false;
     int target = -1; /* -1: all */
     double d;
 
@@ -1055,6 +1169,34 @@ static bool faults_apply(struct sim *sim, json_object *body, char *err, size_t e
             }
             patch.error_status = (int)d;
             has_status = true;
+        } else if (strcmp(name, "capacityStatus") == 0) {
+            if (!json_number(v, &d) || d < 400 || d > 599 || d != (int)d) {
+                snprintf(err, errlen, "capacityStatus must be an HTTP status, 400 to 599");
+                return false;
+            }
+            patch.capacity_status = (int)d;
+            has_cap_status = true;
+        } else if (strcmp(name, "capacityRetryAfter") == 0) {
+            if (!json_number(v, &d) || d < -1 || d > 86400 || d != (int)d) {
+                snprintf(err, errlen,
+                         "capacityRetryAfter must be whole seconds, 0 to 86400, or -1 for none");
+                return false;
+            }
+            patch.capacity_retry_after = (int)d;
+            has_cap_retry = true;
+        } else if (strcmp(name, "capacity") == 0 || strcmp(name, "latencyKnee") == 0) {
+            if (!json_number(v, &d) || d < 0 || d > SIM_MAX_CAPACITY || d != (int)d) {
+                snprintf(err, errlen, "%s must be a whole number of calls, 0 to %d", name,
+                         SIM_MAX_CAPACITY);
+                return false;
+            }
+            if (name[0] == 'c') {
+                patch.capacity = (int)d;
+                has_cap = true;
+            } else {
+                patch.latency_knee = (int)d;
+                has_knee = true;
+            }
         } else if (strcmp(name, "retryAfter") == 0) {
             if (!json_number(v, &d) || d < 0 || d > 86400 || d != (int)d) {
                 snprintf(err, errlen, "retryAfter must be whole seconds, 0 to 86400");
@@ -1118,6 +1260,14 @@ static bool faults_apply(struct sim *sim, json_object *body, char *err, size_t e
             f->down = patch.down;
         if (has_bad)
             f->bad_response_rate = patch.bad_response_rate;
+        if (has_cap)
+            f->capacity = patch.capacity;
+        if (has_cap_status)
+            f->capacity_status = patch.capacity_status;
+        if (has_cap_retry)
+            f->capacity_retry_after = patch.capacity_retry_after;
+        if (has_knee)
+            f->latency_knee = patch.latency_knee;
     }
     pthread_mutex_unlock(&sim->faults_lock);
     return true;
@@ -1643,6 +1793,34 @@ static enum MHD_Result send_answer(struct sim_request *req)
 /* Channel calls                                                            */
 /* ------------------------------------------------------------------------ */
 
+/* Counts req's connection under ch if this is its first channel call. The
+ * worker may share one connection between channels (one base host), so a
+ * connection stays with the channel that opened it. */
+static void conn_attribute(struct sim *sim, struct MHD_Connection *conn, enum channel ch)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_ctx *cc = ci ? ci->socket_context : NULL;
+    if (cc == NULL || cc->channel >= 0)
+        return;
+    cc->channel = (int)ch;
+    counter_add(&sim->stats[ch].conns_opened, 1);
+    gauge_up(&sim->stats[ch].conns_open, &sim->stats[ch].max_conns_open);
+}
+
+/* The injected delay of an admitted call, given the calls the channel
+ * serves now (this one included): latencyMs, plus jitter, grown linearly
+ * past the knee: latencyMs * (1 + (serving - knee) / knee). */
+static int64_t call_delay_ms(struct sim *sim, const struct channel_faults *f, int64_t serving)
+{
+    int64_t delay_ms = f->latency_ms;
+    if (f->latency_knee > 0 && serving > f->latency_knee)
+        delay_ms += (int64_t)f->latency_ms * (serving - f->latency_knee) / f->latency_knee;
+    if (f->latency_jitter_ms > 0)
+        delay_ms += (int64_t)(sim_random(sim) * (f->latency_jitter_ms + 1));
+    return delay_ms < SIM_MAX_LATENCY_MS ? delay_ms : SIM_MAX_LATENCY_MS;
+}
+
 /* Decides the answer of a channel call whose body is complete, then sends
  * it now or parks the connection for the injected latency. */
 static enum MHD_Result handle_channel_call(struct sim *sim, struct sim_request *req,
@@ -1667,6 +1845,17 @@ static enum MHD_Result handle_channel_call(struct sim *sim, struct sim_request *
     stats_enter(st);
     req->counted = true;
     faults_get(sim, ep->channel, &f);
+    conn_attribute(sim, req->conn, ep->channel);
+
+    /* Capacity is a gateway's limit: a call beyond it is refused at once,
+     * before any other check, and holds no slot. `down` closes before. */
+    int_fast64_t serving = 0;
+    bool over = false;
+    if (!f.down) {
+        req->serving = serving_enter(st, f.capacity, &serving);
+        over = !req->serving;
+    }
+    bool hang = f.hang && !over;
 
     const char *key = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Idempotency-Key");
     size_t key_len = key ? strlen(key) : 0;
@@ -1687,8 +1876,13 @@ static enum MHD_Result handle_channel_call(struct sim *sim, struct sim_request *
     bool want_post = false;
     req->kind = ANS_OTHER;
 
-    if (f.down || f.hang) {
+    if (f.down || hang) {
         /* Not answered; the key still saw the call arrive. */
+    } else if (over) {
+        answer_error(a, (unsigned)f.capacity_status, "OVER_CAPACITY",
+                     "the channel is serving as many calls as it can", NULL, 0);
+        a->retry_after = f.capacity_retry_after;
+        counter_add(&st->over_capacity, 1);
     } else if (u < f.rate429) {
         answer_error(a, 429, "RATE_LIMITED", "injected rate limit", NULL, 0);
         a->retry_after = f.retry_after;
@@ -1735,7 +1929,7 @@ static enum MHD_Result handle_channel_call(struct sim *sim, struct sim_request *
         req->finished = true;
         return MHD_NO;
     }
-    if (f.hang) {
+    if (hang) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         req->fd = ci ? ci->connect_fd : -1;
@@ -1746,9 +1940,7 @@ static enum MHD_Result handle_channel_call(struct sim *sim, struct sim_request *
         return MHD_NO; /* stopping: close it like a hang that ended */
     }
 
-    int64_t delay_ms = f.latency_ms;
-    if (f.latency_jitter_ms > 0)
-        delay_ms += (int64_t)(sim_random(sim) * (f.latency_jitter_ms + 1));
+    int64_t delay_ms = over ? 0 : call_delay_ms(sim, &f, serving);
     if (delay_ms > 0) {
         req->state = ST_DELAYED;
         if (timer_park(sim, req, now_us() + delay_ms * 1000))
@@ -1907,11 +2099,95 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         struct channel_stats *st = &sim->stats[req->ep->channel];
         if (!req->finished)
             stats_drop(st); /* a hang that ended, or a call cut off at shutdown */
-        atomic_fetch_sub_explicit(&st->in_flight, 1, memory_order_relaxed);
+        if (req->serving)
+            gauge_down(&st->serving);
+        gauge_down(&st->in_flight);
     }
     free(req->body);
     free(req);
     *con_cls = NULL;
+}
+
+/* Counts connections: every one accepted, and those open now overall and
+ * per channel (see conn_attribute). Runs on the connection's thread. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct sim *sim = cls;
+    (void)conn;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct conn_ctx *cc = xmalloc(sizeof(*cc));
+        cc->channel = -1;
+        *socket_context = cc;
+        counter_add(&sim->conns.accepted, 1);
+        gauge_up(&sim->conns.open, &sim->conns.max_open);
+        return;
+    }
+    struct conn_ctx *cc = *socket_context;
+    if (cc != NULL) {
+        if (cc->channel >= 0)
+            gauge_down(&sim->stats[cc->channel].conns_open);
+        free(cc);
+        *socket_context = NULL;
+    }
+    gauge_down(&sim->conns.open);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The slow listener (--accept-rate)                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Accepts one connection at a time, at most `rate` per second, and hands
+ * each to libmicrohttpd. What it has not accepted waits in the kernel's
+ * queue of --backlog; past that, Linux drops the client's SYN, and the
+ * client retries it after a second, as with any busy server. */
+static void *acceptor_main(void *arg)
+{
+    struct sim *sim = arg;
+    struct acceptor *ac = &sim->acceptor;
+    int64_t interval_us = 1000000 / ac->rate;
+    int64_t next_us = now_us();
+
+    while (!atomic_load(&ac->stopping)) {
+        int64_t now = now_us();
+        if (now < next_us) {
+            int64_t wait = next_us - now;
+            usleep((useconds_t)(wait < 100000 ? wait : 100000)); /* stays responsive to stop */
+            continue;
+        }
+        struct pollfd pfd = {.fd = ac->fd, .events = POLLIN};
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        struct sockaddr_storage addr;
+        socklen_t len = sizeof(addr);
+        int fd = accept4(ac->fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        /* It closes fd itself when it cannot take it. */
+        (void)MHD_add_connection(sim->daemon, fd, (struct sockaddr *)&addr, len);
+        now = now_us();
+        next_us = (next_us > now ? next_us : now) + interval_us;
+    }
+    return NULL;
+}
+
+/* Opens the listening socket of the slow listener; returns the fd or -1
+ * with errno set. */
+static int listen_socket(const struct sockaddr_storage *ss, bool ipv6, int backlog)
+{
+    int fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    socklen_t len = ipv6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, backlog) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1952,11 +2228,14 @@ static void on_signal(int sig)
 static void usage(FILE *out)
 {
     fputs("usage: channel-sim [--port N] [--bind ADDR] [--threads T] [--max-keys N]\n"
-          "  --port N       TCP port, 0 (default) picks a free one\n"
-          "  --bind ADDR    IPv4 or IPv6 address to listen on (default 127.0.0.1)\n"
-          "  --threads T    libmicrohttpd threads (default: number of CPUs)\n"
-          "  --max-keys N   Idempotency-Keys remembered, least recently used evicted\n"
-          "                 (default 1000000)\n"
+          "                   [--backlog N] [--accept-rate R]\n"
+          "  --port N         TCP port, 0 (default) picks a free one\n"
+          "  --bind ADDR      IPv4 or IPv6 address to listen on (default 127.0.0.1)\n"
+          "  --threads T      libmicrohttpd threads (default: number of CPUs)\n"
+          "  --max-keys N     Idempotency-Keys remembered, least recently used evicted\n"
+          "                   (default 1000000)\n"
+          "  --backlog N      listen() backlog, 1 to 65535 (default 4096)\n"
+          "  --accept-rate R  accept at most R connections per second (default: no limit)\n"
           "Prints \"listening on ADDR:PORT\" once ready; SIGTERM or SIGINT stops it.\n"
           "See docs/simulator.md.\n",
           out);
@@ -1976,6 +2255,7 @@ static bool parse_long(const char *s, long min, long max, long *out)
 int main(int argc, char **argv)
 {
     long port = 0, threads = sysconf(_SC_NPROCESSORS_ONLN), max_keys = SIM_DEFAULT_MAX_KEYS;
+    long backlog = SIM_DEFAULT_BACKLOG, accept_rate = 0;
     const char *bind_addr = "127.0.0.1";
     struct sim *sim;
     struct sockaddr_storage ss;
@@ -1992,7 +2272,8 @@ int main(int argc, char **argv)
             return 0;
         }
         if (strcmp(arg, "--port") != 0 && strcmp(arg, "--bind") != 0 &&
-            strcmp(arg, "--threads") != 0 && strcmp(arg, "--max-keys") != 0) {
+            strcmp(arg, "--threads") != 0 && strcmp(arg, "--max-keys") != 0 &&
+            strcmp(arg, "--backlog") != 0 && strcmp(arg, "--accept-rate") != 0) {
             fprintf(stderr, "channel-sim: unknown argument '%s'\n", arg);
             usage(stderr);
             return 2;
@@ -2017,6 +2298,16 @@ int main(int argc, char **argv)
         } else if (strcmp(arg, "--max-keys") == 0) {
             if (!parse_long(val, SIM_KEY_SHARDS, 100000000, &max_keys)) {
                 fprintf(stderr, "channel-sim: --max-keys must be 64 to 100000000, not '%s'\n", val);
+                return 2;
+            }
+        } else if (strcmp(arg, "--backlog") == 0) {
+            if (!parse_long(val, 1, 65535, &backlog)) {
+                fprintf(stderr, "channel-sim: --backlog must be 1 to 65535, not '%s'\n", val);
+                return 2;
+            }
+        } else if (strcmp(arg, "--accept-rate") == 0) {
+            if (!parse_long(val, 1, 1000000, &accept_rate)) {
+                fprintf(stderr, "channel-sim: --accept-rate must be 1 to 1000000, not '%s'\n", val);
                 return 2;
             }
         }
@@ -2058,12 +2349,19 @@ int main(int argc, char **argv)
     }
 
     sim = xcalloc(1, sizeof(*sim));
+    sim->acceptor.fd = -1;
+    sim->acceptor.rate = accept_rate;
+    atomic_init(&sim->acceptor.stopping, false);
+    atomic_init(&sim->conns.open, 0);
+    atomic_init(&sim->conns.max_open, 0);
     pthread_mutex_init(&sim->faults_lock, NULL);
     for (int c = 0; c < CH_COUNT; c++) {
         faults_default(&sim->faults[c]);
         struct channel_stats *st = &sim->stats[c];
-        atomic_init(&st->in_flight, 0);
-        atomic_init(&st->max_in_flight, 0);
+        atomic_int_fast64_t *gauges[] = {&st->in_flight,   &st->max_in_flight, &st->serving,
+                                         &st->max_serving, &st->conns_open,    &st->max_conns_open};
+        for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++)
+            atomic_init(gauges[i], 0);
     }
     stats_reset(sim);
     key_table_init(&sim->keys, (size_t)max_keys);
@@ -2098,6 +2396,16 @@ int main(int argc, char **argv)
             MHD_USE_TURBO;
     if (ipv6)
         flags |= MHD_USE_IPv6;
+    if (accept_rate > 0) {
+        /* The slow listener: our socket, our accept loop. */
+        sim->acceptor.fd = listen_socket(&ss, ipv6, (int)backlog);
+        if (sim->acceptor.fd < 0) {
+            fprintf(stderr, "channel-sim: cannot listen on %s:%ld: %s\n", bind_addr, port,
+                    strerror(errno));
+            goto out_timer;
+        }
+        flags |= MHD_USE_NO_LISTEN_SOCKET;
+    }
     /* A pool of one is no pool: libmicrohttpd warns about it, so the
      * option is left out (an array that starts with END is empty). */
     struct MHD_OptionItem pool[] = {
@@ -2108,15 +2416,30 @@ int main(int argc, char **argv)
     sim->daemon = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, on_access, sim, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
         NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, sim, MHD_OPTION_ARRAY, pool, MHD_OPTION_CONNECTION_LIMIT, conn_limit,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)4096, MHD_OPTION_END);
+        on_completed, sim, MHD_OPTION_NOTIFY_CONNECTION, on_connection, sim, MHD_OPTION_ARRAY, pool,
+        MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)backlog, MHD_OPTION_END);
     if (sim->daemon == NULL) {
         fprintf(stderr, "channel-sim: cannot listen on %s:%ld\n", bind_addr, port);
         goto out_timer;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(sim->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    unsigned bound = info ? info->port : (unsigned)port;
+    unsigned bound = (unsigned)port;
+    if (sim->acceptor.fd >= 0) {
+        struct sockaddr_storage got;
+        socklen_t got_len = sizeof(got);
+        if (getsockname(sim->acceptor.fd, (struct sockaddr *)&got, &got_len) == 0)
+            bound = ntohs(ipv6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                               : ((struct sockaddr_in *)&got)->sin_port);
+        if (pthread_create(&sim->acceptor.thread, NULL, acceptor_main, sim) != 0) {
+            fputs("channel-sim: cannot start the acceptor thread\n", stderr);
+            goto out_timer;
+        }
+    } else {
+        const union MHD_DaemonInfo *info =
+            MHD_get_daemon_info(sim->daemon, MHD_DAEMON_INFO_BIND_PORT);
+        if (info != NULL)
+            bound = info->port;
+    }
     if (ipv6)
         printf("listening on [%s]:%u\n", bind_addr, bound);
     else
@@ -2131,8 +2454,17 @@ int main(int argc, char **argv)
      * resumes every parked connection (libmicrohttpd must not be stopped
      * while one is suspended): delayed calls get their answer at once and
      * hung ones are closed. A short grace lets those answers go out. */
-    listen_fd = MHD_quiesce_daemon(sim->daemon);
+    if (sim->acceptor.fd >= 0) {
+        atomic_store(&sim->acceptor.stopping, true);
+        pthread_join(sim->acceptor.thread, NULL);
+    } else {
+        listen_fd = MHD_quiesce_daemon(sim->daemon);
+    }
 out_timer:
+    if (sim->acceptor.fd >= 0) {
+        close(sim->acceptor.fd); /* refuses new connections from here on */
+        sim->acceptor.fd = -1;
+    }
     timer_stop(sim);
     if (sim->daemon != NULL) {
         int64_t grace_end = now_us() + 500 * 1000;
