@@ -48,8 +48,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dw/guard.h"
+#include "dw/pace.h"
 #include "dw/request.h"
 #include "dw/transfer.h"
 
@@ -92,7 +94,7 @@ struct job {
     /* While running: linked in the worker's running list. */
     struct job *run_prev, *run_next;
     bool running;
-    int inflight_at_start; /* the channel's slots in use when the call started */
+    int inflight_at_start; /* the channel's calls under way when it started, itself included */
     struct dw_http_call call;
 };
 
@@ -140,6 +142,18 @@ struct dw_pool {
      * Read-only once the threads run. */
     struct dw_xfer_headers *headers[DW_CHANNEL_COUNT];
     _Atomic int limits[DW_CHANNEL_COUNT]; /* the last limit published to metrics */
+    /* Per channel, the lowest channel with the same origin (scheme, host
+     * and port): libcurl reuses a connection for any call to its origin,
+     * whichever channel opened it. Read-only once the threads run. */
+    int origin[DW_CHANNEL_COUNT];
+    bool paces_ready; /* origins_init ran: the locks below exist */
+    /* Per origin (indexed by its lowest channel), the pace of new
+     * connections: the server's accept queue is the origin's, whichever
+     * channel connects. */
+    struct origin_pace {
+        pthread_mutex_t lock;
+        struct dw_pace pace;
+    } paces[DW_CHANNEL_COUNT];
 };
 
 /* ---- lists and the timer heap ---- */
@@ -469,13 +483,59 @@ static bool begin_try(struct worker *w, struct job *job, int64_t now_ms)
     return true;
 }
 
-/* Would a call of channel ch on this worker need a new connection? Its
- * own calls each hold one (HTTP/1.1); a spare one is reused. Connections
- * of other channels to the same host may be reused too, so this can only
- * overestimate: a call then waits for a connect token it did not need. */
+/* Would a call of channel ch on this worker need a new connection? Every
+ * call under way to its origin holds one (HTTP/1.1); a spare one is
+ * reused. */
 static bool needs_connection(const struct worker *w, enum dw_channel_id ch)
 {
-    return w->calls[ch] >= w->conns[ch];
+    const int *origin = w->pool->origin;
+    int calls = 0, conns = 0;
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        if (origin[c] == origin[ch]) {
+            calls += w->calls[c];
+            conns += w->conns[c];
+        }
+    }
+    return calls >= conns;
+}
+
+/* The length of url's origin: "https://host:port" without the path. */
+static size_t origin_len(const char *url)
+{
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    return (size_t)(p - url) + strcspn(p, "/?#");
+}
+
+/* Channels of one origin share its pace, at the largest
+ * max_connects_per_second among them. */
+static void origins_init(struct dw_pool *pool)
+{
+    int64_t now = dw_now_ms();
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const char *url = pool->opts.cfg->channels[c].url ? pool->opts.cfg->channels[c].url : "";
+        size_t len = origin_len(url);
+        pool->origin[c] = c;
+        for (int o = 0; o < c; o++) {
+            const char *other =
+                pool->opts.cfg->channels[o].url ? pool->opts.cfg->channels[o].url : "";
+            if (origin_len(other) == len && strncasecmp(url, other, len) == 0) {
+                pool->origin[c] = pool->origin[o];
+                break;
+            }
+        }
+    }
+    for (int o = 0; o < DW_CHANNEL_COUNT; o++) {
+        int rate = 0;
+        for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+            int r = pool->opts.cfg->channels[c].max_connects_per_second;
+            if (pool->origin[c] == o && r > rate)
+                rate = r;
+        }
+        pthread_mutex_init(&pool->paces[o].lock, NULL);
+        dw_pace_init(&pool->paces[o].pace, rate, now);
+    }
+    pool->paces_ready = true;
 }
 
 /* Copies the parts into out, one after the other, cut to fit: a header
@@ -505,7 +565,10 @@ static void start(struct worker *w, struct job *job)
     if (job->new_try && !begin_try(w, job, now))
         return;
     if (!job->connect_ok && needs_connection(w, job->channel)) {
-        int64_t wait = dw_guard_connect_wait(g, now);
+        struct origin_pace *op = &pool->paces[pool->origin[job->channel]];
+        pthread_mutex_lock(&op->lock);
+        int64_t wait = dw_pace_take(&op->pace, now);
+        pthread_mutex_unlock(&op->lock);
         if (wait > 0) {
             job->connect_ok = true; /* the token is reserved for it */
             park(w, job, WAIT_CONNECT, now + wait);
@@ -544,12 +607,12 @@ static void start(struct worker *w, struct job *job)
         .timeout_ms = timeout,
         .opaque = job,
     };
-    job->inflight_at_start = dw_guard_in_use(g);
     if (dw_xfer_start(w->loop, &xr) != DW_OK) {
         dw_http_call_cleanup(&job->call);
         finish(w, job, DW_EC_CONNECTION, "libcurl could not start the call", NULL);
         return;
     }
+    job->inflight_at_start = dw_guard_call_started(g);
     running_link(w, job);
 }
 
@@ -614,6 +677,15 @@ static void on_call_done(void *owner, const struct dw_xfer_result *r)
     enum dw_errcode error;
 
     running_unlink(w, job);
+    if (r->new_connection || r->connect_failed) {
+        struct origin_pace *op = &pool->paces[pool->origin[job->channel]];
+        pthread_mutex_lock(&op->lock);
+        if (r->connect_failed)
+            dw_pace_failed(&op->pace, dw_now_ms());
+        else
+            dw_pace_connected(&op->pace, dw_now_ms());
+        pthread_mutex_unlock(&op->lock);
+    }
     switch (r->outcome) {
     case DW_XFER_ANSWERED:
         error = dw_channel_classify_http(r->status);
@@ -880,6 +952,7 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         goto out;
     }
     guards_init(pool);
+    origins_init(pool);
     if (!headers_init(pool)) {
         dw_snprintf(errbuf, errlen, "pool: out of memory building header lists");
         err = DW_ERR_HTTP;
@@ -1048,6 +1121,8 @@ void dw_pool_stop(struct dw_pool *pool)
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         dw_xfer_headers_free(pool->headers[c]);
         dw_guard_destroy(pool->guards[c]);
+        if (pool->paces_ready)
+            pthread_mutex_destroy(&pool->paces[c].lock);
     }
     free(pool);
 }

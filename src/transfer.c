@@ -397,8 +397,13 @@ static void transfer_done(struct dw_xfer_loop *loop, struct slot *slot, CURLcode
         .took_us = dw_now_us() - slot->started_us,
     };
     long connects = 0;
+    curl_off_t pretransfer_us = 0;
     curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
-    r.reused_connection = connects == 0;
+    curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+    /* NUM_CONNECTS counts only connects that worked; a call that failed
+     * before it could send (pretransfer 0) failed to connect. */
+    r.new_connection = connects > 0;
+    r.connect_failed = rc != CURLE_OK && rc != CURLE_WRITE_ERROR && pretransfer_us == 0;
     if (rc == CURLE_OK) {
         curl_off_t retry_after = 0;
         r.outcome = DW_XFER_ANSWERED;

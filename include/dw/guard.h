@@ -12,13 +12,14 @@
  * - the circuit breaker;
  * - the bulkhead, whose size follows the adaptive concurrency limit
  *   (include/dw/limit.h) between limit_min and max_concurrent;
- * - after a failed try, the retry policy and the retry budget;
- * - the pace of new connections (a token bucket).
+ * - after a failed try, the retry policy and the retry budget.
+ * The pace of new connections is per origin, not per channel
+ * (include/dw/pace.h); the pool keeps it.
  *
  * Pure logic in the sense of STYLE.md: no I/O, no clock, no curl, no
  * threads of its own; time is passed in. Thread-safe: the pool's threads
  * share one dw_guard per channel. The breaker, bulkhead and budget lock
- * themselves; the limit, rate limiter and connect bucket share one mutex.
+ * themselves; the limit and the rate limiter share one mutex.
  * Nothing here logs or counts metrics: the verdicts say what happened and
  * the pool reports it.
  */
@@ -100,8 +101,15 @@ bool dw_guard_cancel_wait(struct dw_guard *g, struct dw_guard_ticket *t);
 /* How a call's answer speaks of the channel's load. */
 enum dw_limit_signal dw_guard_signal(enum dw_errcode error, long http_status);
 
-/* One HTTP call ended after rtt_us; inflight: the slots in use when it
- * started (dw_guard_in_use). Feeds the adaptive limit. Returns the limit. */
+/* An HTTP call starts: returns the channel's calls under way, itself
+ * included, which its dw_guard_call_ended reports as inflight. These, not
+ * the slots held, are the load the channel sees: a slot may be held by a
+ * job waiting for its connect pace or for the next free transfer, and a
+ * limit that counted those as used would grow past what it has tried. */
+int dw_guard_call_started(struct dw_guard *g);
+
+/* One HTTP call ended after rtt_us; inflight: what dw_guard_call_started
+ * returned for it. Feeds the adaptive limit. Returns the limit. */
 int dw_guard_call_ended(struct dw_guard *g, int64_t now_us, int64_t rtt_us, int inflight,
                         enum dw_limit_signal signal);
 
@@ -128,10 +136,6 @@ void dw_guard_after_failure(struct dw_guard *g, struct dw_guard_ticket *t, int a
  * or is abandoned). The waiter returned (if not NULL) was handed the slot. */
 struct dw_bulkhead_waiter *dw_guard_release(struct dw_guard *g,
                                             struct dw_guard_ticket *t) DW_MUST_CHECK;
-
-/* The pace of new connections: 0 when one may be opened now (a token is
- * taken), else the ms until one may. */
-int64_t dw_guard_connect_wait(struct dw_guard *g, int64_t now_ms);
 
 /* Snapshots, for the pool's decisions, metrics and tests. */
 int dw_guard_limit(struct dw_guard *g);

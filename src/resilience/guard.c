@@ -2,8 +2,8 @@
  * One channel's guards composed (include/dw/guard.h).
  *
  * Threads: any. The breaker, bulkhead and retry budget lock themselves;
- * `lock` guards the adaptive limit, the rate limiter and the connect
- * bucket, each held for a few instructions. pause_until_ms and waiting are
+ * `lock` guards the adaptive limit and the rate limiter, each held for a
+ * few instructions. pause_until_ms and waiting are
  * atomics: read on every begin and by the poll thread's intake check.
  *
  * Invariants: the bulkhead's size is the limit's current value (set under
@@ -27,12 +27,11 @@ struct dw_guard {
     struct dw_retry_budget *budget;
     atomic_int_least64_t pause_until_ms; /* a 429's Retry-After: no new call before it */
     atomic_int waiting;                  /* jobs that want to start a try */
+    atomic_int calls;                    /* HTTP calls under way */
 
-    pthread_mutex_t lock; /* the three below */
+    pthread_mutex_t lock; /* the two below */
     struct dw_limit *limit;
     struct dw_ratelimit *rate; /* NULL: off */
-    double connect_tokens;     /* the connect bucket: burst of max_connects_per_second / 10 */
-    int64_t connect_refill_ms;
 };
 
 struct dw_guard *dw_guard_create(enum dw_channel_id ch, const struct dw_channel_config *cc,
@@ -67,9 +66,6 @@ struct dw_guard *dw_guard_create(enum dw_channel_id ch, const struct dw_channel_
         struct dw_ratelimit_config rc = {cc->limit_for_period, cc->limit_refresh_period_ms};
         g->rate = dw_ratelimit_create(&rc, now_ms);
     }
-    g->connect_tokens =
-        cc->max_connects_per_second / 10.0 < 1 ? 1 : cc->max_connects_per_second / 10.0;
-    g->connect_refill_ms = now_ms;
     pthread_mutex_init(&g->lock, NULL);
     return g;
 }
@@ -221,9 +217,15 @@ static int apply_limit(struct dw_guard *g)
     return n;
 }
 
+int dw_guard_call_started(struct dw_guard *g)
+{
+    return atomic_fetch_add(&g->calls, 1) + 1;
+}
+
 int dw_guard_call_ended(struct dw_guard *g, int64_t now_us, int64_t rtt_us, int inflight,
                         enum dw_limit_signal signal)
 {
+    atomic_fetch_sub(&g->calls, 1);
     pthread_mutex_lock(&g->lock);
     dw_limit_sample(g->limit, now_us, rtt_us, inflight, signal);
     int n = apply_limit(g);
@@ -290,30 +292,6 @@ struct dw_bulkhead_waiter *dw_guard_release(struct dw_guard *g, struct dw_guard_
         return NULL;
     t->has_slot = false;
     return dw_bulkhead_release(g->bulkhead);
-}
-
-int64_t dw_guard_connect_wait(struct dw_guard *g, int64_t now_ms)
-{
-    int rate = g->cc->max_connects_per_second;
-    if (rate <= 0)
-        return 0;
-    double burst = rate / 10.0 < 1 ? 1 : rate / 10.0;
-    int64_t wait = 0;
-    pthread_mutex_lock(&g->lock);
-    if (now_ms > g->connect_refill_ms) {
-        g->connect_tokens += (double)(now_ms - g->connect_refill_ms) * rate / 1000.0;
-        if (g->connect_tokens > burst)
-            g->connect_tokens = burst;
-        g->connect_refill_ms = now_ms;
-    }
-    /* Reserved even when none is left: the bucket goes into debt and each
-     * caller waits for its own token, so a crowd of waiters is let through
-     * at the pace, not all at once when the first token comes back. */
-    g->connect_tokens -= 1;
-    if (g->connect_tokens < 0)
-        wait = (int64_t)(-g->connect_tokens * 1000.0 / rate) + 1;
-    pthread_mutex_unlock(&g->lock);
-    return wait;
 }
 
 int dw_guard_limit(struct dw_guard *g)

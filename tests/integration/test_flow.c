@@ -283,7 +283,7 @@ static void run_burst(struct burst *b, struct flow_sim *sim)
     }
     b->ms = last - start;
 
-    double limit = itest_metric(&worker, "dw_channel_concurrency_limit");
+    double limit = itest_metric(&worker, "dw_channel_limit");
     double opened = itest_metric(&worker, "dw_channel_connections_opened_total");
     int rc = itest_worker_stop(&worker, SIGTERM, 30000);
     rd_kafka_destroy(reader);

@@ -1,0 +1,46 @@
+/*
+ * The pace of new connections to one origin (scheme, host, port): a token
+ * bucket whose rate adapts. A server accepts connections at a finite rate
+ * from a finite accept queue (Node.js: 511; Linux somaxconn: 4096); SYNs
+ * beyond it are dropped and the client's connect times out after the SYN
+ * retry, 1 s and then 3 s later. So new connections take a token, at most
+ * max_per_s a second with a burst of a twentieth of that; a connect that
+ * fails (times out or is refused) halves the rate, at most once per
+ * DW_PACE_CUT_MS, and every connect that works raises it by a twentieth
+ * again, up to max_per_s.
+ *
+ * Pure logic: no clock (now_ms is monotonic, passed in), no threads, no
+ * locks: the caller serialises calls on one pace (the pool's lock per
+ * origin). Caller-allocated.
+ */
+#ifndef DW_PACE_H
+#define DW_PACE_H
+
+#include <stdint.h>
+
+/* Failures closer together than this are one overload: one cut. */
+#define DW_PACE_CUT_MS 500
+/* The rate never falls below one connection a second. */
+#define DW_PACE_MIN_RATE 1.0
+
+struct dw_pace {
+    double max_rate; /* per second; <= 0: unpaced */
+    double rate;
+    double tokens; /* may go negative: tokens promised to waiters */
+    int64_t refill_ms;
+    int64_t cut_ms; /* the last cut; INT64_MIN: none */
+};
+
+void dw_pace_init(struct dw_pace *p, double max_per_s, int64_t now_ms);
+
+/* Takes a token for one new connection: 0, open it now; else the ms to
+ * wait for the token reserved for it (then open it without asking again). */
+int64_t dw_pace_take(struct dw_pace *p, int64_t now_ms);
+
+/* A new connection was made. */
+void dw_pace_connected(struct dw_pace *p, int64_t now_ms);
+
+/* A new connection could not be made (connect timed out or refused). */
+void dw_pace_failed(struct dw_pace *p, int64_t now_ms);
+
+#endif /* DW_PACE_H */
