@@ -10,7 +10,8 @@
 #     only: a busy machine makes calls slower, never faster);
 #   - --backlog 1 --accept-rate 2: of 20 connects at once, most cannot
 #     connect within 1 s, and the simulator accepted fewer than 20;
-#   - the defaults: no capacity, every one of 20 connects accepted.
+#   - the defaults: no capacity, every one of 20 connects accepted;
+#   - each simulator exits 0 on SIGTERM (a sanitizer build reports there).
 # usage: test_sim_capacity.sh BUILD_DIR
 set -euo pipefail
 build=$1
@@ -24,8 +25,16 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+stop_sim() { # stops the simulator; it must exit 0
+    local st=0
+    kill "$sim_pid"
+    wait "$sim_pid" || st=$?
+    sim_pid=""
+    [ "$st" = 0 ] || { cat "$work/sim.err" >&2; fail "channel-sim exited with status $st"; }
+}
+
 start_sim() { # start_sim ARGS...: sets S (base URL) and sim_pid
-    [ -n "$sim_pid" ] && { kill "$sim_pid"; wait "$sim_pid" || true; }
+    [ -z "$sim_pid" ] || stop_sim
     "$sim_bin" --port 0 --threads 2 "$@" >"$work/sim.out" 2>"$work/sim.err" &
     sim_pid=$!
     for _ in $(seq 1 100); do
@@ -109,5 +118,6 @@ accepted=$(stat .connectionsAccepted)
 echo "backlog 1, 2 accepts/s, 20 connects at once: $ok answered, $accepted accepted"
 [ "$ok" -le 10 ] || fail "$ok of 20 calls got through a listener that accepts 2 per second"
 [ "$accepted" -lt 20 ] || fail "all 20 connections were accepted"
+stop_sim
 
 echo "PASS"
