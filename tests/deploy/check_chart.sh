@@ -12,6 +12,10 @@
 #  5. The dashboard is valid JSON, and every dw_* metric that the
 #     dashboard and the alerts use is documented in docs/metrics.md (or
 #     listed in tests/deploy/pending-metrics.txt, with who adds it).
+#  6. Autoscaling follows the backlog: the ScaledObject's default trigger
+#     is prometheus, its query (the chart's own) names dw_consumer_backlog,
+#     which the worker exports (src/metrics.c) and docs/metrics.md
+#     documents; the kafka fallback sets ensureEvenDistributionOfPartitions.
 #
 # usage: check_chart.sh SOURCE_DIR
 set -euo pipefail
@@ -136,6 +140,32 @@ for m in $used; do
     fail "$m is used by the dashboard or the alerts but not documented in docs/metrics.md"
 done
 ok "metrics used by the dashboard and the alerts: $(tr '\n' ' ' <<<"$used")"
+
+# ---- 6. the ScaledObject scales on the backlog metric ----
+backlog_metric=dw_consumer_backlog
+so=$chart/templates/scaledobject.yaml
+helpers=$chart/templates/_helpers.tpl
+default_trigger=$(awk '/^  keda:/ {k = 1} k && /^    trigger:/ {print $2; exit}' "$chart/values.yaml")
+if [ "$default_trigger" != prometheus ]; then
+    fail "autoscaling.keda.trigger defaults to '$default_trigger', not prometheus (the backlog)"
+fi
+if ! grep -q -- '- type: prometheus' "$so" || ! grep -q 'include "dw.backlogQuery"' "$so"; then
+    fail "scaledobject.yaml has no prometheus trigger whose query is dw.backlogQuery"
+fi
+if ! awk '/define "dw.backlogQuery"/ {d = 1} d && /end -}}$/ && ++e == 2 {exit} d' "$helpers" |
+    grep -q "${backlog_metric}{"; then
+    fail "dw.backlogQuery does not query $backlog_metric"
+fi
+if ! grep -q "\"$backlog_metric" "$src/src/metrics.c"; then
+    fail "the worker does not export $backlog_metric (src/metrics.c)"
+fi
+if ! grep -q "^### \`$backlog_metric" "$src/docs/metrics.md"; then
+    fail "$backlog_metric is not documented in docs/metrics.md"
+fi
+if ! grep -q 'ensureEvenDistributionOfPartitions: "true"' "$so"; then
+    fail "the kafka fallback trigger does not set ensureEvenDistributionOfPartitions"
+fi
+ok "the ScaledObject scales on $backlog_metric (default trigger: $default_trigger)"
 
 if [ $fails -gt 0 ]; then
     echo "$fails check(s) failed" >&2

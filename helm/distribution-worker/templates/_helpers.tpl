@@ -83,6 +83,20 @@ count; never more than the partition count (idle consumers help nobody).
 {{- $max -}}
 {{- end -}}
 
+{{/*
+The PromQL the KEDA prometheus trigger scales on: the backlog of this
+release's pods, each partition counted once (max by partition: a pod that
+has just lost a partition may still show it until its next scrape).
+autoscaling.keda.prometheus.query replaces it.
+*/}}
+{{- define "dw.backlogQuery" -}}
+{{- with .Values.autoscaling.keda.prometheus.query -}}
+{{- . -}}
+{{- else -}}
+sum(max by (partition) (dw_consumer_backlog{namespace="{{ .Release.Namespace }}",service="{{ include "dw.fullname" . }}"}))
+{{- end -}}
+{{- end -}}
+
 {{/* The pod's grace period: longer than the worker's drain timeout. */}}
 {{- define "dw.gracePeriod" -}}
 {{- $drain := div (int64 .Values.config.worker.drain_timeout_ms) 1000 -}}
