@@ -255,9 +255,9 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
         dw_kafka_log(c->log, "consumer", level, fac, buf);
 }
 
-enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
-                               struct dw_metrics *metrics, struct dw_consumer **out, char *errbuf,
-                               size_t errlen)
+/* The consumer's librdkafka configuration: our defaults, the user's
+ * properties, then what correctness needs. NULL with errbuf on error. */
+static rd_kafka_conf_t *consumer_conf(const struct dw_config *cfg, char *errbuf, size_t errlen)
 {
     static const struct dw_kafka_setting base[] = {
         /* Consumer lag per partition for /metrics (on_stats); 0 turns it off. */
@@ -273,6 +273,23 @@ enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
         {"enable.auto.offset.store", "false"},
         {"enable.partition.eof", "false"},
     };
+    return dw_kafka_conf_new(cfg, base, DW_ARRAY_LEN(base), cfg->consumer_props,
+                             cfg->consumer_prop_count, forced, DW_ARRAY_LEN(forced), errbuf,
+                             errlen);
+}
+
+enum dw_err dw_consumer_check_config(const struct dw_config *cfg, char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = consumer_conf(cfg, errbuf, errlen);
+    if (!conf)
+        return DW_ERR_CONFIG;
+    return dw_kafka_conf_check(conf, RD_KAFKA_CONSUMER, "consumer", errbuf, errlen);
+}
+
+enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
+                               struct dw_metrics *metrics, struct dw_consumer **out, char *errbuf,
+                               size_t errlen)
+{
     enum dw_err err = DW_OK;
     struct dw_consumer *c = dw_xcalloc(1, sizeof(*c));
     c->log = log;
@@ -280,9 +297,7 @@ enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
     c->tracker = dw_tracker_create();
     c->topic = dw_xstrdup(cfg->request_topic);
 
-    rd_kafka_conf_t *conf =
-        dw_kafka_conf_new(cfg, base, DW_ARRAY_LEN(base), cfg->consumer_props,
-                          cfg->consumer_prop_count, forced, DW_ARRAY_LEN(forced), errbuf, errlen);
+    rd_kafka_conf_t *conf = consumer_conf(cfg, errbuf, errlen);
     if (!conf) {
         err = DW_ERR_CONFIG;
         goto out;
