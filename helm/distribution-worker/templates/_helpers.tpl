@@ -41,8 +41,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* repository@digest when image.digest is set, else repository:tag. */}}
 {{- define "dw.image" -}}
+{{- if .Values.image.digest -}}
+{{- if not (hasPrefix "sha256:" .Values.image.digest) -}}
+{{- fail (printf "image.digest %q: expected sha256:<64 hex digits>" .Values.image.digest) -}}
+{{- end -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The six channels, in CONTRACT order. */}}
