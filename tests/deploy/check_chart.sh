@@ -22,7 +22,7 @@
 #  7. Operational values are there and used: the NetworkPolicy (ingress
 #     from the namespace and the monitoring namespace to the HTTP port;
 #     egress to DNS, Kafka, PostgreSQL and the channels, from values),
-#     and image.digest.
+#     image.digest, and PostgreSQL's sslmode verify-full by default.
 #
 # usage: check_chart.sh SOURCE_DIR
 set -euo pipefail
@@ -219,7 +219,9 @@ else
     done
 fi
 grep -q 'Values.image.digest' "$helpers" || fail "dw.image does not read image.digest"
-ok "NetworkPolicy and image.digest in place"
+sslmode=$(awk '/^  postgres:/ {p = 1} p && /^    sslmode:/ {print $2; exit}' "$chart/values.yaml")
+[ "$sslmode" = verify-full ] || fail "config.postgres.sslmode defaults to '$sslmode', not verify-full"
+ok "NetworkPolicy, image.digest and sslmode ($sslmode) in place"
 
 if [ $fails -gt 0 ]; then
     echo "$fails check(s) failed" >&2
