@@ -64,6 +64,7 @@ expect "a bad librdkafka value is named" 2 "fetch\.wait\.max\.ms" -- -c "$tmp/rd
 props "$tmp/rdk-sasl.conf" "security.protocol=SASL_SSL" "sasl.mechanism=PLAIN"
 expect "SASL without credentials is refused" 2 "sasl\.username and sasl\.password must be set" \
     -- -c "$tmp/rdk-sasl.conf" --check-config
+# shellcheck disable=SC2016 # "$ConnectionString" is the literal user name
 expect "SASL credentials from the environment pass" 0 "configuration OK" \
     'DIST_KAFKA_SASL_USERNAME=$ConnectionString' DIST_KAFKA_SASL_PASSWORD=Endpoint=sb://x/ \
     -- -c "$tmp/rdk-sasl.conf" --check-config

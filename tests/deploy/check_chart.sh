@@ -222,6 +222,23 @@ grep -q 'Values.image.digest' "$helpers" || fail "dw.image does not read image.d
 sslmode=$(awk '/^  postgres:/ {p = 1} p && /^    sslmode:/ {print $2; exit}' "$chart/values.yaml")
 [ "$sslmode" = verify-full ] || fail "config.postgres.sslmode defaults to '$sslmode', not verify-full"
 ok "NetworkPolicy, image.digest and sslmode ($sslmode) in place"
+if ! grep -q 'secrets-store.csi.k8s.io' "$chart/templates/deployment.yaml" ||
+    ! grep -q 'Values.secrets.secretProviderClass' "$chart/templates/deployment.yaml"; then
+    fail "the Deployment mounts no Secrets Store CSI volume for secrets.secretProviderClass"
+fi
+# The guide's in-cluster psql pod: the worker Secret's DSN key, TLS verified, non-root.
+if "$py" - "$src/docs/pg-shell.yaml" <<'PY'
+import sys, yaml
+pod = yaml.safe_load(open(sys.argv[1]))
+c = pod["spec"]["containers"][0]
+env = {e["name"]: e for e in c["env"]}
+assert env["PG_DSN"]["valueFrom"]["secretKeyRef"]["key"] == "pg-dsn"
+assert env["PGSSLMODE"]["value"] == "verify-full"
+assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+assert pod["spec"]["initContainers"][0]["image"] == "WORKER_IMAGE"
+PY
+then ok "docs/pg-shell.yaml: DSN from pg-dsn, verify-full, non-root"
+else fail "docs/pg-shell.yaml does not read pg-dsn with verify-full as a non-root pod"; fi
 
 if [ $fails -gt 0 ]; then
     echo "$fails check(s) failed" >&2

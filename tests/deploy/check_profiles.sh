@@ -19,6 +19,7 @@ if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import yaml' 2>/dev/null; the
 "$py" -c 'import yaml' 2>/dev/null ||
     { echo "python3 with yaml not found (Debian package python3-yaml)" >&2; exit 1; }
 
+# shellcheck disable=SC2016 # "$ConnectionString" is the literal user name
 env_of_pod=(DIST_PG_DSN=postgresql://worker@db.example.com:5432/distribution
     'DIST_KAFKA_SASL_USERNAME=$ConnectionString'
     'DIST_KAFKA_SASL_PASSWORD=Endpoint=sb://my-namespace.servicebus.windows.net/;SharedAccessKeyName=distribution-worker;SharedAccessKey=placeholder')
@@ -40,6 +41,32 @@ for profile in "" "$chart"/values-*.yaml; do
         fails=$((fails + 1))
     fi
 done
+
+# The operator's guide checks a new configuration with scripts/check-config
+# on the ConfigMap `helm template --show-only templates/configmap.yaml`
+# prints: the Event Hubs profile's passes, a wrong one is refused (exit 2).
+as_configmap() { # the chart's configmap.yaml around a libconfig file
+    printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dw-distribution-worker\ndata:\n'
+    printf '  distribution-worker.conf: |\n    # rendered by the Helm chart\n'
+    sed 's/^/    /' "$1"
+}
+as_configmap "$tmp/values-eventhubs.conf" >"$tmp/cm-ok.yaml"
+if out=$(env -i PATH="$PATH" "$src/scripts/check-config" -b "$bin" "$tmp/cm-ok.yaml" 2>&1); then
+    echo "ok: scripts/check-config accepts the Event Hubs profile's ConfigMap: $out"
+else
+    echo "FAIL: scripts/check-config refuses the Event Hubs profile's ConfigMap: $out" >&2
+    fails=$((fails + 1))
+fi
+sed 's/commit_interval_ms = 1000;/commit_interval_ms = 100;/' "$tmp/values-eventhubs.conf" >"$tmp/bad.conf"
+as_configmap "$tmp/bad.conf" >"$tmp/cm-bad.yaml"
+rc=0
+out=$(env -i PATH="$PATH" "$src/scripts/check-config" -b "$bin" - <"$tmp/cm-bad.yaml" 2>&1) || rc=$?
+if [ $rc = 2 ] && grep -q 'kafka.commit_interval_ms' <<<"$out"; then
+    echo "ok: scripts/check-config refuses a 100 ms commit interval on Event Hubs (exit 2)"
+else
+    echo "FAIL: scripts/check-config on a bad ConfigMap: exit $rc: $out" >&2
+    fails=$((fails + 1))
+fi
 
 # The Event Hubs profile carries Microsoft's settings.
 eh=$tmp/values-eventhubs.conf
