@@ -107,6 +107,10 @@ static const struct key config_keys[] = {
     CFG_PROPS("kafka", "producer_properties", producer_props, producer_prop_count),
     CFG_STR("kafka", "sasl_username", kafka_sasl_username, 0, NULL, "DIST_KAFKA_SASL_USERNAME"),
     CFG_STR("kafka", "sasl_password", kafka_sasl_password, 0, NULL, "DIST_KAFKA_SASL_PASSWORD"),
+    /* Event Hubs throttles commits at 4 per second per partition: at least
+     * 250 there (check_final). */
+    CFG_INT("kafka", "commit_interval_ms", commit_interval_ms, 1000, 10, 60000,
+            "DIST_KAFKA_COMMIT_INTERVAL_MS", NULL),
     CFG_STR("postgres", "dsn", pg_dsn, KEY_NONEMPTY, "postgresql://localhost/distribution",
             "DIST_PG_DSN"),
     CFG_STR("postgres", "sslmode", pg_sslmode, KEY_SSLMODE, NULL, "DIST_PG_SSLMODE"),
@@ -1010,6 +1014,54 @@ static size_t channel_key_index(const char *name)
     return k;
 }
 
+/* Azure Event Hubs' Kafka endpoint: <namespace>.servicebus.windows.net
+ * (and the sovereign clouds' .servicebus.chinacloudapi.cn,
+ * .servicebus.usgovcloudapi.net). */
+static bool is_event_hubs(const char *brokers)
+{
+    return strstr(brokers, ".servicebus.") != NULL;
+}
+
+/* Event Hubs closes the connection on a produce request of 1,046,528 bytes
+ * or more, and librdkafka sends it again forever: message.max.bytes (a
+ * record and a whole request) must stay below. */
+#define EVENT_HUBS_MAX_REQUEST 1046528
+#define EVENT_HUBS_MIN_COMMIT  250
+
+static enum dw_err check_event_hubs(struct loader *ld)
+{
+    const struct dw_config *cfg = ld->cfg;
+    const char *const lists[] = {"properties", "producer_properties"};
+    const struct dw_kafka_prop *props[] = {cfg->kafka_props, cfg->producer_props};
+    const size_t counts[] = {cfg->kafka_prop_count, cfg->producer_prop_count};
+    size_t brokers_k = config_key_index("kafka", "brokers");
+    char brokers[256];
+
+    describe(&ld->global[brokers_k], brokers, sizeof(brokers));
+    if (cfg->commit_interval_ms < EVENT_HUBS_MIN_COMMIT)
+        return fail(ld, &ld->global[config_key_index("kafka", "commit_interval_ms")],
+                    "%d is below %d: Event Hubs (%s is %s) throttles offset commits at 4 per "
+                    "second per partition",
+                    cfg->commit_interval_ms, EVENT_HUBS_MIN_COMMIT, brokers, cfg->kafka_brokers);
+    for (size_t l = 0; l < DW_ARRAY_LEN(lists); l++) {
+        for (size_t i = 0; i < counts[l]; i++) {
+            char *end = NULL;
+            long long v;
+            if (strcmp(props[l][i].name, "message.max.bytes") != 0)
+                continue;
+            errno = 0;
+            v = strtoll(props[l][i].value, &end, 10);
+            if (errno || end == props[l][i].value || *end || v < EVENT_HUBS_MAX_REQUEST)
+                continue; /* librdkafka judges the rest */
+            return fail(ld, &ld->global[config_key_index("kafka", lists[l])],
+                        "message.max.bytes=%lld: Event Hubs (%s is %s) closes the connection on "
+                        "a request of %d bytes or more; use 1000000",
+                        v, brokers, cfg->kafka_brokers, EVENT_HUBS_MAX_REQUEST);
+        }
+    }
+    return DW_OK;
+}
+
 /* Rules that span settings, checked once everything is in. */
 static enum dw_err check_final(struct loader *ld)
 {
@@ -1057,6 +1109,8 @@ static enum dw_err check_final(struct loader *ld)
             }
         }
     }
+    if (is_event_hubs(cfg->kafka_brokers))
+        return check_event_hubs(ld);
     return DW_OK;
 }
 

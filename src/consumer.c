@@ -18,9 +18,15 @@
  * the committed offset); on_stats copies it into the dw_consumer_lag gauge
  * of the partitions assigned to us and drops every other partition's.
  *
+ * Backlog (what autoscaling follows): records nobody has taken yet, per
+ * assigned partition. The poll thread records one past each record it
+ * hands out; the backlog prober (src/backlog.c, its own thread) asks the
+ * brokers for the log end offsets every BACKLOG_EVERY_MS, since the
+ * statistics' high watermark stops moving while a partition is paused.
+ *
  * Threads: everything runs on the poll thread, including the rebalance,
  * commit and statistics callbacks (librdkafka calls them from
- * rd_kafka_consumer_poll).
+ * rd_kafka_consumer_poll), except the backlog prober's broker queries.
  */
 #include "dw/consumer.h"
 
@@ -30,14 +36,20 @@
 
 #include <json-c/json.h>
 
+#include "dw/backlog.h"
 #include "dw/kafka_conf.h"
 #include "dw/tracker.h"
+
+/* How often the backlog prober asks for the log end offsets: a few times
+ * per KEDA polling interval (15 s) and Prometheus scrape (30 s). */
+#define BACKLOG_EVERY_MS 5000
 
 struct dw_consumer {
     rd_kafka_t *rk;
     struct dw_log *log;
     struct dw_metrics *metrics;
     struct dw_tracker *tracker;
+    struct dw_backlog *backlog; /* NULL once stopped */
     char *topic;
     bool paused;
     int assigned;
@@ -163,8 +175,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         rd_kafka_assign(rk, parts);
         c->assigned = parts->cnt;
-        for (int i = 0; i < parts->cnt; i++)
+        for (int i = 0; i < parts->cnt; i++) {
             dw_tracker_forget(c->tracker, parts->elems[i].partition);
+            dw_metrics_backlog_assign(c->metrics, parts->elems[i].partition);
+        }
         dw_log_info(c->log, "assigned %d partition(s) of %s", parts->cnt, c->topic);
         apply_pause(c, false);
     } else {
@@ -181,6 +195,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         c->assigned = 0;
         dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_PAUSED, 0);
         dw_metrics_partition_lag_clear(c->metrics);
+        dw_metrics_backlog_clear(c->metrics);
     }
     dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_ASSIGNED, c->assigned);
 }
@@ -240,9 +255,9 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
         dw_kafka_log(c->log, "consumer", level, fac, buf);
 }
 
-enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
-                               struct dw_metrics *metrics, struct dw_consumer **out, char *errbuf,
-                               size_t errlen)
+/* The consumer's librdkafka configuration: our defaults, the user's
+ * properties, then what correctness needs. NULL with errbuf on error. */
+static rd_kafka_conf_t *consumer_conf(const struct dw_config *cfg, char *errbuf, size_t errlen)
 {
     static const struct dw_kafka_setting base[] = {
         /* Consumer lag per partition for /metrics (on_stats); 0 turns it off. */
@@ -258,6 +273,23 @@ enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
         {"enable.auto.offset.store", "false"},
         {"enable.partition.eof", "false"},
     };
+    return dw_kafka_conf_new(cfg, base, DW_ARRAY_LEN(base), cfg->consumer_props,
+                             cfg->consumer_prop_count, forced, DW_ARRAY_LEN(forced), errbuf,
+                             errlen);
+}
+
+enum dw_err dw_consumer_check_config(const struct dw_config *cfg, char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = consumer_conf(cfg, errbuf, errlen);
+    if (!conf)
+        return DW_ERR_CONFIG;
+    return dw_kafka_conf_check(conf, RD_KAFKA_CONSUMER, "consumer", errbuf, errlen);
+}
+
+enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
+                               struct dw_metrics *metrics, struct dw_consumer **out, char *errbuf,
+                               size_t errlen)
+{
     enum dw_err err = DW_OK;
     struct dw_consumer *c = dw_xcalloc(1, sizeof(*c));
     c->log = log;
@@ -265,9 +297,7 @@ enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
     c->tracker = dw_tracker_create();
     c->topic = dw_xstrdup(cfg->request_topic);
 
-    rd_kafka_conf_t *conf =
-        dw_kafka_conf_new(cfg, base, DW_ARRAY_LEN(base), cfg->consumer_props,
-                          cfg->consumer_prop_count, forced, DW_ARRAY_LEN(forced), errbuf, errlen);
+    rd_kafka_conf_t *conf = consumer_conf(cfg, errbuf, errlen);
     if (!conf) {
         err = DW_ERR_CONFIG;
         goto out;
@@ -295,6 +325,10 @@ enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
         err = DW_ERR_KAFKA;
         goto out;
     }
+    err = dw_backlog_start(c->rk, c->topic, metrics, log, BACKLOG_EVERY_MS, &c->backlog, errbuf,
+                           errlen);
+    if (err)
+        goto out;
     *out = c;
 out:
     if (err)
@@ -318,6 +352,7 @@ rd_kafka_message_t *dw_consumer_poll(struct dw_consumer *c, int timeout_ms)
     /* Tracked before anything else happens to it, so no later offset can be
      * committed past it even if it is never finished. */
     dw_tracker_add(c->tracker, m->partition, m->offset);
+    dw_metrics_backlog_handed_out(c->metrics, m->partition, m->offset + 1);
     dw_metrics_count(c->metrics, DW_COUNTER_REQUESTS_CONSUMED, 1);
     return m;
 }
@@ -369,6 +404,8 @@ void dw_consumer_close(struct dw_consumer *c)
     if (!c || !c->rk)
         return;
     c->closing = true;
+    dw_backlog_stop(c->backlog);
+    c->backlog = NULL;
     dw_consumer_commit(c, true);
     rd_kafka_consumer_close(c->rk);
 }
@@ -377,6 +414,7 @@ void dw_consumer_destroy(struct dw_consumer *c)
 {
     if (!c)
         return;
+    dw_backlog_stop(c->backlog); /* before the handle it queries */
     if (c->rk)
         rd_kafka_destroy(c->rk);
     dw_tracker_destroy(c->tracker);

@@ -43,6 +43,31 @@ fail:
     return NULL;
 }
 
+enum dw_err dw_kafka_conf_check(rd_kafka_conf_t *conf, rd_kafka_type_t type, const char *client,
+                                char *errbuf, size_t errlen)
+{
+    char why[512];
+    /* No brokers: the client validates everything it would at start-up
+     * (SASL and TLS settings, CA files, conflicting properties) and
+     * connects nowhere, so a check needs no network and ends at once. */
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", "", why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        dw_snprintf(errbuf, errlen, "kafka %s: %s", client, why);
+        return DW_ERR_CONFIG;
+    }
+    /* Its log lines would only say "no bootstrap.servers", or that a
+     * property of kafka.properties is meant for the other client. */
+    rd_kafka_conf_set_log_cb(conf, NULL);
+    rd_kafka_t *rk = rd_kafka_new(type, conf, why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        dw_snprintf(errbuf, errlen, "kafka %s: %s", client, why);
+        return DW_ERR_CONFIG;
+    }
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return DW_OK;
+}
+
 void dw_kafka_log(struct dw_log *log, const char *client, int level, const char *fac,
                   const char *buf)
 {

@@ -40,7 +40,6 @@
 #endif
 
 #define POLL_MS            10
-#define COMMIT_EVERY_MS    100
 #define REVOKE_WAIT_MAX_MS 10000
 
 extern char **environ;
@@ -149,7 +148,7 @@ static void backpressure(struct app *app)
 
 static void run(struct app *app)
 {
-    int64_t next_commit = dw_now_ms() + COMMIT_EVERY_MS;
+    int64_t next_commit = dw_now_ms() + app->cfg->commit_interval_ms;
     while (!stop_signals) {
         rd_kafka_message_t *m = dw_consumer_poll(app->consumer, POLL_MS);
         if (m) {
@@ -160,7 +159,7 @@ static void run(struct app *app)
         backpressure(app);
         if (dw_now_ms() >= next_commit) {
             dw_consumer_commit(app->consumer, false);
-            next_commit = dw_now_ms() + COMMIT_EVERY_MS;
+            next_commit = dw_now_ms() + app->cfg->commit_interval_ms;
         }
     }
 }
@@ -198,7 +197,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: distribution-worker [-c FILE] [--check-config] [--version]\n"
                  "  -c, --config FILE   libconfig file (default: built-in defaults and "
                  "the environment)\n"
-                 "      --check-config  load and validate the configuration, then exit\n"
+                 "      --check-config  load and validate the configuration (librdkafka's "
+                 "properties included, no broker contacted), then exit\n"
                  "  -V, --version       print the version\n"
                  "Environment variables (DIST_*) override the file: see README.md.\n");
 }
@@ -264,6 +264,14 @@ int main(int argc, char **argv)
         return 2;
     }
     if (check_only) {
+        /* The librdkafka properties too: they are checked by librdkafka,
+         * as at start-up, with no broker contacted. */
+        if (dw_consumer_check_config(app.cfg, errbuf, sizeof(errbuf)) != DW_OK ||
+            dw_producer_check_config(app.cfg, errbuf, sizeof(errbuf)) != DW_OK) {
+            fprintf(stderr, "distribution-worker: configuration error: %s\n", errbuf);
+            dw_config_destroy(app.cfg);
+            return 2;
+        }
         printf("configuration OK\n");
         dw_config_destroy(app.cfg);
         return 0;

@@ -316,6 +316,16 @@ struct dw_metrics {
     /* Consumer lag per partition; -1: no series (not assigned). Outside the
      * table because the set of partitions is not known in advance. */
     _Atomic int64_t partition_lag[DW_METRICS_MAX_PARTITIONS];
+    /* The backlog per partition (dw_consumer_backlog), from three figures
+     * written by two threads: the poll thread owns `assigned` and
+     * `handed_out` (one past the last record handed to the worker; -1:
+     * none yet in this assignment), the backlog prober owns `start` (where
+     * hand-out begins when nothing was handed out: the committed offset,
+     * else the log start) and `end` (the log end offset). -1: unknown. */
+    _Atomic bool backlog_assigned[DW_METRICS_MAX_PARTITIONS];
+    _Atomic int64_t backlog_handed_out[DW_METRICS_MAX_PARTITIONS];
+    _Atomic int64_t backlog_start[DW_METRICS_MAX_PARTITIONS];
+    _Atomic int64_t backlog_end[DW_METRICS_MAX_PARTITIONS];
 };
 
 static int series_count(const struct metric_def *def)
@@ -345,8 +355,13 @@ struct dw_metrics *dw_metrics_create(void)
     for (size_t i = 0; i < m->slots; i++)
         atomic_init(&m->values[i], 0);
     atomic_init(&m->values[m->offset[M_BUILD_INFO]], 1);
-    for (size_t i = 0; i < DW_METRICS_MAX_PARTITIONS; i++)
+    for (size_t i = 0; i < DW_METRICS_MAX_PARTITIONS; i++) {
         atomic_init(&m->partition_lag[i], -1);
+        atomic_init(&m->backlog_assigned[i], false);
+        atomic_init(&m->backlog_handed_out[i], -1);
+        atomic_init(&m->backlog_start[i], -1);
+        atomic_init(&m->backlog_end[i], -1);
+    }
     return m;
 }
 
@@ -586,6 +601,59 @@ void dw_metrics_partition_lag_clear(struct dw_metrics *m)
         atomic_store_explicit(&m->partition_lag[i], -1, memory_order_relaxed);
 }
 
+static bool valid_partition(const struct dw_metrics *m, int32_t partition)
+{
+    return m && partition >= 0 && partition < DW_METRICS_MAX_PARTITIONS;
+}
+
+void dw_metrics_backlog_assign(struct dw_metrics *m, int32_t partition)
+{
+    if (!valid_partition(m, partition))
+        return;
+    atomic_store_explicit(&m->backlog_handed_out[partition], -1, memory_order_relaxed);
+    atomic_store_explicit(&m->backlog_start[partition], -1, memory_order_relaxed);
+    atomic_store_explicit(&m->backlog_end[partition], -1, memory_order_relaxed);
+    atomic_store_explicit(&m->backlog_assigned[partition], true, memory_order_relaxed);
+}
+
+void dw_metrics_backlog_clear(struct dw_metrics *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < DW_METRICS_MAX_PARTITIONS; i++)
+        atomic_store_explicit(&m->backlog_assigned[i], false, memory_order_relaxed);
+}
+
+void dw_metrics_backlog_handed_out(struct dw_metrics *m, int32_t partition, int64_t next)
+{
+    if (valid_partition(m, partition))
+        atomic_store_explicit(&m->backlog_handed_out[partition], next, memory_order_relaxed);
+}
+
+void dw_metrics_backlog_offsets(struct dw_metrics *m, int32_t partition, int64_t start, int64_t end)
+{
+    if (!valid_partition(m, partition))
+        return;
+    atomic_store_explicit(&m->backlog_start[partition], start, memory_order_relaxed);
+    atomic_store_explicit(&m->backlog_end[partition], end, memory_order_relaxed);
+}
+
+int64_t dw_metrics_backlog(struct dw_metrics *m, int32_t partition)
+{
+    if (!valid_partition(m, partition) ||
+        !atomic_load_explicit(&m->backlog_assigned[partition], memory_order_relaxed))
+        return -1;
+    int64_t end = atomic_load_explicit(&m->backlog_end[partition], memory_order_relaxed);
+    int64_t next = atomic_load_explicit(&m->backlog_handed_out[partition], memory_order_relaxed);
+    if (next < 0)
+        next = atomic_load_explicit(&m->backlog_start[partition], memory_order_relaxed);
+    if (end < 0 || next < 0)
+        return -1;
+    /* The end offset is a few seconds old: records handed out since may
+     * pass it. Nothing is waiting then. */
+    return end > next ? end - next : 0;
+}
+
 /* ---- rendering ---- */
 
 static int64_t load(struct dw_metrics *m, size_t slot)
@@ -731,6 +799,22 @@ static enum dw_err render_partition_lag(struct dw_metrics *m, struct dw_buf *out
     return err;
 }
 
+static enum dw_err render_backlog(struct dw_metrics *m, struct dw_buf *out)
+{
+    enum dw_err err = dw_buf_printf(
+        out, "# HELP dw_consumer_backlog Records of the request topic that no worker has taken "
+             "yet (log end offset less the next offset handed out), per partition assigned to "
+             "this worker.\n"
+             "# TYPE dw_consumer_backlog gauge\n");
+    for (int32_t p = 0; p < DW_METRICS_MAX_PARTITIONS && !err; p++) {
+        int64_t backlog = dw_metrics_backlog(m, p);
+        if (backlog >= 0)
+            err = dw_buf_printf(out, "dw_consumer_backlog{partition=\"%d\"} %" PRId64 "\n", (int)p,
+                                backlog);
+    }
+    return err;
+}
+
 /* What /proc says about this process; false when it cannot be read. */
 struct process_sample {
     double cpu_seconds;
@@ -860,6 +944,8 @@ enum dw_err dw_metrics_render(struct dw_metrics *m, struct dw_buf *out)
         err = render_metric(m, out, id);
     if (!err)
         err = render_partition_lag(m, out);
+    if (!err)
+        err = render_backlog(m, out);
     if (!err)
         err = render_process(out);
     return err;

@@ -123,9 +123,9 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
         dw_kafka_log(p->log, "producer", level, fac, buf);
 }
 
-enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
-                               struct dw_metrics *metrics, dw_producer_delivered_cb delivered,
-                               void *opaque, struct dw_producer **out, char *errbuf, size_t errlen)
+/* The producer's librdkafka configuration: our defaults, the user's
+ * properties, then what correctness needs. NULL with errbuf on error. */
+static rd_kafka_conf_t *producer_conf(const struct dw_config *cfg, char *errbuf, size_t errlen)
 {
     static const struct dw_kafka_setting base[] = {
         /* Completions are small and many: let librdkafka batch them. */
@@ -140,6 +140,23 @@ enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
         {"enable.idempotence", "true"},
         {"acks", "all"},
     };
+    return dw_kafka_conf_new(cfg, base, DW_ARRAY_LEN(base), cfg->producer_props,
+                             cfg->producer_prop_count, forced, DW_ARRAY_LEN(forced), errbuf,
+                             errlen);
+}
+
+enum dw_err dw_producer_check_config(const struct dw_config *cfg, char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = producer_conf(cfg, errbuf, errlen);
+    if (!conf)
+        return DW_ERR_CONFIG;
+    return dw_kafka_conf_check(conf, RD_KAFKA_PRODUCER, "producer", errbuf, errlen);
+}
+
+enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
+                               struct dw_metrics *metrics, dw_producer_delivered_cb delivered,
+                               void *opaque, struct dw_producer **out, char *errbuf, size_t errlen)
+{
     struct dw_producer *p = dw_xcalloc(1, sizeof(*p));
     p->log = log;
     p->metrics = metrics;
@@ -148,9 +165,7 @@ enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
     p->completed_topic = dw_xstrdup(cfg->completed_topic);
     p->dlq_topic = dw_xstrdup(cfg->dlq_topic);
 
-    rd_kafka_conf_t *conf =
-        dw_kafka_conf_new(cfg, base, DW_ARRAY_LEN(base), cfg->producer_props,
-                          cfg->producer_prop_count, forced, DW_ARRAY_LEN(forced), errbuf, errlen);
+    rd_kafka_conf_t *conf = producer_conf(cfg, errbuf, errlen);
     if (!conf) {
         free(p->completed_topic);
         free(p->dlq_topic);

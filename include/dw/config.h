@@ -69,6 +69,9 @@ struct dw_config {
      * same properties in the file. Secret: never log them. */
     char *kafka_sasl_username;
     char *kafka_sasl_password;
+    /* How often finished offsets are committed (ms); at least 250 on Event
+     * Hubs, which throttles commits at 4 per second per partition. */
+    int commit_interval_ms;
 
     /* postgres */
     char *pg_dsn;

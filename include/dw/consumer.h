@@ -26,6 +26,12 @@ enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
                                struct dw_metrics *metrics, struct dw_consumer **out, char *errbuf,
                                size_t errlen) DW_MUST_CHECK;
 
+/* Builds the consumer's librdkafka configuration and lets librdkafka
+ * check it, without connecting (--check-config). DW_ERR_CONFIG with the
+ * property or librdkafka's reason in errbuf. */
+enum dw_err dw_consumer_check_config(const struct dw_config *cfg, char *errbuf,
+                                     size_t errlen) DW_MUST_CHECK;
+
 /* Polls once (serving rebalances). Returns a request message, which the
  * caller destroys with rd_kafka_message_destroy, or NULL. A returned offset
  * is pending until dw_consumer_done. */

@@ -31,6 +31,15 @@ rd_kafka_conf_t *dw_kafka_conf_new(const struct dw_config *cfg, const struct dw_
                                    const struct dw_kafka_setting *forced, size_t n_forced,
                                    char *errbuf, size_t errlen);
 
+/*
+ * Checks a configuration the way librdkafka checks it at rd_kafka_new (for
+ * --check-config), without contacting any broker. Takes ownership of conf.
+ * On error returns DW_ERR_CONFIG with librdkafka's reason, naming client
+ * ("consumer", "producer"), in errbuf.
+ */
+enum dw_err dw_kafka_conf_check(rd_kafka_conf_t *conf, rd_kafka_type_t type, const char *client,
+                                char *errbuf, size_t errlen) DW_MUST_CHECK;
+
 /* Writes one librdkafka log line (syslog level: <= 3 error, <= 5 warn, else
  * debug) to log, naming the client ("consumer", "producer"). Called from a
  * client's log callback, on any librdkafka thread. */

@@ -120,6 +120,29 @@ void dw_metrics_partition_lag(struct dw_metrics *m, int32_t partition, int64_t l
 /* Removes every partition's lag series (all partitions revoked). */
 void dw_metrics_partition_lag_clear(struct dw_metrics *m);
 
+/*
+ * The backlog of each assigned partition (dw_consumer_backlog): records
+ * nobody has taken yet, the log end offset less the next offset this
+ * worker hands out. Unlike the lag, it does not count records handed out
+ * and not yet committed (a slow channel job, a paused partition's work in
+ * flight), so it is what autoscaling should follow.
+ *
+ * Poll thread: dw_metrics_backlog_assign when a partition is assigned (its
+ * figures start unknown), dw_metrics_backlog_clear when all are revoked,
+ * dw_metrics_backlog_handed_out with one past each record handed out.
+ * Backlog prober thread: dw_metrics_backlog_offsets with the log end
+ * offset and where hand-out starts when nothing was handed out yet (the
+ * committed offset, else the log start). A figure of -1 is unknown.
+ */
+void dw_metrics_backlog_assign(struct dw_metrics *m, int32_t partition);
+void dw_metrics_backlog_clear(struct dw_metrics *m);
+void dw_metrics_backlog_handed_out(struct dw_metrics *m, int32_t partition, int64_t next);
+void dw_metrics_backlog_offsets(struct dw_metrics *m, int32_t partition, int64_t start,
+                                int64_t end);
+/* The backlog of partition now; -1 when not assigned or not known yet
+ * (then it has no series). */
+int64_t dw_metrics_backlog(struct dw_metrics *m, int32_t partition);
+
 /* Appends the exposition text to out. Besides the table's metrics it
  * renders dw_consumer_lag per tracked partition and the process metrics
  * (process_cpu_seconds_total, process_resident_memory_bytes, ...) read

@@ -26,6 +26,12 @@ struct dw_producer;
 
 typedef void (*dw_producer_delivered_cb)(void *opaque, int32_t partition, int64_t offset);
 
+/* Builds the producer's librdkafka configuration and lets librdkafka
+ * check it, without connecting (--check-config). DW_ERR_CONFIG with the
+ * property or librdkafka's reason in errbuf. */
+enum dw_err dw_producer_check_config(const struct dw_config *cfg, char *errbuf,
+                                     size_t errlen) DW_MUST_CHECK;
+
 enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
                                struct dw_metrics *metrics, dw_producer_delivered_cb delivered,
                                void *opaque, struct dw_producer **out, char *errbuf,

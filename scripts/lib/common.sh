@@ -7,7 +7,7 @@ DW_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DW_PACKAGES="build-essential cmake pkg-config clang clang-format libclang-rt-14-dev \
 librdkafka-dev libpq-dev libcurl4-openssl-dev libjson-c-dev libconfig-dev \
 libcmocka-dev libmicrohttpd-dev postgresql postgresql-client curl procps jq gnuplot-nox \
-yamllint graphviz time"
+yamllint python3-yaml graphviz time"
 
 dw_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 dw_die() { printf 'error: %s\n' "$*" >&2; exit 1; }

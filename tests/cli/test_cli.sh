@@ -46,6 +46,30 @@ expect "missing URL is named" 2 "channels\.KAKAO\.url" -- -c "$tmp/nourl.conf" -
 expect "the environment supplies a missing URL" 0 "configuration OK" DIST_CHANNEL_KAKAO_URL=http://127.0.0.1:9 -- -c "$tmp/nourl.conf" --check-config
 
 expect "missing file" 2 "nope\.conf" -- -c "$tmp/nope.conf" --check-config
+
+# librdkafka's properties are checked too, the way librdkafka checks them at
+# start-up, without a broker: a bad value, SASL without credentials, a CA
+# file that is not there.
+props() { # props FILE PROPERTY...: kafka.properties, and the reference file's channels
+    local file=$1 sep="" p; shift
+    { printf 'kafka = { properties = ['
+      for p in "$@"; do printf '%s "%s"' "$sep" "$p"; sep=","; done
+      printf ' ]; };\n'
+      sed -n '/^channels = {/,$p' "$conf"; } >"$file"
+}
+props "$tmp/rdk-ok.conf" "linger.ms=5" "socket.keepalive.enable=true"
+expect "good librdkafka properties pass" 0 "configuration OK" -- -c "$tmp/rdk-ok.conf" --check-config
+props "$tmp/rdk-value.conf" "fetch.wait.max.ms=soon"
+expect "a bad librdkafka value is named" 2 "fetch\.wait\.max\.ms" -- -c "$tmp/rdk-value.conf" --check-config
+props "$tmp/rdk-sasl.conf" "security.protocol=SASL_SSL" "sasl.mechanism=PLAIN"
+expect "SASL without credentials is refused" 2 "sasl\.username and sasl\.password must be set" \
+    -- -c "$tmp/rdk-sasl.conf" --check-config
+# shellcheck disable=SC2016 # "$ConnectionString" is the literal user name
+expect "SASL credentials from the environment pass" 0 "configuration OK" \
+    'DIST_KAFKA_SASL_USERNAME=$ConnectionString' DIST_KAFKA_SASL_PASSWORD=Endpoint=sb://x/ \
+    -- -c "$tmp/rdk-sasl.conf" --check-config
+props "$tmp/rdk-ca.conf" "security.protocol=SSL" "ssl.ca.location=$tmp/no-such-ca.pem"
+expect "a missing CA file is refused" 2 "ssl\.ca\.location" -- -c "$tmp/rdk-ca.conf" --check-config
 expect "unknown option" 2 "usage" -- --frobnicate
 expect "version" 0 "distribution-worker [0-9]" -- --version
 

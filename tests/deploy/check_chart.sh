@@ -5,13 +5,24 @@
 #  1. Every .Values path a template reads is defined in values.yaml, and
 #     every value in values.yaml is read by some template (itself or a
 #     parent map that a template reads whole): no typo, no dead value.
-#  2. values-dev.yaml sets only paths that values.yaml defines.
+#  2. values-*.yaml set only paths that values.yaml defines, and a list
+#     they set (Helm replaces lists whole) keeps every librdkafka property
+#     name of values.yaml's list: a profile changes values, it does not
+#     silently drop settings.
 #  3. Template blocks balance: if/with/range/define against end.
 #  4. No ConfigMap template reads .Values.secrets; every DIST_* variable
 #     the Deployment sets is documented in docs/configuration.md.
 #  5. The dashboard is valid JSON, and every dw_* metric that the
 #     dashboard and the alerts use is documented in docs/metrics.md (or
 #     listed in tests/deploy/pending-metrics.txt, with who adds it).
+#  6. Autoscaling follows the backlog: the ScaledObject's default trigger
+#     is prometheus, its query (the chart's own) names dw_consumer_backlog,
+#     which the worker exports (src/metrics.c) and docs/metrics.md
+#     documents; the kafka fallback sets ensureEvenDistributionOfPartitions.
+#  7. Operational values are there and used: the NetworkPolicy (ingress
+#     from the namespace and the monitoring namespace to the HTTP port;
+#     egress to DNS, Kafka, PostgreSQL and the channels, from values),
+#     image.digest, and PostgreSQL's sslmode verify-full by default.
 #
 # usage: check_chart.sh SOURCE_DIR
 set -euo pipefail
@@ -87,6 +98,32 @@ for f in "$chart"/values-*.yaml; do
     done < <(key_paths "$f")
 done
 if [ $bad = 0 ]; then ok "values-*.yaml set only defined values"; fi
+py=python3
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import yaml' 2>/dev/null; then py=/usr/bin/python3; fi
+lost=$("$py" - "$chart"/values.yaml "$chart"/values-*.yaml <<'PY'
+import sys, yaml
+
+def lists(node, path=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from lists(v, f"{path}.{k}" if path else k)
+    elif isinstance(node, list):
+        yield path, node
+
+base = dict(lists(yaml.safe_load(open(sys.argv[1]))))
+for f in sys.argv[2:]:
+    for path, items in lists(yaml.safe_load(open(f)) or {}):
+        names = {str(i).split("=", 1)[0] for i in items}
+        for i in base.get(path, []):
+            if isinstance(i, str) and "=" in i and i.split("=", 1)[0] not in names:
+                print(f"{f.rsplit('/', 1)[-1]}: {path} replaces values.yaml's list and drops {i}")
+PY
+) || fail "could not compare the lists of values-*.yaml (python3-yaml)"
+if [ -n "$lost" ]; then
+    while read -r l; do fail "$l (Helm replaces lists whole: repeat it)"; done <<<"$lost"
+else
+    ok "lists in values-*.yaml keep every property of values.yaml's lists"
+fi
 
 # ---- 3. template blocks ----
 for t in "${templates[@]}"; do
@@ -136,6 +173,72 @@ for m in $used; do
     fail "$m is used by the dashboard or the alerts but not documented in docs/metrics.md"
 done
 ok "metrics used by the dashboard and the alerts: $(tr '\n' ' ' <<<"$used")"
+
+# ---- 6. the ScaledObject scales on the backlog metric ----
+backlog_metric=dw_consumer_backlog
+so=$chart/templates/scaledobject.yaml
+helpers=$chart/templates/_helpers.tpl
+default_trigger=$(awk '/^  keda:/ {k = 1} k && /^    trigger:/ {print $2; exit}' "$chart/values.yaml")
+if [ "$default_trigger" != prometheus ]; then
+    fail "autoscaling.keda.trigger defaults to '$default_trigger', not prometheus (the backlog)"
+fi
+if ! grep -q -- '- type: prometheus' "$so" || ! grep -q 'include "dw.backlogQuery"' "$so"; then
+    fail "scaledobject.yaml has no prometheus trigger whose query is dw.backlogQuery"
+fi
+if ! awk '/define "dw.backlogQuery"/ {d = 1} d && /end -}}$/ && ++e == 2 {exit} d' "$helpers" |
+    grep -q "${backlog_metric}{"; then
+    fail "dw.backlogQuery does not query $backlog_metric"
+fi
+if ! grep -q "\"$backlog_metric" "$src/src/metrics.c"; then
+    fail "the worker does not export $backlog_metric (src/metrics.c)"
+fi
+if ! grep -q "^### \`$backlog_metric" "$src/docs/metrics.md"; then
+    fail "$backlog_metric is not documented in docs/metrics.md"
+fi
+if ! grep -q 'ensureEvenDistributionOfPartitions: "true"' "$so"; then
+    fail "the kafka fallback trigger does not set ensureEvenDistributionOfPartitions"
+fi
+ok "the ScaledObject scales on $backlog_metric (default trigger: $default_trigger)"
+
+# ---- 7. operational values ----
+for v in networkPolicy.enabled networkPolicy.monitoringNamespace networkPolicy.extraIngressFrom \
+    networkPolicy.egress.dns.enabled networkPolicy.egress.kafka.ports networkPolicy.egress.kafka.to \
+    networkPolicy.egress.postgres.ports networkPolicy.egress.postgres.to \
+    networkPolicy.egress.channels.ports networkPolicy.egress.channels.to networkPolicy.egress.extra \
+    image.digest; do
+    grep -qxF "$v" <<<"$values" || fail "values.yaml lacks $v"
+done
+np=$chart/templates/networkpolicy.yaml
+if [ ! -f "$np" ] || ! grep -q '^kind: NetworkPolicy' "$np"; then
+    fail "no NetworkPolicy template"
+else
+    for want in 'kubernetes.io/metadata.name: {{ required "networkPolicy.monitoringNamespace"' \
+        '- podSelector: {}' 'port: {{ int .Values.config.http.port }}' 'k8s-app: kube-dns' \
+        'list "kafka" "postgres" "channels"' '- Ingress' '- Egress'; do
+        grep -qF -- "$want" "$np" || fail "networkpolicy.yaml lacks: $want"
+    done
+fi
+grep -q 'Values.image.digest' "$helpers" || fail "dw.image does not read image.digest"
+sslmode=$(awk '/^  postgres:/ {p = 1} p && /^    sslmode:/ {print $2; exit}' "$chart/values.yaml")
+[ "$sslmode" = verify-full ] || fail "config.postgres.sslmode defaults to '$sslmode', not verify-full"
+ok "NetworkPolicy, image.digest and sslmode ($sslmode) in place"
+if ! grep -q 'secrets-store.csi.k8s.io' "$chart/templates/deployment.yaml" ||
+    ! grep -q 'Values.secrets.secretProviderClass' "$chart/templates/deployment.yaml"; then
+    fail "the Deployment mounts no Secrets Store CSI volume for secrets.secretProviderClass"
+fi
+# The guide's in-cluster psql pod: the worker Secret's DSN key, TLS verified, non-root.
+if "$py" - "$src/docs/pg-shell.yaml" <<'PY'
+import sys, yaml
+pod = yaml.safe_load(open(sys.argv[1]))
+c = pod["spec"]["containers"][0]
+env = {e["name"]: e for e in c["env"]}
+assert env["PG_DSN"]["valueFrom"]["secretKeyRef"]["key"] == "pg-dsn"
+assert env["PGSSLMODE"]["value"] == "verify-full"
+assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+assert pod["spec"]["initContainers"][0]["image"] == "WORKER_IMAGE"
+PY
+then ok "docs/pg-shell.yaml: DSN from pg-dsn, verify-full, non-root"
+else fail "docs/pg-shell.yaml does not read pg-dsn with verify-full as a non-root pod"; fi
 
 if [ $fails -gt 0 ]; then
     echo "$fails check(s) failed" >&2

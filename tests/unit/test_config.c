@@ -887,6 +887,52 @@ static void test_security_settings(void **state)
     load_bad("postgres = { sslmode = \"yes\"; };\n", url_env, "postgres.sslmode (line 1)", NULL);
 }
 
+/* kafka.commit_interval_ms: default, file, environment, range; on Event
+ * Hubs at least 250 ms, and message.max.bytes below its request limit. */
+static void test_commit_interval_and_event_hubs(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = load_ok(NULL, url_env);
+    assert_int_equal(cfg->commit_interval_ms, 1000);
+    dw_config_destroy(cfg);
+    cfg = load_ok("kafka = { commit_interval_ms = 100; };\n", url_env);
+    assert_int_equal(cfg->commit_interval_ms, 100);
+    dw_config_destroy(cfg);
+    char *const env[] = {ALL_URLS, "DIST_KAFKA_COMMIT_INTERVAL_MS=250", NULL};
+    cfg = load_ok("kafka = { commit_interval_ms = 100; };\n", env);
+    assert_int_equal(cfg->commit_interval_ms, 250);
+    dw_config_destroy(cfg);
+    load_bad("kafka = { commit_interval_ms = 5; };\n", url_env, "kafka.commit_interval_ms (line 1)",
+             "5 is out of range 10..60000", NULL);
+    char *const zero[] = {ALL_URLS, "DIST_KAFKA_COMMIT_INTERVAL_MS=0", NULL};
+    load_bad(NULL, zero, "DIST_KAFKA_COMMIT_INTERVAL_MS", NULL);
+
+    /* Event Hubs: the brokers say so. */
+    const char *eh = "kafka = { brokers = \"myns.servicebus.windows.net:9093\";\n"
+                     "  commit_interval_ms = 100; };\n";
+    load_bad(eh, url_env, "kafka.commit_interval_ms (line 2)", "100 is below 250", "Event Hubs",
+             NULL);
+    char *const eh_env[] = {ALL_URLS, "DIST_KAFKA_BROKERS=ns.servicebus.windows.net:9093",
+                            "DIST_KAFKA_COMMIT_INTERVAL_MS=200", NULL};
+    load_bad(NULL, eh_env, "DIST_KAFKA_COMMIT_INTERVAL_MS", "DIST_KAFKA_BROKERS is", NULL);
+    cfg = load_ok("kafka = { brokers = \"ns.servicebus.windows.net:9093\";\n"
+                  "  producer_properties = [ \"message.max.bytes=1046527\" ]; };\n",
+                  url_env);
+    assert_int_equal(cfg->commit_interval_ms, 1000);
+    dw_config_destroy(cfg);
+    load_bad("kafka = { brokers = \"ns.servicebus.windows.net:9093\";\n"
+             "  producer_properties = [ \"linger.ms=5\",\n \"message.max.bytes=2097152\" ]; };\n",
+             url_env, "kafka.producer_properties (line 2)", "message.max.bytes=2097152", NULL);
+    load_bad("kafka = { brokers = \"ns.servicebus.windows.net:9093\";\n"
+             "  properties = [ \"message.max.bytes=1046528\" ]; };\n",
+             url_env, "kafka.properties (line 2)", NULL);
+    /* Elsewhere a broker may allow more, and 100 ms commits. */
+    cfg = load_ok("kafka = { commit_interval_ms = 100;\n"
+                  "  producer_properties = [ \"message.max.bytes=2097152\" ]; };\n",
+                  url_env);
+    dw_config_destroy(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -909,6 +955,7 @@ int main(void)
         cmocka_unit_test(test_resilience_settings),
         cmocka_unit_test(test_flow_settings),
         cmocka_unit_test(test_security_settings),
+        cmocka_unit_test(test_commit_interval_and_event_hubs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -365,6 +365,55 @@ static void test_partition_lag_series(void **state)
     dw_metrics_destroy(m);
 }
 
+/* The backlog counts from the next offset handed out, or, before any, from
+ * where hand-out starts; records handed out and not committed are not in
+ * it (that is the lag). */
+static void test_backlog_series(void **state)
+{
+    (void)state;
+    struct dw_metrics *m = dw_metrics_create();
+    char *text = render(m);
+    assert_line(text, "# TYPE dw_consumer_backlog gauge");
+    assert_int_equal(count_lines_starting(text, "dw_consumer_backlog{"), 0);
+    free(text);
+
+    /* Offsets known before the assignment are not ours: no series. */
+    dw_metrics_backlog_offsets(m, 1, 10, 50);
+    assert_int_equal(dw_metrics_backlog(m, 1), -1);
+
+    dw_metrics_backlog_assign(m, 1);
+    dw_metrics_backlog_assign(m, 2);
+    assert_int_equal(dw_metrics_backlog(m, 1), -1); /* assignment starts unknown */
+    dw_metrics_backlog_offsets(m, 1, 10, 50);
+    assert_int_equal(dw_metrics_backlog(m, 1), 40); /* nothing handed out: end - start */
+    dw_metrics_backlog_handed_out(m, 1, 31);
+    assert_int_equal(dw_metrics_backlog(m, 1), 19); /* end - next handed out */
+    dw_metrics_backlog_handed_out(m, 1, 55);
+    assert_int_equal(dw_metrics_backlog(m, 1), 0); /* past a stale end: nothing waits */
+    dw_metrics_backlog_handed_out(m, 2, 7);
+    assert_int_equal(dw_metrics_backlog(m, 2), -1); /* end not known yet */
+    dw_metrics_backlog_offsets(m, 2, 0, 9);
+    assert_int_equal(dw_metrics_backlog(m, 2), 2);
+    dw_metrics_backlog_assign(m, -1); /* ignored */
+    dw_metrics_backlog_offsets(m, DW_METRICS_MAX_PARTITIONS, 0, 1);
+    assert_int_equal(dw_metrics_backlog(m, DW_METRICS_MAX_PARTITIONS), -1);
+    text = render(m);
+    assert_line(text, "dw_consumer_backlog{partition=\"1\"} 0");
+    assert_line(text, "dw_consumer_backlog{partition=\"2\"} 2");
+    assert_int_equal(count_lines_starting(text, "dw_consumer_backlog{"), 2);
+    free(text);
+
+    /* Assigned again: the old figures are forgotten. */
+    dw_metrics_backlog_assign(m, 2);
+    assert_int_equal(dw_metrics_backlog(m, 2), -1);
+    dw_metrics_backlog_clear(m);
+    dw_metrics_backlog_clear(NULL);
+    text = render(m);
+    assert_int_equal(count_lines_starting(text, "dw_consumer_backlog{"), 0);
+    free(text);
+    dw_metrics_destroy(m);
+}
+
 /* The value of the unlabelled sample name in text; fails when absent. */
 static double sample(const char *text, const char *name)
 {
@@ -485,6 +534,7 @@ int main(void)
         cmocka_unit_test(test_render_respects_the_buffer_cap),
         cmocka_unit_test(test_request_latency_histogram),
         cmocka_unit_test(test_partition_lag_series),
+        cmocka_unit_test(test_backlog_series),
         cmocka_unit_test(test_process_metrics_from_proc),
         cmocka_unit_test(test_resilience_metrics),
     };

@@ -41,8 +41,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* repository@digest when image.digest is set, else repository:tag. */}}
 {{- define "dw.image" -}}
+{{- if .Values.image.digest -}}
+{{- if not (hasPrefix "sha256:" .Values.image.digest) -}}
+{{- fail (printf "image.digest %q: expected sha256:<64 hex digits>" .Values.image.digest) -}}
+{{- end -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The six channels, in CONTRACT order. */}}
@@ -81,6 +89,20 @@ count; never more than the partition count (idle consumers help nobody).
 {{- fail "autoscaling.minReplicas is larger than the most replicas allowed" -}}
 {{- end -}}
 {{- $max -}}
+{{- end -}}
+
+{{/*
+The PromQL the KEDA prometheus trigger scales on: the backlog of this
+release's pods, each partition counted once (max by partition: a pod that
+has just lost a partition may still show it until its next scrape).
+autoscaling.keda.prometheus.query replaces it.
+*/}}
+{{- define "dw.backlogQuery" -}}
+{{- with .Values.autoscaling.keda.prometheus.query -}}
+{{- . -}}
+{{- else -}}
+sum(max by (partition) (dw_consumer_backlog{namespace="{{ .Release.Namespace }}",service="{{ include "dw.fullname" . }}"}))
+{{- end -}}
 {{- end -}}
 
 {{/* The pod's grace period: longer than the worker's drain timeout. */}}
