@@ -17,7 +17,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,10 @@
 #define POLL_MS            10
 #define COMMIT_EVERY_MS    100
 #define REVOKE_WAIT_MAX_MS 10000
+/* /healthz fails when the poll loop has not come round for this long. The
+ * loop comes round every POLL_MS; the longest legitimate gap (a revoke
+ * waiting for in-flight work) beats too, through serve_deliveries. */
+#define LIVENESS_STALL_MS 5000
 
 extern char **environ;
 
@@ -63,7 +69,13 @@ struct app {
     struct dw_dispatch *dispatch;
     struct dw_consumer *consumer;
     struct dw_http *http;
+    _Atomic int64_t heartbeat_ms; /* the poll loop's last round; read by /healthz */
 };
+
+static void beat(struct app *app)
+{
+    atomic_store_explicit(&app->heartbeat_ms, dw_now_ms(), memory_order_relaxed);
+}
 
 /* Delivery report of a completion or DLQ record: its request is done. */
 static void on_delivered(void *opaque, int32_t partition, int64_t offset)
@@ -77,7 +89,29 @@ static void on_delivered(void *opaque, int32_t partition, int64_t offset)
 static void serve_deliveries(void *opaque)
 {
     struct app *app = opaque;
+    beat(app);
     dw_producer_poll(app->producer, 10);
+}
+
+/* Liveness means making progress: the poll loop comes round and the
+ * producer has not hit a fatal error (an idempotent producer that did can
+ * never deliver again). Kafka or PostgreSQL being away is readiness, not
+ * liveness: a restart would not bring them back. Called on the listener's
+ * thread: atomics and a thread-safe librdkafka call only. */
+static bool live(void *opaque, char *why, size_t whylen)
+{
+    struct app *app = opaque;
+    int64_t age = dw_now_ms() - atomic_load_explicit(&app->heartbeat_ms, memory_order_relaxed);
+    if (age > LIVENESS_STALL_MS) {
+        dw_snprintf(why, whylen, "poll loop stalled for %" PRId64 " ms", age);
+        return false;
+    }
+    char fatal[256];
+    if (dw_producer_fatal(app->producer, fatal, sizeof(fatal))) {
+        dw_snprintf(why, whylen, "producer fatal error: %s", fatal);
+        return false;
+    }
+    return true;
 }
 
 static bool ready(void *opaque, char *why, size_t whylen)
@@ -148,6 +182,7 @@ static void run(struct app *app)
 {
     int64_t next_commit = dw_now_ms() + COMMIT_EVERY_MS;
     while (!stop_signals) {
+        beat(app);
         rd_kafka_message_t *m = dw_consumer_poll(app->consumer, POLL_MS);
         if (m) {
             handle_message(app, m);
@@ -173,6 +208,7 @@ static void drain(struct app *app)
     while (dw_now_ms() < until && stop_signals < 2) {
         /* Keep polling: it serves the group's heartbeats and rebalances.
          * A message still arriving is tracked but never finished. */
+        beat(app);
         rd_kafka_message_t *m = dw_consumer_poll(app->consumer, POLL_MS);
         if (m)
             rd_kafka_message_destroy(m);
@@ -318,17 +354,25 @@ int main(int argc, char **argv)
         struct dw_http_options hopts = {
             .bind_address = app.cfg->http_bind,
             .port = app.cfg->http_port,
+            .management_port = app.cfg->http_management_port,
             .pg_dsn = app.cfg->pg_dsn,
             .log = app.log,
             .metrics = app.metrics,
+            .live = live,
+            .live_opaque = &app,
             .ready = ready,
             .ready_opaque = &app,
+            .max_connections = app.cfg->http_max_connections,
+            .max_connections_per_client = app.cfg->http_max_connections_per_client,
+            .idle_timeout_s = app.cfg->http_idle_timeout_s,
         };
-        if (dw_http_start(&hopts, &app.http, errbuf, sizeof(errbuf)) != DW_OK) {
+        beat(&app);
+        err = dw_http_start(&hopts, &app.http, errbuf, sizeof(errbuf));
+        if (err) {
             dw_log_error(app.log, "%s", errbuf);
+            status = err == DW_ERR_CONFIG ? 2 : 1;
             goto out;
         }
-        dw_log_info(app.log, "HTTP listener on %s:%d", app.cfg->http_bind, app.cfg->http_port);
     }
 
     run(&app);

@@ -267,6 +267,11 @@ bool dw_producer_ping(struct dw_producer *p, int timeout_ms)
     return err == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
+bool dw_producer_fatal(struct dw_producer *p, char *why, size_t whylen)
+{
+    return p && rd_kafka_fatal_error(p->rk, why, whylen) != RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 void dw_producer_destroy(struct dw_producer *p, int timeout_ms)
 {
     if (!p)

@@ -26,6 +26,8 @@
  */
 #include "dw/store.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +51,8 @@ struct dw_store {
     struct dw_log *log; /* borrowed, may be NULL */
     PGconn *conn;       /* NULL after a failure that closed it */
     bool prepared;      /* session set up: statement_timeout and statements */
+    int timeout_ms;     /* client-side limit of one call's round trip; 0: none */
+    bool timed_out;     /* the last call failed by passing timeout_ms */
     uint64_t round_trips;
 };
 
@@ -362,6 +366,29 @@ static bool send_step(PGconn *conn, const struct step *s)
     return false;
 }
 
+/* With a time limit: waits until the next result can be read without
+ * blocking. False when the deadline passes first: a server that stops
+ * answering (a hung or SIGSTOPped process) is not noticed by TCP, and
+ * statement_timeout runs on the server, so only the client can bound it. */
+static bool wait_input(struct dw_store *store, int64_t deadline_ms)
+{
+    PGconn *conn = store->conn;
+    if (!store->timeout_ms)
+        return true;
+    while (PQisBusy(conn)) {
+        int64_t left = deadline_ms - dw_now_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
+        int rc = poll(&pfd, 1, (int)left);
+        if (rc < 0 && errno != EINTR)
+            return true; /* PQgetResult reports the broken connection */
+        if (rc > 0 && !PQconsumeInput(conn))
+            return true;
+    }
+    return true;
+}
+
 /*
  * Sends all steps, one Sync, and reads every result: one round trip. On
  * failure rolls back an open transaction (one more round trip) or closes a
@@ -373,7 +400,9 @@ static enum dw_err run_pipeline(struct dw_store *store, const char *what, struct
     PGconn *conn = store->conn;
     char first_error[ERRTEXT_MAX] = "";
     bool failed = false;
+    int64_t deadline_ms = dw_now_ms() + store->timeout_ms;
 
+    store->timed_out = false;
     if (!conn)
         return fail(store, what, "not connected", false);
     if (PQstatus(conn) != CONNECTION_OK)
@@ -390,6 +419,11 @@ static enum dw_err run_pipeline(struct dw_store *store, const char *what, struct
         return fail(store, what, PQerrorMessage(conn), true);
 
     for (size_t i = 0; i < n; i++) {
+        if (!wait_input(store, deadline_ms)) {
+            clear_results(steps, n);
+            store->timed_out = true;
+            return fail(store, what, "no answer within the time limit", true);
+        }
         PGresult *res = PQgetResult(conn);
         if (!res || PQstatus(conn) != CONNECTION_OK) {
             PQclear(res);
@@ -802,6 +836,16 @@ enum dw_err dw_store_ping(struct dw_store *store)
     enum dw_err err = run_pipeline(store, "ping", &step, 1);
     clear_results(&step, 1);
     return err;
+}
+
+void dw_store_set_timeout(struct dw_store *store, int timeout_ms)
+{
+    store->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
+}
+
+bool dw_store_timed_out(const struct dw_store *store)
+{
+    return store && store->timed_out;
 }
 
 uint64_t dw_store_round_trips(const struct dw_store *store)

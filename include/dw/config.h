@@ -74,6 +74,10 @@ struct dw_config {
     /* http */
     int http_port; /* 0 turns the listener off */
     char *http_bind;
+    int http_management_port;            /* 0: none; else probes and metrics also here */
+    int http_max_connections;            /* per port */
+    int http_max_connections_per_client; /* per port and client address */
+    int http_idle_timeout_s;
 
     /* log */
     enum dw_log_level log_level;

@@ -64,6 +64,11 @@ int dw_producer_outstanding(struct dw_producer *p);
  * Thread-safe (used by /readyz). */
 bool dw_producer_ping(struct dw_producer *p, int timeout_ms);
 
+/* True (with librdkafka's reason in why) once the idempotent producer hit
+ * a fatal error: it can never deliver again and the process must restart.
+ * Thread-safe (used by /healthz). */
+bool dw_producer_fatal(struct dw_producer *p, char *why, size_t whylen);
+
 /* Waits up to timeout_ms for every record to be acknowledged (serving
  * delivery reports on this thread), then frees. NULL: no-op. */
 void dw_producer_destroy(struct dw_producer *p, int timeout_ms);

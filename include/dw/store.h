@@ -130,6 +130,13 @@ enum dw_err dw_store_read(struct dw_store *store, const char *event_id,
  * idle worker notices an outage. DW_ERR_DB when it does not. */
 enum dw_err dw_store_ping(struct dw_store *store) DW_MUST_CHECK;
 
+/* Bounds each later call on the client side: when the server has not
+ * answered within timeout_ms (0: no limit, the default) the call fails with
+ * DW_ERR_DB, the connection is closed and dw_store_timed_out says so. For
+ * readers that must not hang with a server that stops answering. */
+void dw_store_set_timeout(struct dw_store *store, int timeout_ms);
+bool dw_store_timed_out(const struct dw_store *store);
+
 /* Network round trips made so far (for the benchmark's figures). */
 uint64_t dw_store_round_trips(const struct dw_store *store);
 
