@@ -296,7 +296,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "distribution-worker: configuration error: %s\n", errbuf);
         return 2;
     }
+    char plain_why[128] = "";
+    bool plain = dw_store_dsn_plaintext_possible(app.cfg->pg_dsn, plain_why, sizeof(plain_why));
     if (check_only) {
+        if (plain)
+            fprintf(stderr,
+                    "distribution-worker: warning: the PostgreSQL connection may fall back to "
+                    "plain text: %s (set postgres.sslmode or DIST_PG_SSLMODE to require or "
+                    "verify-full)\n",
+                    plain_why);
         printf("configuration OK\n");
         dw_config_destroy(app.cfg);
         return 0;
@@ -313,6 +321,17 @@ int main(int argc, char **argv)
     for (int c = 0; c < DW_CHANNEL_COUNT; c++)
         dw_log_add_secret(app.log, app.cfg->channels[c].token);
     dw_log_add_secret(app.log, app.cfg->kafka_sasl_password);
+    /* libpq quotes the bad part of a DSN in its errors: the password must
+     * be known as a secret before anything can log them. */
+    char **pg_passwords = dw_store_dsn_passwords(app.cfg->pg_dsn);
+    for (size_t i = 0; pg_passwords[i]; i++)
+        dw_log_add_secret(app.log, pg_passwords[i]);
+    dw_store_passwords_free(pg_passwords);
+    if (plain)
+        dw_log_warn(app.log,
+                    "PostgreSQL connection may fall back to plain text: %s (set postgres.sslmode "
+                    "or DIST_PG_SSLMODE to require or verify-full)",
+                    plain_why);
     /* Once, before any thread starts (libcurl's rule). */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         dw_log_error(app.log, "curl_global_init failed");

@@ -47,6 +47,20 @@ struct dw_status {
     struct dw_channel_state channels[DW_CHANNEL_COUNT]; /* indexed by enum dw_channel_id */
 };
 
+/* The password(s) a DSN carries, as a NULL-ended array of new strings
+ * (parsed by libpq, and also found by shape, raw and percent-decoded, so a
+ * malformed DSN that libpq cannot parse yields its password too). For
+ * dw_log_add_secret before anything can log libpq's error text, which
+ * quotes the bad part of a DSN. Free with dw_store_passwords_free. */
+char **dw_store_dsn_passwords(const char *dsn);
+void dw_store_passwords_free(char **passwords);
+
+/* True when a connection made with dsn may fall back to plain text
+ * (sslmode disable, allow, prefer, or unset and PGSSLMODE unset: libpq's
+ * prefer), with the reason in why. False for a Unix socket and for a DSN
+ * libpq cannot parse. */
+bool dw_store_dsn_plaintext_possible(const char *dsn, char *why, size_t whylen);
+
 /* Connects (does not migrate). log may be NULL. The caller destroys. A
  * connection failure returns DW_ERR_DB with libpq's message in errbuf. */
 enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store **out, char *errbuf,
