@@ -127,6 +127,8 @@ static const struct key config_keys[] = {
     CFG_INT("worker", "threads", pool_threads, 2, 1, 64, NULL, NULL),
     CFG_INT("worker", "max_in_flight_requests", max_in_flight_requests, 2000, 1, 1000000, NULL,
             NULL),
+    CFG_INT("worker", "max_in_flight_bytes", max_in_flight_bytes, 268435456, 1048576, 2147483647,
+            NULL, NULL),
     CFG_INT("worker", "max_in_flight_calls", max_in_flight_calls, 4000, 1, 1000000, NULL, NULL),
     CFG_INT("worker", "drain_timeout_ms", drain_timeout_ms, 30000, 0, 3600000, NULL, NULL),
     CFG_INT("worker", "store_batch_max", store_batch_max, 256, 1, 10000, NULL, NULL),

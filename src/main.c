@@ -27,6 +27,7 @@
 
 #include <curl/curl.h>
 
+#include "dw/backpressure.h"
 #include "dw/config.h"
 #include "dw/consumer.h"
 #include "dw/dispatch.h"
@@ -164,18 +165,20 @@ static void handle_message(struct app *app, rd_kafka_message_t *m)
         dw_log_write(app->log, DW_LOG_WARN, ctx, "stopping; request left for redelivery");
 }
 
-/* Pause while dispatch is full or the database is away; resume with
- * hysteresis so partitions do not flap. */
+/* Pause while dispatch holds too many requests or too many bytes or the
+ * database is away; resume with hysteresis (dw_backpressure_pause). */
 static void backpressure(struct app *app)
 {
-    size_t in_flight = dw_dispatch_in_flight(app->dispatch);
-    size_t max = (size_t)app->cfg->max_in_flight_requests;
-    bool db_ok = dw_dispatch_store_ok(app->dispatch);
+    struct dw_backpressure_load load = {
+        .requests = dw_dispatch_in_flight(app->dispatch),
+        .bytes = dw_dispatch_in_flight_bytes(app->dispatch),
+        .store_ok = dw_dispatch_store_ok(app->dispatch),
+    };
     bool paused = dw_consumer_paused(app->consumer);
-    if (!paused && (in_flight >= max || !db_ok))
-        dw_consumer_set_paused(app->consumer, true);
-    else if (paused && db_ok && in_flight <= max - max / 4)
-        dw_consumer_set_paused(app->consumer, false);
+    bool pause = dw_backpressure_pause(paused, &load, (size_t)app->cfg->max_in_flight_requests,
+                                       (size_t)app->cfg->max_in_flight_bytes);
+    if (pause != paused)
+        dw_consumer_set_paused(app->consumer, pause);
 }
 
 static void run(struct app *app)

@@ -85,6 +85,7 @@ struct dw_config {
     /* worker */
     int pool_threads;           /* HTTP engine threads, each driving many transfers */
     int max_in_flight_requests; /* partitions pause above this */
+    int max_in_flight_bytes;    /* or above this many bytes of requests (dw_request.bytes) */
     int max_in_flight_calls;    /* channel calls the engine runs at once, all channels */
     int drain_timeout_ms;
     int store_batch_max; /* status writes per database round trip */
