@@ -1113,6 +1113,37 @@ static char *read_file(const char *path, size_t *len)
     return data;
 }
 
+/* The expected code of each corpus file, from request_corpus.expected
+ * ("name CODE" lines; # starts a comment). */
+struct expectation {
+    char name[256];
+    char code[32];
+    bool seen;
+};
+
+static size_t read_expectations(const char *dir, struct expectation *out, size_t max)
+{
+    char path[8192], line[512];
+    size_t n = 0;
+    dw_snprintf(path, sizeof(path), "%s.expected", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("%s: cannot open", path);
+    while (fgets(line, sizeof(line), f)) {
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        assert_true(n < max);
+        if (sscanf(line, "%255s %31s", out[n].name, out[n].code) != 2)
+            fail_msg("%s: bad line: %s", path, line);
+        out[n].seen = false;
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* Every corpus file decodes to the code its expectation names: a change in
+ * the decoder's verdict on a corpus file fails here, not silently. */
 static void test_fuzz_corpus_replays(void **state)
 {
     (void)state;
@@ -1120,9 +1151,11 @@ static void test_fuzz_corpus_replays(void **state)
     struct dirent *ent;
     DIR *d;
     int files = 0;
+    static struct expectation want[256];
 
     if (!find_corpus(dir, sizeof(dir)))
         fail_msg("tests/fuzz/request_corpus not found: set DW_SOURCE_DIR to the source tree");
+    size_t nwant = read_expectations(dir, want, DW_ARRAY_LEN(want));
     d = opendir(dir);
     assert_non_null(d);
     while ((ent = readdir(d)) != NULL) {
@@ -1137,12 +1170,33 @@ static void test_fuzz_corpus_replays(void **state)
         enum dw_dlq_code code = decode_keep(data, len, &req);
         free(data);
         print_message("  %-32s %s %s\n", ent->d_name, code_name(code), last_err);
+        /* A valid request has every field a request must have. */
+        if (code == DW_DLQ_NONE) {
+            assert_non_null(req);
+            assert_non_null(req->event_id);
+            assert_non_null(req->title);
+            assert_true(req->channel_count > 0);
+        } else {
+            assert_null(req);
+        }
         dw_request_destroy(req);
+        struct expectation *e = NULL;
+        for (size_t i = 0; i < nwant && !e; i++)
+            if (strcmp(want[i].name, ent->d_name) == 0)
+                e = &want[i];
+        if (!e)
+            fail_msg("%s has no line in request_corpus.expected", ent->d_name);
+        if (strcmp(e->code, code_name(code)) != 0)
+            fail_msg("%s: decoded as %s, expected %s", ent->d_name, code_name(code), e->code);
+        e->seen = true;
         files++;
     }
     closedir(d);
     if (files == 0)
         fail_msg("%s holds no files", dir);
+    for (size_t i = 0; i < nwant; i++)
+        if (!want[i].seen)
+            fail_msg("request_corpus.expected names %s, which is not in the corpus", want[i].name);
 }
 
 int main(void)
