@@ -31,6 +31,9 @@
 #include <strings.h>
 
 #include <libconfig.h>
+#include <libpq-fe.h>
+
+#include "dw/store.h"
 
 enum key_type {
     KEY_STRING,
@@ -50,6 +53,7 @@ enum {
     KEY_TOPIC = 1u << 3,       /* a legal Kafka topic name */
     KEY_PER_CHANNEL = 1u << 4, /* not allowed in channels.defaults */
     KEY_SSLMODE = 1u << 5,     /* one of libpq's sslmode values */
+    KEY_DSN = 1u << 6,         /* a connection string libpq can parse */
 };
 
 struct key {
@@ -111,16 +115,24 @@ static const struct key config_keys[] = {
      * 250 there (check_final). */
     CFG_INT("kafka", "commit_interval_ms", commit_interval_ms, 1000, 10, 60000,
             "DIST_KAFKA_COMMIT_INTERVAL_MS", NULL),
-    CFG_STR("postgres", "dsn", pg_dsn, KEY_NONEMPTY, "postgresql://localhost/distribution",
-            "DIST_PG_DSN"),
+    CFG_STR("postgres", "dsn", pg_dsn, KEY_NONEMPTY | KEY_DSN,
+            "postgresql://localhost/distribution", "DIST_PG_DSN"),
     CFG_STR("postgres", "sslmode", pg_sslmode, KEY_SSLMODE, NULL, "DIST_PG_SSLMODE"),
     CFG_STR("postgres", "sslrootcert", pg_sslrootcert, 0, NULL, "DIST_PG_SSLROOTCERT"),
     CFG_INT("http", "port", http_port, 8080, 0, 65535, "DIST_HTTP_PORT", "a port number"),
     CFG_STR("http", "bind_address", http_bind, KEY_NONEMPTY | KEY_ADDRESS, "0.0.0.0", NULL),
+    CFG_INT("http", "management_port", http_management_port, 0, 0, 65535,
+            "DIST_HTTP_MANAGEMENT_PORT", "a port number"),
+    CFG_INT("http", "max_connections", http_max_connections, 256, 1, 10000, NULL, NULL),
+    CFG_INT("http", "max_connections_per_client", http_max_connections_per_client, 16, 1, 10000,
+            NULL, NULL),
+    CFG_INT("http", "idle_timeout_s", http_idle_timeout_s, 10, 1, 3600, NULL, NULL),
     CFG_LEVEL("log", "level", log_level, "info", "DIST_LOG_LEVEL"),
     CFG_INT("worker", "threads", pool_threads, 2, 1, 64, NULL, NULL),
     CFG_INT("worker", "max_in_flight_requests", max_in_flight_requests, 2000, 1, 1000000, NULL,
             NULL),
+    CFG_INT("worker", "max_in_flight_bytes", max_in_flight_bytes, 268435456, 1048576, 2147483647,
+            NULL, NULL),
     CFG_INT("worker", "max_in_flight_calls", max_in_flight_calls, 4000, 1, 1000000, NULL, NULL),
     CFG_INT("worker", "drain_timeout_ms", drain_timeout_ms, 30000, 0, 3600000, NULL, NULL),
     CFG_INT("worker", "store_batch_max", store_batch_max, 256, 1, 10000, NULL, NULL),
@@ -258,8 +270,12 @@ static enum dw_err fail(struct loader *ld, const struct origin *o, const char *f
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
+    /* Errors quote values (a kafka.properties entry, a URL), and they are
+     * printed where the log's own scrubbing does not run. */
+    char clean[sizeof(what)];
+    dw_log_redact(NULL, what, clean, sizeof(clean));
     if (ld->errbuf && ld->errlen)
-        dw_snprintf(ld->errbuf, ld->errlen, "%s: %s", who, what);
+        dw_snprintf(ld->errbuf, ld->errlen, "%s: %s", who, clean);
     return DW_ERR_CONFIG;
 }
 
@@ -381,6 +397,36 @@ static bool has_control_char(const char *s)
     return false;
 }
 
+/* A DSN libpq cannot parse stops start-up here, not in a retry loop that
+ * logs libpq's message (which quotes the bad part, password included):
+ * the message is shown with the DSN's password masked. */
+static enum dw_err check_dsn(struct loader *ld, const struct key *key, void *base,
+                             const char *value, const struct origin *o)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(value, &err);
+    if (opts) {
+        PQconninfoFree(opts);
+        char **field = field_of(base, key);
+        free(*field);
+        *field = dw_xstrdup(value);
+        return DW_OK;
+    }
+    struct dw_log *masker = dw_log_create(-1, DW_LOG_ERROR);
+    char **passwords = dw_store_dsn_passwords(value);
+    for (size_t i = 0; passwords[i]; i++)
+        dw_log_add_secret(masker, passwords[i]);
+    char text[512];
+    dw_strlcpy(text, err ? err : "out of memory", sizeof(text));
+    text[strcspn(text, "\n")] = '\0';
+    char clean[512];
+    dw_log_redact(masker, text, clean, sizeof(clean));
+    dw_store_passwords_free(passwords);
+    dw_log_destroy(masker);
+    PQfreemem(err);
+    return fail(ld, o, "not a libpq connection string: %s", clean);
+}
+
 /* Checks value against key's flags and stores a copy in base. */
 static enum dw_err set_string(struct loader *ld, const struct key *key, void *base,
                               const char *value, const struct origin *o)
@@ -404,6 +450,9 @@ static enum dw_err set_string(struct loader *ld, const struct key *key, void *ba
                     "\"%s\" is not an sslmode (disable, allow, prefer, require, verify-ca, "
                     "verify-full)",
                     value);
+
+    if (key->flags & KEY_DSN)
+        return check_dsn(ld, key, base, value, o);
 
     copy = dw_xstrdup(value);
     if (key->flags & KEY_URL) {
@@ -1067,6 +1116,7 @@ static enum dw_err check_final(struct loader *ld)
 {
     static const char *const topics[] = {"request_topic", "completed_topic", "dlq_topic"};
     size_t url_k = channel_key_index("url");
+    size_t token_k = channel_key_index("token");
     size_t init_k = channel_key_index("initial_backoff_ms");
     size_t max_k = channel_key_index("max_backoff_ms");
     size_t lmin_k = channel_key_index("limit_min");
@@ -1078,6 +1128,10 @@ static enum dw_err check_final(struct loader *ld)
         if (!ch->url)
             return fail(ld, &ld->channel[c][url_k],
                         "missing (set it in the file or DIST_CHANNEL_%s_URL)", channel);
+        /* Without a token every call is a permanent 401: refuse to start. */
+        if (!ch->token || !ch->token[0])
+            return fail(ld, &ld->channel[c][token_k],
+                        "missing or empty (set it in the file or DIST_CHANNEL_%s_TOKEN)", channel);
         if (ch->initial_backoff_ms > ch->max_backoff_ms) {
             char other[256];
             describe(&ld->channel[c][max_k], other, sizeof(other));
@@ -1109,7 +1163,7 @@ static enum dw_err check_final(struct loader *ld)
             }
         }
     }
-    if (is_event_hubs(cfg->kafka_brokers))
+    if (is_event_hubs(ld->cfg->kafka_brokers))
         return check_event_hubs(ld);
     return DW_OK;
 }

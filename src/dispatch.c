@@ -107,6 +107,7 @@ struct dw_dispatch {
     bool stopping;
 
     atomic_size_t in_flight;
+    atomic_size_t in_flight_bytes; /* sum of dw_request.bytes of those */
     atomic_bool store_ok;
 
     /* Dispatch thread only. */
@@ -250,6 +251,7 @@ enum dw_err dw_dispatch_submit(struct dw_dispatch *d, struct dw_request *req, in
     }
     push(&d->inbox, r);
     atomic_fetch_add(&d->in_flight, 1);
+    atomic_fetch_add(&d->in_flight_bytes, req->bytes);
     dw_metrics_gauge_add(d->opts.metrics, DW_GAUGE_REQUESTS_IN_FLIGHT, 1);
     pthread_cond_signal(&d->wake);
     pthread_mutex_unlock(&d->lock);
@@ -264,6 +266,11 @@ size_t dw_dispatch_in_flight(const struct dw_dispatch *d)
 bool dw_dispatch_congested(const struct dw_dispatch *d, double factor)
 {
     return d->pool && dw_pool_congested(d->pool, factor);
+}
+
+size_t dw_dispatch_in_flight_bytes(const struct dw_dispatch *d)
+{
+    return atomic_load(&d->in_flight_bytes);
 }
 
 bool dw_dispatch_store_ok(const struct dw_dispatch *d)
@@ -336,6 +343,7 @@ static void retire(struct dw_dispatch *d, struct run *r)
         active_add(d, next);
         push(&d->begin_q, next);
     }
+    atomic_fetch_sub(&d->in_flight_bytes, r->req->bytes);
     run_free(r);
     atomic_fetch_sub(&d->in_flight, 1);
     dw_metrics_gauge_add(d->opts.metrics, DW_GAUGE_REQUESTS_IN_FLIGHT, -1);

@@ -6,7 +6,8 @@
  *
  * Secrets: every message is scrubbed before it is written (redact()), first
  * of the values registered with dw_log_add_secret, then of anything shaped
- * like a secret (a URI's password, password=..., Bearer ...). Messages are
+ * like a secret (a URI's password, password=..., Bearer ...), and only then
+ * cut to MESSAGE_MAX, so no secret loses its tail to the cut. Messages are
  * formatted by callers from outside input, so this is the one place that
  * can promise no token, password or DSN secret reaches a log.
  */
@@ -24,7 +25,8 @@
 #include <json-c/json.h>
 
 #define REDACTED    "***"
-#define MESSAGE_MAX 2048
+#define MESSAGE_MAX 2048         /* a line's message is cut to this (after masking) */
+#define RAW_MAX     (256 * 1024) /* longest message masked whole */
 #define MIN_SECRET  4
 
 struct dw_log {
@@ -187,17 +189,24 @@ static size_t registered_at(const struct dw_log *log, const char *p)
     return 0;
 }
 
-/* Copies in to out with every secret replaced by REDACTED. Text between
- * secrets is copied a run at a time. */
+/* Copies in (its whole length) to out with every secret replaced by
+ * REDACTED; out is cut to outlen only after that, so a secret across the
+ * cut cannot leave its first part behind. Text between secrets is copied a
+ * run at a time. */
 static void redact(const struct dw_log *log, const char *in, char *out, size_t outlen)
 {
-    char pass1[MESSAGE_MAX];
-    struct text t = {pass1, 0, sizeof(pass1)};
+    /* Masking never makes text longer than the input plus a few bytes per
+     * shaped secret ("password=a" -> "password=***"). */
+    size_t inlen = strlen(in);
+    size_t pass1_cap = inlen + inlen / 2 + 16;
+    char small[MESSAGE_MAX * 2];
+    char *pass1 = pass1_cap <= sizeof(small) ? small : dw_xmalloc(pass1_cap);
+    struct text t = {pass1, 0, pass1_cap};
     pass1[0] = '\0';
 
     /* Registered values first: they may have any shape. */
     const char *run = in;
-    for (const char *p = in; *p;) {
+    for (const char *p = in; log && *p;) {
         size_t hit = registered_at(log, p);
         if (hit) {
             put(&t, run, (size_t)(p - run));
@@ -231,6 +240,14 @@ static void redact(const struct dw_log *log, const char *in, char *out, size_t o
         }
     }
     put(&t, run, strlen(run));
+    if (pass1 != small)
+        free(pass1);
+}
+
+void dw_log_redact(const struct dw_log *log, const char *in, char *out, size_t outlen)
+{
+    if (outlen)
+        redact(log, in, out, outlen);
 }
 
 bool dw_log_level_parse(const char *name, enum dw_log_level *out)
@@ -261,13 +278,25 @@ void dw_log_write(struct dw_log *log, enum dw_log_level level, struct dw_log_ctx
     if (!log || level < log->level)
         return;
 
-    char raw[MESSAGE_MAX];
+    /* The whole message first (mask, then cut): a longer one than the
+     * stack buffer is formatted again on the heap, up to RAW_MAX. */
+    char small[MESSAGE_MAX];
+    char *raw = small;
     char message[MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof(raw), fmt, ap);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
     va_end(ap);
+    if (n >= (int)sizeof(small)) {
+        size_t cap = (size_t)n < RAW_MAX ? (size_t)n + 1 : RAW_MAX;
+        raw = dw_xmalloc(cap);
+        va_start(ap, fmt);
+        vsnprintf(raw, cap, fmt, ap);
+        va_end(ap);
+    }
     redact(log, raw, message, sizeof(message));
+    if (raw != small)
+        free(raw);
 
     char when[32];
     dw_format_time(dw_wall_ms(), when);

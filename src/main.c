@@ -17,7 +17,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,7 @@
 
 #include <curl/curl.h>
 
+#include "dw/backpressure.h"
 #include "dw/config.h"
 #include "dw/consumer.h"
 #include "dw/dispatch.h"
@@ -41,6 +44,10 @@
 
 #define POLL_MS            10
 #define REVOKE_WAIT_MAX_MS 10000
+/* /healthz fails when the poll loop has not come round for this long. The
+ * loop comes round every POLL_MS; the longest legitimate gap (a revoke
+ * waiting for in-flight work) beats too, through serve_deliveries. */
+#define LIVENESS_STALL_MS 5000
 
 extern char **environ;
 
@@ -62,7 +69,13 @@ struct app {
     struct dw_dispatch *dispatch;
     struct dw_consumer *consumer;
     struct dw_http *http;
+    _Atomic int64_t heartbeat_ms; /* the poll loop's last round; read by /healthz */
 };
+
+static void beat(struct app *app)
+{
+    atomic_store_explicit(&app->heartbeat_ms, dw_now_ms(), memory_order_relaxed);
+}
 
 /* Delivery report of a completion or DLQ record: its request is done. */
 static void on_delivered(void *opaque, int32_t partition, int64_t offset)
@@ -76,7 +89,29 @@ static void on_delivered(void *opaque, int32_t partition, int64_t offset)
 static void serve_deliveries(void *opaque)
 {
     struct app *app = opaque;
+    beat(app);
     dw_producer_poll(app->producer, 10);
+}
+
+/* Liveness means making progress: the poll loop comes round and the
+ * producer has not hit a fatal error (an idempotent producer that did can
+ * never deliver again). Kafka or PostgreSQL being away is readiness, not
+ * liveness: a restart would not bring them back. Called on the listener's
+ * thread: atomics and a thread-safe librdkafka call only. */
+static bool live(void *opaque, char *why, size_t whylen)
+{
+    struct app *app = opaque;
+    int64_t age = dw_now_ms() - atomic_load_explicit(&app->heartbeat_ms, memory_order_relaxed);
+    if (age > LIVENESS_STALL_MS) {
+        dw_snprintf(why, whylen, "poll loop stalled for %" PRId64 " ms", age);
+        return false;
+    }
+    char fatal[256];
+    if (dw_producer_fatal(app->producer, fatal, sizeof(fatal))) {
+        dw_snprintf(why, whylen, "producer fatal error: %s", fatal);
+        return false;
+    }
+    return true;
 }
 
 static bool ready(void *opaque, char *why, size_t whylen)
@@ -129,27 +164,30 @@ static void handle_message(struct app *app, rd_kafka_message_t *m)
         dw_log_write(app->log, DW_LOG_WARN, ctx, "stopping; request left for redelivery");
 }
 
-/* Pause while dispatch is full, the database is away, or a channel has
- * more jobs waiting than it can start soon (twice its concurrency limit:
- * what it cannot take yet stays in Kafka, not in a queue that would turn
- * into failures); resume with hysteresis so partitions do not flap. */
+/* Pause while dispatch holds too many requests or too many bytes, the
+ * database is away, or a channel has more jobs waiting than it can start
+ * soon; resume with hysteresis (dw_backpressure_pause). */
 static void backpressure(struct app *app)
 {
-    size_t in_flight = dw_dispatch_in_flight(app->dispatch);
-    size_t max = (size_t)app->cfg->max_in_flight_requests;
-    bool db_ok = dw_dispatch_store_ok(app->dispatch);
+    struct dw_backpressure_load load = {
+        .requests = dw_dispatch_in_flight(app->dispatch),
+        .bytes = dw_dispatch_in_flight_bytes(app->dispatch),
+        .store_ok = dw_dispatch_store_ok(app->dispatch),
+        .channels_congested = dw_dispatch_congested(app->dispatch, 2.0),
+        .channels_busy = dw_dispatch_congested(app->dispatch, 1.0),
+    };
     bool paused = dw_consumer_paused(app->consumer);
-    if (!paused && (in_flight >= max || !db_ok || dw_dispatch_congested(app->dispatch, 2.0)))
-        dw_consumer_set_paused(app->consumer, true);
-    else if (paused && db_ok && in_flight <= max - max / 4 &&
-             !dw_dispatch_congested(app->dispatch, 1.0))
-        dw_consumer_set_paused(app->consumer, false);
+    bool pause = dw_backpressure_pause(paused, &load, (size_t)app->cfg->max_in_flight_requests,
+                                       (size_t)app->cfg->max_in_flight_bytes);
+    if (pause != paused)
+        dw_consumer_set_paused(app->consumer, pause);
 }
 
 static void run(struct app *app)
 {
     int64_t next_commit = dw_now_ms() + app->cfg->commit_interval_ms;
     while (!stop_signals) {
+        beat(app);
         rd_kafka_message_t *m = dw_consumer_poll(app->consumer, POLL_MS);
         if (m) {
             handle_message(app, m);
@@ -175,6 +213,7 @@ static void drain(struct app *app)
     while (dw_now_ms() < until && stop_signals < 2) {
         /* Keep polling: it serves the group's heartbeats and rebalances.
          * A message still arriving is tracked but never finished. */
+        beat(app);
         rd_kafka_message_t *m = dw_consumer_poll(app->consumer, POLL_MS);
         if (m)
             rd_kafka_message_destroy(m);
@@ -263,6 +302,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "distribution-worker: configuration error: %s\n", errbuf);
         return 2;
     }
+    char plain_why[128] = "";
+    bool plain = dw_store_dsn_plaintext_possible(app.cfg->pg_dsn, plain_why, sizeof(plain_why));
     if (check_only) {
         /* The librdkafka properties too: they are checked by librdkafka,
          * as at start-up, with no broker contacted. */
@@ -272,6 +313,12 @@ int main(int argc, char **argv)
             dw_config_destroy(app.cfg);
             return 2;
         }
+        if (plain)
+            fprintf(stderr,
+                    "distribution-worker: warning: the PostgreSQL connection may fall back to "
+                    "plain text: %s (set postgres.sslmode or DIST_PG_SSLMODE to require or "
+                    "verify-full)\n",
+                    plain_why);
         printf("configuration OK\n");
         dw_config_destroy(app.cfg);
         return 0;
@@ -288,6 +335,17 @@ int main(int argc, char **argv)
     for (int c = 0; c < DW_CHANNEL_COUNT; c++)
         dw_log_add_secret(app.log, app.cfg->channels[c].token);
     dw_log_add_secret(app.log, app.cfg->kafka_sasl_password);
+    /* libpq quotes the bad part of a DSN in its errors: the password must
+     * be known as a secret before anything can log them. */
+    char **pg_passwords = dw_store_dsn_passwords(app.cfg->pg_dsn);
+    for (size_t i = 0; pg_passwords[i]; i++)
+        dw_log_add_secret(app.log, pg_passwords[i]);
+    dw_store_passwords_free(pg_passwords);
+    if (plain)
+        dw_log_warn(app.log,
+                    "PostgreSQL connection may fall back to plain text: %s (set postgres.sslmode "
+                    "or DIST_PG_SSLMODE to require or verify-full)",
+                    plain_why);
     /* Once, before any thread starts (libcurl's rule). */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         dw_log_error(app.log, "curl_global_init failed");
@@ -329,17 +387,25 @@ int main(int argc, char **argv)
         struct dw_http_options hopts = {
             .bind_address = app.cfg->http_bind,
             .port = app.cfg->http_port,
+            .management_port = app.cfg->http_management_port,
             .pg_dsn = app.cfg->pg_dsn,
             .log = app.log,
             .metrics = app.metrics,
+            .live = live,
+            .live_opaque = &app,
             .ready = ready,
             .ready_opaque = &app,
+            .max_connections = app.cfg->http_max_connections,
+            .max_connections_per_client = app.cfg->http_max_connections_per_client,
+            .idle_timeout_s = app.cfg->http_idle_timeout_s,
         };
-        if (dw_http_start(&hopts, &app.http, errbuf, sizeof(errbuf)) != DW_OK) {
+        beat(&app);
+        err = dw_http_start(&hopts, &app.http, errbuf, sizeof(errbuf));
+        if (err) {
             dw_log_error(app.log, "%s", errbuf);
+            status = err == DW_ERR_CONFIG ? 2 : 1;
             goto out;
         }
-        dw_log_info(app.log, "HTTP listener on %s:%d", app.cfg->http_bind, app.cfg->http_port);
     }
 
     run(&app);

@@ -237,6 +237,8 @@ static const struct metric_def {
         "Errors reported by librdkafka."},
     [M_COUNTER(DW_COUNTER_DB_ROUND_TRIPS)] = {"dw_db_round_trips_total", TYPE_COUNTER, {0},
         "Network round trips to PostgreSQL."},
+    [M_COUNTER(DW_COUNTER_RECORDS_DROPPED)] = {"dw_kafka_records_dropped_total", TYPE_COUNTER, {0},
+        "Completion or DLQ records Kafka refused for good; their requests count as done."},
     [M_GAUGE(DW_GAUGE_REQUESTS_IN_FLIGHT)] = {"dw_requests_in_flight", TYPE_GAUGE, {0},
         "Requests taken from Kafka and not yet finished."},
     [M_GAUGE(DW_GAUGE_CALLS_IN_FLIGHT)] = {"dw_channel_calls_in_flight", TYPE_GAUGE, {0},

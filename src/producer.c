@@ -8,13 +8,22 @@
  * broker has acknowledged). The producer is idempotent, so librdkafka's own
  * retries neither duplicate nor reorder.
  *
+ * A permanent error (the record itself is refused: too large, invalid) is
+ * final: logged, counted, and the request counts as done, so one bad record
+ * cannot hold its partition's commits forever. A DLQ value that cannot fit
+ * under message.max.bytes is truncated to fit, with a header saying so.
+ *
  * Threads: produce calls from any thread (librdkafka is thread-safe);
  * delivery reports on whoever calls dw_producer_poll. Records whose
  * re-produce failed wait in `retry`, touched only by the polling thread.
+ * Records refused for good when produced (on any thread) wait in
+ * `finished` (under `finished_lock`) until the polling thread reports them
+ * done: the delivered callback runs on the polling thread only.
  */
 #include "dw/producer.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +33,10 @@
 #include "dw/kafka_conf.h"
 
 enum record_kind { RECORD_COMPLETION, RECORD_DLQ };
+
+/* Room left in a DLQ record for what is not key, value or our headers: the
+ * record's own framing in a batch and the truncation header. */
+#define DLQ_SLACK_BYTES 1024
 
 struct record {
     struct record *next; /* in the retry list */
@@ -36,6 +49,7 @@ struct record {
     rd_kafka_headers_t *headers; /* DLQ only; our copy, never handed over */
     int32_t partition;           /* of the request this finishes */
     int64_t offset;
+    rd_kafka_resp_err_t produce_err; /* why it waits in `finished` */
 };
 
 struct dw_producer {
@@ -47,7 +61,10 @@ struct dw_producer {
     struct record *retry; /* poll thread only */
     char *completed_topic;
     char *dlq_topic;
-    bool delivered_off; /* closing: failed reports free, never resend */
+    size_t max_message_bytes; /* the producer's message.max.bytes */
+    bool delivered_off;       /* closing: failed reports free, never resend */
+    pthread_mutex_t finished_lock;
+    struct record *finished; /* refused for good on produce; poll thread reports them */
 };
 
 static void record_free(struct record *r)
@@ -76,6 +93,37 @@ static rd_kafka_resp_err_t produce(struct dw_producer *p, struct record *r, bool
     return err;
 }
 
+/* Errors about the record itself: sending it again cannot succeed. Errors
+ * about the cluster (authorisation, unknown topic, timeouts) are not: they
+ * are fixed outside and the record then goes through. */
+static bool permanent(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A record refused for good: logged and counted; its request is done. Poll
+ * thread only (it calls `delivered`). */
+static void give_up(struct dw_producer *p, struct record *r, rd_kafka_resp_err_t err)
+{
+    dw_metrics_count(p->metrics, DW_COUNTER_RECORDS_DROPPED, 1);
+    dw_log_write(p->log, DW_LOG_ERROR, (struct dw_log_ctx){NULL, NULL, r->partition, r->offset},
+                 "%s record of %zu bytes refused for good by %s: %s; dropped, request counted "
+                 "as done",
+                 r->kind == RECORD_DLQ ? "DLQ" : "completion", r->value_len, r->topic,
+                 rd_kafka_err2str(err));
+    p->delivered(p->opaque, r->partition, r->offset);
+    record_free(r);
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
@@ -93,6 +141,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         return;
     }
     dw_metrics_count(p->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
+    if (permanent(m->err)) {
+        give_up(p, r, m->err);
+        return;
+    }
     dw_log_write(p->log, DW_LOG_WARN, (struct dw_log_ctx){NULL, NULL, r->partition, r->offset},
                  "delivery to %s failed, sending again: %s", r->topic, rd_kafka_err2str(m->err));
     /* Producing from inside a delivery report is allowed, but never block
@@ -172,6 +224,12 @@ enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
         free(p);
         return DW_ERR_CONFIG;
     }
+    char size[32];
+    size_t size_len = sizeof(size);
+    p->max_message_bytes = 1000000; /* librdkafka's default */
+    if (rd_kafka_conf_get(conf, "message.max.bytes", size, &size_len) == RD_KAFKA_CONF_OK)
+        p->max_message_bytes = (size_t)strtoull(size, NULL, 10);
+    pthread_mutex_init(&p->finished_lock, NULL);
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_error);
@@ -181,6 +239,7 @@ enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
     if (!p->rk) {
         rd_kafka_conf_destroy(conf);
         dw_snprintf(errbuf, errlen, "kafka producer: %s", why);
+        pthread_mutex_destroy(&p->finished_lock);
         free(p->completed_topic);
         free(p->dlq_topic);
         free(p);
@@ -215,6 +274,16 @@ static struct record *record_new(enum record_kind kind, const char *topic, const
 static enum dw_err send_record(struct dw_producer *p, struct record *r)
 {
     rd_kafka_resp_err_t err = produce(p, r, true);
+    if (err && permanent(err)) {
+        /* Final: reported done by the poll thread (dw_producer_poll). */
+        dw_metrics_count(p->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
+        r->produce_err = err;
+        pthread_mutex_lock(&p->finished_lock);
+        r->next = p->finished;
+        p->finished = r;
+        pthread_mutex_unlock(&p->finished_lock);
+        return DW_OK;
+    }
     if (err) {
         dw_log_error(p->log, "produce to %s failed: %s", r->topic, rd_kafka_err2str(err));
         dw_metrics_count(p->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
@@ -234,23 +303,59 @@ enum dw_err dw_producer_send_completion(struct dw_producer *p, const char *event
 
 enum dw_err dw_producer_send_dlq(struct dw_producer *p, const struct dw_dlq_record *rec)
 {
-    struct record *r = record_new(RECORD_DLQ, p->dlq_topic, rec->key, rec->key_len, rec->value,
-                                  rec->value_len, rec->partition, rec->offset);
-    char num[32];
-    r->headers = rd_kafka_headers_new(5);
+    char partition[32], offset[32];
     const char *code = dw_dlq_name(rec->code);
-    rd_kafka_header_add(r->headers, "x-error-code", -1, code ? code : "", -1);
-    rd_kafka_header_add(r->headers, "x-error-message", -1, rec->message ? rec->message : "", -1);
-    rd_kafka_header_add(r->headers, "x-original-topic", -1, rec->topic, -1);
-    dw_snprintf(num, sizeof(num), "%" PRId32, rec->partition);
-    rd_kafka_header_add(r->headers, "x-original-partition", -1, num, -1);
-    dw_snprintf(num, sizeof(num), "%" PRId64, rec->offset);
-    rd_kafka_header_add(r->headers, "x-original-offset", -1, num, -1);
+    const char *message = rec->message ? rec->message : "";
+    dw_snprintf(partition, sizeof(partition), "%" PRId32, rec->partition);
+    dw_snprintf(offset, sizeof(offset), "%" PRId64, rec->offset);
+    const char *const headers[][2] = {
+        {"x-error-code", code ? code : ""}, {"x-error-message", message},
+        {"x-original-topic", rec->topic},   {"x-original-partition", partition},
+        {"x-original-offset", offset},
+    };
+
+    /* A value that cannot fit under message.max.bytes (a request record
+     * near the consumer's limit, plus our headers) would be refused for
+     * good: keep its head, and say so. */
+    size_t overhead = rec->key_len + DLQ_SLACK_BYTES;
+    for (size_t i = 0; i < DW_ARRAY_LEN(headers); i++)
+        overhead += strlen(headers[i][0]) + strlen(headers[i][1]);
+    size_t value_len = rec->value_len;
+    bool truncated = false;
+    if (rec->value && overhead + value_len > p->max_message_bytes) {
+        value_len = p->max_message_bytes > overhead ? p->max_message_bytes - overhead : 0;
+        truncated = true;
+    }
+
+    struct record *r = record_new(RECORD_DLQ, p->dlq_topic, rec->key, rec->key_len, rec->value,
+                                  value_len, rec->partition, rec->offset);
+    r->headers = rd_kafka_headers_new(DW_ARRAY_LEN(headers) + 1);
+    for (size_t i = 0; i < DW_ARRAY_LEN(headers); i++)
+        rd_kafka_header_add(r->headers, headers[i][0], -1, headers[i][1], -1);
+    if (truncated) {
+        char original[32];
+        dw_snprintf(original, sizeof(original), "%zu", rec->value_len);
+        rd_kafka_header_add(r->headers, "x-value-truncated", -1, original, -1);
+        dw_log_write(p->log, DW_LOG_WARN,
+                     (struct dw_log_ctx){NULL, NULL, rec->partition, rec->offset},
+                     "DLQ value of %zu bytes truncated to %zu to fit message.max.bytes %zu",
+                     rec->value_len, value_len, p->max_message_bytes);
+    }
     return send_record(p, r);
 }
 
 void dw_producer_poll(struct dw_producer *p, int timeout_ms)
 {
+    pthread_mutex_lock(&p->finished_lock);
+    struct record *finished = p->finished;
+    p->finished = NULL;
+    pthread_mutex_unlock(&p->finished_lock);
+    while (finished) {
+        struct record *r = finished;
+        finished = r->next;
+        give_up(p, r, r->produce_err);
+    }
+
     struct record *retry = p->retry;
     p->retry = NULL;
     while (retry) {
@@ -270,6 +375,10 @@ int dw_producer_outstanding(struct dw_producer *p)
     int n = rd_kafka_outq_len(p->rk);
     for (struct record *r = p->retry; r; r = r->next)
         n++;
+    pthread_mutex_lock(&p->finished_lock);
+    for (struct record *r = p->finished; r; r = r->next)
+        n++;
+    pthread_mutex_unlock(&p->finished_lock);
     return n;
 }
 
@@ -280,6 +389,11 @@ bool dw_producer_ping(struct dw_producer *p, int timeout_ms)
     if (md)
         rd_kafka_metadata_destroy(md);
     return err == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+bool dw_producer_fatal(struct dw_producer *p, char *why, size_t whylen)
+{
+    return p && rd_kafka_fatal_error(p->rk, why, whylen) != RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
 void dw_producer_destroy(struct dw_producer *p, int timeout_ms)
@@ -304,6 +418,12 @@ void dw_producer_destroy(struct dw_producer *p, int timeout_ms)
         p->retry = r->next;
         record_free(r);
     }
+    while (p->finished) {
+        struct record *r = p->finished;
+        p->finished = r->next;
+        record_free(r);
+    }
+    pthread_mutex_destroy(&p->finished_lock);
     rd_kafka_destroy(p->rk);
     free(p->completed_topic);
     free(p->dlq_topic);

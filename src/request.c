@@ -36,9 +36,11 @@
 #include "dw/common.h"
 #include "dw/status.h"
 
-#define EVENT_ID_MAX 64
-#define TITLE_MAX    200
-#define CONTENT_MAX  10000
+#define EVENT_ID_MAX  64
+#define TITLE_MAX     200
+#define CONTENT_MAX   10000
+#define IMAGE_URL_MAX 2048 /* code points (CONTRACT 2.1) */
+#define SETTING_MAX   200  /* code points of each channelSettings value */
 /* Nesting json-c accepts; the request itself needs 3 levels, the rest is
  * room for unknown fields. Deeper input is INVALID_JSON. */
 #define JSON_DEPTH_MAX 64
@@ -462,6 +464,13 @@ static enum dw_dlq_code read_image_url(struct json_object *root, struct dw_reque
         !(has_prefix_nocase(s, len, "https://") && len > strlen("https://")))
         return fail(d, DW_DLQ_INVALID_FIELD,
                     "imageUrl: must be an http:// or https:// URL with a host after the scheme");
+    size_t count;
+    code = count_chars("imageUrl", s, len, &count, d);
+    if (code)
+        return code;
+    if (count > IMAGE_URL_MAX)
+        return fail(d, DW_DLQ_INVALID_FIELD, "imageUrl: %zu characters, at most %d allowed", count,
+                    IMAGE_URL_MAX);
     req->image_url = dw_xstrndup(s, len);
     return DW_DLQ_NONE;
 }
@@ -550,6 +559,12 @@ static enum dw_dlq_code read_settings(struct json_object *root, struct dw_reques
         code = get_string(one, st->key, field, DW_DLQ_INVALID_FIELD, &s, &len, d);
         if (code)
             return code;
+        size_t count = 0;
+        if (s && (code = count_chars(field, s, len, &count, d)) != DW_DLQ_NONE)
+            return code;
+        if (count > SETTING_MAX)
+            return fail(d, DW_DLQ_INVALID_FIELD, "%s: %zu characters, at most %d allowed", field,
+                        count, SETTING_MAX);
         if (s && len > 0) /* "" is absent */
             *(char **)((char *)req + st->offset) = dw_xstrndup(s, len);
     }
@@ -707,6 +722,19 @@ static enum dw_dlq_code read_requested_at(struct json_object *root, struct dw_re
     return DW_DLQ_NONE;
 }
 
+static size_t str_bytes(const char *s)
+{
+    return s ? strlen(s) + 1 : 0;
+}
+
+static size_t footprint(const struct dw_request *req)
+{
+    size_t strings = str_bytes(req->event_id) + str_bytes(req->title) + str_bytes(req->content) +
+                     str_bytes(req->image_url) + str_bytes(req->requested_at) +
+                     str_bytes(req->radius) + str_bytes(req->region) + str_bytes(req->phone_number);
+    return sizeof(*req) + strings * (1 + (size_t)req->channel_count);
+}
+
 enum dw_dlq_code dw_request_decode(const char *value, size_t len, struct dw_request **out,
                                    char *errbuf, size_t errlen)
 {
@@ -738,6 +766,7 @@ enum dw_dlq_code dw_request_decode(const char *value, size_t len, struct dw_requ
         (code = read_channels(root, req, &d)) || (code = read_settings(root, req, &d)) ||
         (code = check_channel_needs(req, &d)) || (code = read_requested_at(root, req, &d)))
         goto out;
+    req->bytes = footprint(req);
 
     *out = req;
     req = NULL;

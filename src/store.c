@@ -26,6 +26,8 @@
  */
 #include "dw/store.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +51,8 @@ struct dw_store {
     struct dw_log *log; /* borrowed, may be NULL */
     PGconn *conn;       /* NULL after a failure that closed it */
     bool prepared;      /* session set up: statement_timeout and statements */
+    int timeout_ms;     /* client-side limit of one call's round trip; 0: none */
+    bool timed_out;     /* the last call failed by passing timeout_ms */
     uint64_t round_trips;
 };
 
@@ -362,6 +366,29 @@ static bool send_step(PGconn *conn, const struct step *s)
     return false;
 }
 
+/* With a time limit: waits until the next result can be read without
+ * blocking. False when the deadline passes first: a server that stops
+ * answering (a hung or SIGSTOPped process) is not noticed by TCP, and
+ * statement_timeout runs on the server, so only the client can bound it. */
+static bool wait_input(struct dw_store *store, int64_t deadline_ms)
+{
+    PGconn *conn = store->conn;
+    if (!store->timeout_ms)
+        return true;
+    while (PQisBusy(conn)) {
+        int64_t left = deadline_ms - dw_now_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
+        int rc = poll(&pfd, 1, (int)left);
+        if (rc < 0 && errno != EINTR)
+            return true; /* PQgetResult reports the broken connection */
+        if (rc > 0 && !PQconsumeInput(conn))
+            return true;
+    }
+    return true;
+}
+
 /*
  * Sends all steps, one Sync, and reads every result: one round trip. On
  * failure rolls back an open transaction (one more round trip) or closes a
@@ -373,7 +400,9 @@ static enum dw_err run_pipeline(struct dw_store *store, const char *what, struct
     PGconn *conn = store->conn;
     char first_error[ERRTEXT_MAX] = "";
     bool failed = false;
+    int64_t deadline_ms = dw_now_ms() + store->timeout_ms;
 
+    store->timed_out = false;
     if (!conn)
         return fail(store, what, "not connected", false);
     if (PQstatus(conn) != CONNECTION_OK)
@@ -390,6 +419,11 @@ static enum dw_err run_pipeline(struct dw_store *store, const char *what, struct
         return fail(store, what, PQerrorMessage(conn), true);
 
     for (size_t i = 0; i < n; i++) {
+        if (!wait_input(store, deadline_ms)) {
+            clear_results(steps, n);
+            store->timed_out = true;
+            return fail(store, what, "no answer within the time limit", true);
+        }
         PGresult *res = PQgetResult(conn);
         if (!res || PQstatus(conn) != CONNECTION_OK) {
             PQclear(res);
@@ -802,6 +836,157 @@ enum dw_err dw_store_ping(struct dw_store *store)
     enum dw_err err = run_pipeline(store, "ping", &step, 1);
     clear_results(&step, 1);
     return err;
+}
+
+/* ---- the DSN, before any connection ------------------------------------ */
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Adds text[0..len) and, when it holds valid %XX escapes, its decoded form. */
+static void add_password(char ***out, size_t *n, const char *text, size_t len)
+{
+    if (!len)
+        return;
+    *out = dw_xrealloc(*out, (*n + 3) * sizeof(**out));
+    char *raw = dw_xmalloc(len + 1);
+    memcpy(raw, text, len);
+    raw[len] = '\0';
+    (*out)[(*n)++] = raw;
+    if (memchr(raw, '%', len)) {
+        char *dec = dw_xmalloc(len + 1);
+        size_t j = 0;
+        bool ok = true;
+        for (size_t i = 0; i < len && ok; i++) {
+            if (raw[i] != '%') {
+                dec[j++] = raw[i];
+            } else if (i + 2 < len && hex_digit(raw[i + 1]) >= 0 && hex_digit(raw[i + 2]) >= 0) {
+                dec[j++] = (char)(hex_digit(raw[i + 1]) * 16 + hex_digit(raw[i + 2]));
+                i += 2;
+            } else {
+                ok = false;
+            }
+        }
+        dec[j] = '\0';
+        if (ok && j)
+            (*out)[(*n)++] = dec;
+        else
+            free(dec);
+    }
+    (*out)[*n] = NULL;
+}
+
+/* A DSN libpq cannot parse: the password found by its shape, so that
+ * libpq's own error text (which quotes the bad part) cannot carry it. */
+static void password_by_shape(const char *dsn, char ***out, size_t *n)
+{
+    const char *scheme = strstr(dsn, "://");
+    if (scheme) {
+        const char *user = scheme + 3;
+        const char *end = user + strcspn(user, "/?#");
+        const char *at = NULL;
+        for (const char *p = user; p < end; p++)
+            if (*p == '@')
+                at = p; /* the last '@' before the host */
+        const char *colon = at ? memchr(user, ':', (size_t)(at - user)) : NULL;
+        if (colon)
+            add_password(out, n, colon + 1, (size_t)(at - colon - 1));
+    }
+    /* password=... as a keyword or a URI parameter. */
+    const char *stop = scheme ? " \t&#" : " \t";
+    for (const char *p = strstr(dsn, "password"); p; p = strstr(p + 1, "password")) {
+        const char *v = p + 8;
+        while (*v == ' ')
+            v++;
+        if (*v != '=')
+            continue;
+        v++;
+        while (*v == ' ')
+            v++;
+        if (*v == '\'' && !scheme) {
+            const char *q = strchr(v + 1, '\'');
+            add_password(out, n, v + 1, q ? (size_t)(q - v - 1) : strlen(v + 1));
+        } else {
+            add_password(out, n, v, strcspn(v, stop));
+        }
+    }
+}
+
+char **dw_store_dsn_passwords(const char *dsn)
+{
+    char **out = dw_xcalloc(1, sizeof(*out));
+    size_t n = 0;
+    if (!dsn)
+        return out;
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &err);
+    if (opts) {
+        for (PQconninfoOption *o = opts; o->keyword; o++) {
+            if (strcmp(o->keyword, "password") == 0 && o->val)
+                add_password(&out, &n, o->val, strlen(o->val));
+        }
+        PQconninfoFree(opts);
+    } else {
+        PQfreemem(err); /* it may quote the password: never shown */
+    }
+    /* Also by shape: the parsed value is decoded, the raw form may be in
+     * an error text too. */
+    password_by_shape(dsn, &out, &n);
+    return out;
+}
+
+void dw_store_passwords_free(char **passwords)
+{
+    for (size_t i = 0; passwords && passwords[i]; i++)
+        free(passwords[i]);
+    free(passwords);
+}
+
+bool dw_store_dsn_plaintext_possible(const char *dsn, char *why, size_t whylen)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &err);
+    if (!opts) {
+        PQfreemem(err);
+        return false; /* the connection will fail and say why */
+    }
+    const char *sslmode = NULL;
+    const char *host = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "sslmode") == 0)
+            sslmode = o->val;
+        else if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+    }
+    if (!sslmode || !*sslmode)
+        sslmode = getenv("PGSSLMODE"); /* libpq's fallback */
+    bool weak = !sslmode || !*sslmode || strcmp(sslmode, "disable") == 0 ||
+                strcmp(sslmode, "allow") == 0 || strcmp(sslmode, "prefer") == 0;
+    /* A Unix socket never goes over a network. */
+    bool local = host && host[0] == '/';
+    if (weak && !local)
+        dw_snprintf(why, whylen, "sslmode is %s%s", sslmode && *sslmode ? sslmode : "not set",
+                    sslmode && *sslmode ? "" : " (libpq's default: prefer)");
+    PQconninfoFree(opts);
+    return weak && !local;
+}
+
+void dw_store_set_timeout(struct dw_store *store, int timeout_ms)
+{
+    store->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
+}
+
+bool dw_store_timed_out(const struct dw_store *store)
+{
+    return store && store->timed_out;
 }
 
 uint64_t dw_store_round_trips(const struct dw_store *store)

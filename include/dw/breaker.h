@@ -125,8 +125,12 @@ bool dw_breaker_acquire(struct dw_breaker *b, int64_t now_ms, struct dw_breaker_
                         struct dw_breaker_transition *t);
 
 /* The permitted call ended at now_ms after duration_ms. Thresholds are
- * checked after every recorded call. *t tells whether the state changed.
- * A permit that is not held, or from an earlier state, changes nothing. */
+ * checked after every recorded call; HALF_OPEN decides once
+ * min(minimum_calls, half_open_calls) trials are in (Resilience4j's
+ * forHalfOpen), closing or reopening. An outcome arriving when HALF_OPEN
+ * is past half_open_max_wait_ms is ignored and the breaker reopens. *t
+ * tells whether the state changed. A permit that is not held, or from an
+ * earlier state, changes nothing. */
 void dw_breaker_record(struct dw_breaker *b, struct dw_breaker_permit *permit,
                        enum dw_breaker_outcome outcome, int64_t duration_ms, int64_t now_ms,
                        struct dw_breaker_transition *t);
@@ -138,13 +142,17 @@ void dw_breaker_release(struct dw_breaker *b, struct dw_breaker_permit *permit);
 
 /* Moves to state at once, as an operator would (Resilience4j's
  * transitionTo...State): CLOSED clears the window; OPEN starts open_wait_ms
- * from now_ms; HALF_OPEN starts the trials. Permits given earlier become
- * stale. */
-void dw_breaker_transition_to(struct dw_breaker *b, enum dw_breaker_state state, int64_t now_ms,
+ * from now_ms; HALF_OPEN starts the trials. Moving to the current state
+ * enters it again (the same resets), as Resilience4j does. Permits given
+ * earlier become stale. False, and nothing changes, for what Resilience4j
+ * refuses (CLOSED to HALF_OPEN) and for an unknown state. */
+bool dw_breaker_transition_to(struct dw_breaker *b, enum dw_breaker_state state, int64_t now_ms,
                               struct dw_breaker_transition *t);
 
 /* The state and window as of now_ms (a time window drops calls that
- * are too old). No transition happens here. */
+ * are too old). The one transition that happens here: HALF_OPEN past
+ * half_open_max_wait_ms turns OPEN (and the observer hears it), so the
+ * state gauge never shows HALF_OPEN past its limit once anyone looks. */
 void dw_breaker_snapshot(struct dw_breaker *b, int64_t now_ms, struct dw_breaker_snapshot *snap);
 
 /* "CLOSED", "OPEN", "HALF_OPEN", "FORCED_OPEN", "DISABLED"; never NULL. */

@@ -85,6 +85,10 @@ struct dw_config {
     /* http */
     int http_port; /* 0 turns the listener off */
     char *http_bind;
+    int http_management_port;            /* 0: none; else probes and metrics also here */
+    int http_max_connections;            /* per port */
+    int http_max_connections_per_client; /* per port and client address */
+    int http_idle_timeout_s;
 
     /* log */
     enum dw_log_level log_level;
@@ -92,6 +96,7 @@ struct dw_config {
     /* worker */
     int pool_threads;           /* HTTP engine threads, each driving many transfers */
     int max_in_flight_requests; /* partitions pause above this */
+    int max_in_flight_bytes;    /* or above this many bytes of requests (dw_request.bytes) */
     int max_in_flight_calls;    /* channel calls the engine runs at once, all channels */
     int drain_timeout_ms;
     int store_batch_max; /* status writes per database round trip */

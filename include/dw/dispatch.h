@@ -52,6 +52,8 @@ enum dw_err dw_dispatch_submit(struct dw_dispatch *d, struct dw_request *req, in
 
 /* Requests accepted whose completion is not yet produced. */
 size_t dw_dispatch_in_flight(const struct dw_dispatch *d);
+/* The dw_request.bytes of those, summed (the byte budget's measure). */
+size_t dw_dispatch_in_flight_bytes(const struct dw_dispatch *d);
 
 /* True while some channel has more jobs waiting to start than factor times
  * its concurrency limit (dw_pool_congested). Any thread. */

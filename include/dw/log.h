@@ -47,6 +47,12 @@ const char *dw_log_level_name(enum dw_log_level level);
  */
 void dw_log_add_secret(struct dw_log *log, const char *value);
 
+/* Copies in to out (cut to outlen) with every secret replaced by "***":
+ * the registered values of log (log may be NULL: shapes only) and the
+ * shapes above. For text that is not a log line, such as a configuration
+ * error printed before the log exists. Thread-safe. */
+void dw_log_redact(const struct dw_log *log, const char *in, char *out, size_t outlen);
+
 /* Thread-safe. A NULL log writes nothing (handy in tests). The message is
  * scrubbed of secrets (see dw_log_add_secret) before it is written. */
 void dw_log_write(struct dw_log *log, enum dw_log_level level, struct dw_log_ctx ctx,

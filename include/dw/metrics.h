@@ -31,6 +31,7 @@ enum dw_counter {
     DW_COUNTER_DB_ERRORS,
     DW_COUNTER_KAFKA_ERRORS,
     DW_COUNTER_DB_ROUND_TRIPS,
+    DW_COUNTER_RECORDS_DROPPED, /* completion or DLQ records Kafka refused for good */
     DW_COUNTER_COUNT
 };
 

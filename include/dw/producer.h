@@ -3,7 +3,10 @@
  * (CONTRACT section 1), from one idempotent producer. Each record carries
  * the partition and offset of the request it finishes; when the broker
  * acknowledges it, the delivered callback gets them so the consumer may
- * commit. A record the broker refuses is sent again, never dropped.
+ * commit. A record the broker refuses is sent again, unless the error is
+ * about the record itself (too large, invalid): then it is final (logged,
+ * counted in dw_kafka_records_dropped_total) and the delivered callback
+ * runs all the same, so one bad record never stops a partition.
  *
  * Threads: send functions may be called from any thread. Delivery reports
  * (and so the delivered callback) run on the thread calling
@@ -43,9 +46,11 @@ enum dw_err dw_producer_send_completion(struct dw_producer *p, const char *event
                                         const char *json, int32_t partition,
                                         int64_t offset) DW_MUST_CHECK;
 
-/* Queues a DLQ record: the original key and value unchanged, and the
- * headers x-error-code, x-error-message, x-original-topic,
- * x-original-partition, x-original-offset. Copies what it needs. */
+/* Queues a DLQ record: the original key and value, and the headers
+ * x-error-code, x-error-message, x-original-topic, x-original-partition,
+ * x-original-offset. A value too large for message.max.bytes (with key,
+ * headers and some slack) is cut to fit and gets the header
+ * x-value-truncated with its original length. Copies what it needs. */
 struct dw_dlq_record {
     const void *key;
     size_t key_len;
@@ -69,6 +74,11 @@ int dw_producer_outstanding(struct dw_producer *p);
 /* Asks a broker for metadata: true when one answered within timeout_ms.
  * Thread-safe (used by /readyz). */
 bool dw_producer_ping(struct dw_producer *p, int timeout_ms);
+
+/* True (with librdkafka's reason in why) once the idempotent producer hit
+ * a fatal error: it can never deliver again and the process must restart.
+ * Thread-safe (used by /healthz). */
+bool dw_producer_fatal(struct dw_producer *p, char *why, size_t whylen);
 
 /* Waits up to timeout_ms for every record to be acknowledged (serving
  * delivery reports on this thread), then frees. NULL: no-op. */

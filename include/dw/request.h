@@ -29,6 +29,11 @@ struct dw_request {
     char *radius;       /* URIDONGNETV.radius */
     char *region;       /* GINITV.region */
     char *phone_number; /* RINGOBIZ.phoneNumber */
+    /* An estimate of the memory the request holds while in flight: the
+     * struct and its strings, once for the request and once more per
+     * requested channel (each channel's call body carries them). For the
+     * byte budget of back-pressure (worker.max_in_flight_bytes). */
+    size_t bytes;
 };
 
 /*

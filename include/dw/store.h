@@ -47,6 +47,20 @@ struct dw_status {
     struct dw_channel_state channels[DW_CHANNEL_COUNT]; /* indexed by enum dw_channel_id */
 };
 
+/* The password(s) a DSN carries, as a NULL-ended array of new strings
+ * (parsed by libpq, and also found by shape, raw and percent-decoded, so a
+ * malformed DSN that libpq cannot parse yields its password too). For
+ * dw_log_add_secret before anything can log libpq's error text, which
+ * quotes the bad part of a DSN. Free with dw_store_passwords_free. */
+char **dw_store_dsn_passwords(const char *dsn);
+void dw_store_passwords_free(char **passwords);
+
+/* True when a connection made with dsn may fall back to plain text
+ * (sslmode disable, allow, prefer, or unset and PGSSLMODE unset: libpq's
+ * prefer), with the reason in why. False for a Unix socket and for a DSN
+ * libpq cannot parse. */
+bool dw_store_dsn_plaintext_possible(const char *dsn, char *why, size_t whylen);
+
 /* Connects (does not migrate). log may be NULL. The caller destroys. A
  * connection failure returns DW_ERR_DB with libpq's message in errbuf. */
 enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store **out, char *errbuf,
@@ -129,6 +143,13 @@ enum dw_err dw_store_read(struct dw_store *store, const char *event_id,
 /* One round trip (SELECT 1): tells whether the server still answers, so an
  * idle worker notices an outage. DW_ERR_DB when it does not. */
 enum dw_err dw_store_ping(struct dw_store *store) DW_MUST_CHECK;
+
+/* Bounds each later call on the client side: when the server has not
+ * answered within timeout_ms (0: no limit, the default) the call fails with
+ * DW_ERR_DB, the connection is closed and dw_store_timed_out says so. For
+ * readers that must not hang with a server that stops answering. */
+void dw_store_set_timeout(struct dw_store *store, int timeout_ms);
+bool dw_store_timed_out(const struct dw_store *store);
 
 /* Network round trips made so far (for the benchmark's figures). */
 uint64_t dw_store_round_trips(const struct dw_store *store);

@@ -310,6 +310,22 @@ void dw_breaker_destroy(struct dw_breaker *b)
     free(b);
 }
 
+/* HALF_OPEN past half_open_max_wait_ms: its trials never all reported. */
+static bool half_open_expired(const struct dw_breaker *b, int64_t now_ms)
+{
+    return b->state == DW_BREAKER_HALF_OPEN && b->o.half_open_max_wait_ms > 0 &&
+           now_ms - b->half_open_since_ms >= b->o.half_open_max_wait_ms;
+}
+
+/* Trials recorded before HALF_OPEN decides: Resilience4j's
+ * CircuitBreakerMetrics.forHalfOpen takes min(minimumNumberOfCalls,
+ * permittedNumberOfCallsInHalfOpenState). */
+static int half_open_decides_at(const struct dw_breaker *b)
+{
+    int minimum = b->o.minimum_calls < 1 ? 1 : b->o.minimum_calls;
+    return minimum < b->o.half_open_calls ? minimum : b->o.half_open_calls;
+}
+
 static void grant(struct dw_breaker *b, struct dw_breaker_permit *permit, bool trial)
 {
     permit->generation = b->generation;
@@ -344,8 +360,7 @@ bool dw_breaker_acquire(struct dw_breaker *b, int64_t now_ms, struct dw_breaker_
         ok = true;
         break;
     case DW_BREAKER_HALF_OPEN:
-        if (b->o.half_open_max_wait_ms > 0 &&
-            now_ms - b->half_open_since_ms >= b->o.half_open_max_wait_ms) {
+        if (half_open_expired(b, now_ms)) {
             /* The trials never all reported: open again rather than stay
              * half-open for ever. Their permits are now stale. */
             set_state(b, DW_BREAKER_OPEN, now_ms, t);
@@ -380,6 +395,14 @@ void dw_breaker_record(struct dw_breaker *b, struct dw_breaker_permit *permit,
 
     pthread_mutex_lock(&b->lock);
     no_transition(b, t);
+    if (half_open_expired(b, now_ms)) {
+        /* Too late: docs/resilience.md promises late answers are ignored.
+         * The trials' permits go stale with the reopening. */
+        set_state(b, DW_BREAKER_OPEN, now_ms, t);
+        permit->held = false;
+        pthread_mutex_unlock(&b->lock);
+        return;
+    }
     if (!take_back(b, permit) || outcome == DW_BREAKER_IGNORED) {
         /* Stale, or a permanent answer that says nothing about health. */
         pthread_mutex_unlock(&b->lock);
@@ -397,7 +420,7 @@ void dw_breaker_record(struct dw_breaker *b, struct dw_breaker_permit *permit,
                              (flags & FLAG_FAILED) && (flags & FLAG_SLOW)};
         bucket_add(&b->trial, &one, 1);
         b->trials_done++;
-        if (b->trials_done >= b->o.half_open_calls) {
+        if (b->trials_done >= half_open_decides_at(b)) {
             rates_of(&b->trial, 1, &b->failure_rate, &b->slow_call_rate);
             bool reopen = trips(b, &b->trial);
             if (reopen)
@@ -420,20 +443,29 @@ void dw_breaker_release(struct dw_breaker *b, struct dw_breaker_permit *permit)
     pthread_mutex_unlock(&b->lock);
 }
 
-void dw_breaker_transition_to(struct dw_breaker *b, enum dw_breaker_state state, int64_t now_ms,
+bool dw_breaker_transition_to(struct dw_breaker *b, enum dw_breaker_state state, int64_t now_ms,
                               struct dw_breaker_transition *t)
 {
     pthread_mutex_lock(&b->lock);
-    if (state == b->state || (unsigned)state >= DW_BREAKER_STATE_COUNT)
-        no_transition(b, t);
-    else
+    /* Resilience4j has no CLOSED_TO_HALF_OPEN transition. */
+    bool ok = (unsigned)state < DW_BREAKER_STATE_COUNT &&
+              !(b->state == DW_BREAKER_CLOSED && state == DW_BREAKER_HALF_OPEN);
+    if (ok)
+        /* The same state is entered again, as Resilience4j does: CLOSED
+         * clears the window, OPEN restarts open_wait_ms, HALF_OPEN restarts
+         * the trials. */
         set_state(b, state, now_ms, t);
+    else
+        no_transition(b, t);
     pthread_mutex_unlock(&b->lock);
+    return ok;
 }
 
 void dw_breaker_snapshot(struct dw_breaker *b, int64_t now_ms, struct dw_breaker_snapshot *snap)
 {
     pthread_mutex_lock(&b->lock);
+    if (half_open_expired(b, now_ms))
+        set_state(b, DW_BREAKER_OPEN, now_ms, NULL); /* the gauge must not show HALF_OPEN */
     if (b->state == DW_BREAKER_CLOSED) {
         struct bucket view = window_view(b, now_ms);
         snapshot_locked(b, &view, snap);

@@ -45,6 +45,32 @@ awk '/^    KAKAO = \{/ {skip=1} skip && /url =/ {skip=0; next} {print}' "$conf" 
 expect "missing URL is named" 2 "channels\.KAKAO\.url" -- -c "$tmp/nourl.conf" --check-config
 expect "the environment supplies a missing URL" 0 "configuration OK" DIST_CHANNEL_KAKAO_URL=http://127.0.0.1:9 -- -c "$tmp/nourl.conf" --check-config
 
+# Secrets: a missing or empty channel token stops start-up naming it; a DSN
+# libpq cannot parse is refused without its password; an error quoting a
+# kafka property masks its secret; a DSN that may go plain text is warned of.
+grep -v 'token = "dev-token-kakao"' "$conf" >"$tmp/notoken.conf"
+expect "missing token is named" 2 "channels\.KAKAO\.token: missing" -- -c "$tmp/notoken.conf" --check-config
+expect "empty token from the environment is named" 2 "DIST_CHANNEL_NAVER_TOKEN: missing or empty" DIST_CHANNEL_NAVER_TOKEN= -- -c "$conf" --check-config
+expect_absent() {
+    local name=$1 code=$2 pattern=$3 secret=$4; shift 4
+    local out rc
+    out=$(env -i PATH="$PATH" "$@" 2>&1 </dev/null)
+    rc=$?
+    if [ "$rc" = "$code" ] && grep -qE -- "$pattern" <<<"$out" && ! grep -qF -- "$secret" <<<"$out"; then
+        passed=$((passed + 1)); echo "ok   $name"
+    else
+        failed=$((failed + 1)); echo "FAIL $name: exit $rc (want $code), output:"; echo "$out" | head -5
+    fi
+}
+expect_absent "malformed DSN is refused without its password" 2 "DIST_PG_DSN: not a libpq connection string" \
+    "Hunter22" DIST_PG_DSN='postgresql://app:Pa%zzHunter22@db/x' "$bin" -c "$conf" --check-config
+sed 's/^    properties = \[/    properties = [ "sasl.password =Hunter22",/' "$conf" >"$tmp/prop.conf"
+expect_absent "a bad kafka property is quoted without its secret" 2 "kafka\.properties" "Hunter22" \
+    "$bin" -c "$tmp/prop.conf" --check-config
+expect "plain-text PostgreSQL is warned of" 0 "may fall back to plain text: sslmode is not set" -- -c "$conf" --check-config
+expect_absent "verify-full is not warned of" 0 "configuration OK" "plain text" DIST_PG_SSLMODE=verify-full \
+    "$bin" -c "$conf" --check-config
+
 expect "missing file" 2 "nope\.conf" -- -c "$tmp/nope.conf" --check-config
 
 # librdkafka's properties are checked too, the way librdkafka checks them at

@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dw/breaker.h"
@@ -422,6 +423,154 @@ static void observe(void *opaque, const struct dw_breaker_snapshot *snap)
     s->last = *snap;
 }
 
+/* Resilience4j parity (CircuitBreakerMetrics.forHalfOpen): HALF_OPEN
+ * decides once min(minimum_calls, half_open_calls) trials are in. With
+ * minimum_calls 2 and 4 trials, two failures reopen at once, two
+ * successes close at once. */
+static void half_open_decides_after_minimum_calls(void **state)
+{
+    (void)state;
+    struct dw_breaker_options o = options();
+    o.window_size = 2;
+    o.minimum_calls = 2;
+    o.half_open_calls = 4;
+    struct dw_breaker_permit p[4];
+    struct dw_breaker_transition t;
+    for (int round = 0; round < 2; round++) {
+        enum dw_breaker_outcome outcome = round == 0 ? DW_BREAKER_FAILURE : DW_BREAKER_SUCCESS;
+        now = 0;
+        struct dw_breaker *b = opened(o);
+        now += 1000;
+        for (int i = 0; i < 4; i++)
+            assert_true(dw_breaker_acquire(b, now, &p[i], &t));
+        dw_breaker_record(b, &p[0], outcome, 1, now, &t);
+        assert_int_equal(t.to, DW_BREAKER_HALF_OPEN);
+        dw_breaker_record(b, &p[1], outcome, 1, now, &t);
+        assert_int_equal(t.from, DW_BREAKER_HALF_OPEN);
+        assert_int_equal(t.to, round == 0 ? DW_BREAKER_OPEN : DW_BREAKER_CLOSED);
+        /* The two trials still out are stale now. */
+        dw_breaker_record(b, &p[2], DW_BREAKER_SUCCESS, 1, now, &t);
+        dw_breaker_record(b, &p[3], DW_BREAKER_SUCCESS, 1, now, &t);
+        assert_int_equal(state_of(b), round == 0 ? DW_BREAKER_OPEN : DW_BREAKER_CLOSED);
+        dw_breaker_destroy(b);
+    }
+    /* minimum_calls above half_open_calls: all trials decide, as before. */
+    o.window_size = 10;
+    o.minimum_calls = 10;
+    o.half_open_calls = 3;
+    now = 0;
+    struct dw_breaker *b = opened(o);
+    now += 1000;
+    for (int i = 0; i < 3; i++)
+        assert_true(dw_breaker_acquire(b, now, &p[i], &t));
+    dw_breaker_record(b, &p[0], DW_BREAKER_FAILURE, 1, now, &t);
+    dw_breaker_record(b, &p[1], DW_BREAKER_FAILURE, 1, now, &t);
+    assert_int_equal(t.to, DW_BREAKER_HALF_OPEN);
+    dw_breaker_record(b, &p[2], DW_BREAKER_FAILURE, 1, now, &t);
+    assert_int_equal(t.to, DW_BREAKER_OPEN);
+    dw_breaker_destroy(b);
+}
+
+/* Trials that answer after half_open_max_wait_ms do not decide anything:
+ * the breaker reopens (docs/resilience.md: "late answers are ignored"),
+ * and the state gauge (the observer) never shows HALF_OPEN past the limit
+ * once the breaker is looked at. */
+static void late_trials_after_max_wait_are_ignored(void **state)
+{
+    (void)state;
+    struct dw_breaker_options o = options();
+    o.half_open_max_wait_ms = 5000;
+    struct dw_breaker_permit p[3];
+    struct dw_breaker_transition t;
+
+    now = 0;
+    struct dw_breaker *b = opened(o);
+    now += 1000;
+    for (int i = 0; i < 3; i++)
+        assert_true(dw_breaker_acquire(b, now, &p[i], &t));
+    now += 5000; /* the limit passes, then every trial succeeds */
+    dw_breaker_record(b, &p[0], DW_BREAKER_SUCCESS, 1, now, &t);
+    assert_int_equal(t.from, DW_BREAKER_HALF_OPEN);
+    assert_int_equal(t.to, DW_BREAKER_OPEN);
+    dw_breaker_record(b, &p[1], DW_BREAKER_SUCCESS, 1, now, &t);
+    dw_breaker_record(b, &p[2], DW_BREAKER_SUCCESS, 1, now, &t);
+    assert_int_equal(state_of(b), DW_BREAKER_OPEN);
+    dw_breaker_destroy(b);
+
+    struct seen *seen = calloc(1, sizeof(*seen));
+    b = dw_breaker_create(&o, observe, seen);
+    now = 0;
+    calls(b, o.window_size, DW_BREAKER_FAILURE);
+    now += 1000;
+    assert_true(dw_breaker_acquire(b, now, &p[0], &t));
+    assert_int_equal(seen->last.state, DW_BREAKER_HALF_OPEN);
+    now += 5000;
+    struct dw_breaker_snapshot snap;
+    dw_breaker_snapshot(b, now, &snap);
+    assert_int_equal(snap.state, DW_BREAKER_OPEN);
+    assert_int_equal(seen->last.state, DW_BREAKER_OPEN);
+    dw_breaker_record(b, &p[0], DW_BREAKER_SUCCESS, 1, now, &t); /* stale */
+    assert_int_equal(state_of(b), DW_BREAKER_OPEN);
+    dw_breaker_destroy(b);
+    free(seen);
+}
+
+/* dw_breaker_transition_to follows Resilience4j's StateTransition table:
+ * CLOSED to HALF_OPEN is refused; the same state is entered again. */
+static void transition_to_follows_resilience4j(void **state)
+{
+    (void)state;
+    struct dw_breaker_options o = options();
+    struct dw_breaker_transition t;
+    struct dw_breaker_permit p;
+    struct dw_breaker_snapshot s;
+    now = 0;
+    struct dw_breaker *b = dw_breaker_create(&o, NULL, NULL);
+
+    assert_false(dw_breaker_transition_to(b, DW_BREAKER_HALF_OPEN, now, &t));
+    assert_int_equal(t.from, DW_BREAKER_CLOSED);
+    assert_int_equal(t.to, DW_BREAKER_CLOSED);
+    assert_int_equal(state_of(b), DW_BREAKER_CLOSED);
+    assert_false(dw_breaker_transition_to(b, DW_BREAKER_STATE_COUNT, now, &t));
+
+    /* CLOSED to CLOSED clears the window. */
+    calls(b, 9, DW_BREAKER_FAILURE);
+    assert_true(dw_breaker_transition_to(b, DW_BREAKER_CLOSED, now, &t));
+    dw_breaker_snapshot(b, now, &s);
+    assert_int_equal(s.calls, 0);
+    calls(b, 9, DW_BREAKER_FAILURE); /* 9 of a fresh window: still closed */
+    assert_int_equal(state_of(b), DW_BREAKER_CLOSED);
+
+    /* OPEN to OPEN restarts open_wait_ms. */
+    assert_true(dw_breaker_transition_to(b, DW_BREAKER_OPEN, now, &t));
+    now += 900;
+    assert_true(dw_breaker_transition_to(b, DW_BREAKER_OPEN, now, &t));
+    assert_int_equal(t.from, DW_BREAKER_OPEN);
+    assert_int_equal(t.to, DW_BREAKER_OPEN);
+    now += 900; /* 1,800 ms after the first, 900 after the second */
+    assert_false(dw_breaker_acquire(b, now, &p, &t));
+    now += 100;
+    assert_true(dw_breaker_acquire(b, now, &p, &t));
+    assert_int_equal(t.to, DW_BREAKER_HALF_OPEN);
+
+    /* HALF_OPEN to HALF_OPEN restarts the trials: the one out goes stale
+     * and all three slots are free again. */
+    assert_true(dw_breaker_transition_to(b, DW_BREAKER_HALF_OPEN, now, &t));
+    struct dw_breaker_permit q[3];
+    for (int i = 0; i < 3; i++)
+        assert_true(dw_breaker_acquire(b, now, &q[i], &t));
+    dw_breaker_record(b, &p, DW_BREAKER_FAILURE, 1, now, &t); /* stale */
+    assert_int_equal(t.to, DW_BREAKER_HALF_OPEN);
+    for (int i = 0; i < 3; i++)
+        dw_breaker_release(b, &q[i]);
+    /* Every other state reaches HALF_OPEN. */
+    assert_true(dw_breaker_transition_to(b, DW_BREAKER_FORCED_OPEN, now, &t));
+    assert_true(dw_breaker_transition_to(b, DW_BREAKER_HALF_OPEN, now, &t));
+    assert_true(dw_breaker_transition_to(b, DW_BREAKER_DISABLED, now, &t));
+    assert_true(dw_breaker_transition_to(b, DW_BREAKER_HALF_OPEN, now, &t));
+    dw_breaker_destroy(b);
+}
+
 static void observer_sees_every_change_in_order(void **state)
 {
     (void)state;
@@ -605,6 +754,9 @@ int main(void)
         cmocka_unit_test(ignored_outcomes_are_not_counted),
         cmocka_unit_test(late_outcomes_of_an_earlier_state_are_dropped),
         cmocka_unit_test(stuck_half_open_reopens),
+        cmocka_unit_test(half_open_decides_after_minimum_calls),
+        cmocka_unit_test(late_trials_after_max_wait_are_ignored),
+        cmocka_unit_test(transition_to_follows_resilience4j),
         cmocka_unit_test(observer_sees_every_change_in_order),
         cmocka_unit_test(exact_trials_under_many_threads),
         cmocka_unit_test(random_use_under_many_threads),

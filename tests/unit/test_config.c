@@ -19,21 +19,28 @@
 
 #include "dw/config.h"
 
-/* Every channel's URL, so a case about something else loads. */
-#define ALL_URLS                                                                                   \
+/* Every channel's URL and token, so a case about something else loads. */
+#define ALL_URLS ALL_URLS_ONLY, ALL_TOKENS
+#define ALL_URLS_ONLY                                                                              \
     "DIST_CHANNEL_URIDONGNETV_URL=http://u", "DIST_CHANNEL_GINITV_URL=http://g",                   \
         "DIST_CHANNEL_RINGOBIZ_URL=http://r", "DIST_CHANNEL_INSTAGRAM_URL=http://i",               \
         "DIST_CHANNEL_NAVER_URL=http://n", "DIST_CHANNEL_KAKAO_URL=http://k"
 
+/* Every channel needs a non-empty token. */
+#define ALL_TOKENS                                                                                 \
+    "DIST_CHANNEL_URIDONGNETV_TOKEN=tu", "DIST_CHANNEL_GINITV_TOKEN=tg",                           \
+        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr", "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",                       \
+        "DIST_CHANNEL_NAVER_TOKEN=tn", "DIST_CHANNEL_KAKAO_TOKEN=tk"
+
 /* A channels group giving every channel a URL, for cases without env URLs. */
 #define FILE_URLS                                                                                  \
     "channels = {\n"                                                                               \
-    "  URIDONGNETV = { url = \"http://u\"; };\n"                                                   \
-    "  GINITV = { url = \"http://g\"; };\n"                                                        \
-    "  RINGOBIZ = { url = \"http://r\"; };\n"                                                      \
-    "  INSTAGRAM = { url = \"http://i\"; };\n"                                                     \
-    "  NAVER = { url = \"http://n\"; };\n"                                                         \
-    "  KAKAO = { url = \"http://k\"; };\n"                                                         \
+    "  URIDONGNETV = { url = \"http://u\"; token = \"tu\"; };\n"                                   \
+    "  GINITV = { url = \"http://g\"; token = \"tg\"; };\n"                                        \
+    "  RINGOBIZ = { url = \"http://r\"; token = \"tr\"; };\n"                                      \
+    "  INSTAGRAM = { url = \"http://i\"; token = \"ti\"; };\n"                                     \
+    "  NAVER = { url = \"http://n\"; token = \"tn\"; };\n"                                         \
+    "  KAKAO = { url = \"http://k\"; token = \"tk\"; };\n"                                         \
     "};\n"
 
 static char *const url_env[] = {ALL_URLS, NULL};
@@ -128,7 +135,7 @@ static void test_defaults(void **state)
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         const struct dw_channel_config *ch = &cfg->channels[c];
         assert_non_null(ch->url);
-        assert_string_equal(ch->token, "");
+        assert_true(ch->token[0] != '\0');
         assert_int_equal(ch->connect_timeout_ms, 2000);
         assert_int_equal(ch->timeout_ms, 10000);
         assert_int_equal(ch->max_attempts, 3);
@@ -207,11 +214,12 @@ static void test_channel_overrides(void **state)
                                     "               initial_backoff_ms = 10; max_backoff_ms = 20;\n"
                                     "               max_retry_after_ms = 0; max_concurrent = 7;\n"
                                     "               multiplier = 1.0; };\n"
-                                    "  URIDONGNETV = { url = \"http://u\"; };\n"
-                                    "  GINITV = { url = \"http://g\"; max_concurrent = 9; };\n"
-                                    "  RINGOBIZ = { url = \"http://r\"; };\n"
-                                    "  INSTAGRAM = { url = \"http://i\"; };\n"
-                                    "  NAVER = { url = \"http://n\"; };\n"
+                                    "  URIDONGNETV = { url = \"http://u\"; token = \"tu\"; };\n"
+                                    "  GINITV = { url = \"http://g\"; token = \"tg\";\n"
+                                    "             max_concurrent = 9; };\n"
+                                    "  RINGOBIZ = { url = \"http://r\"; token = \"tr\"; };\n"
+                                    "  INSTAGRAM = { url = \"http://i\"; token = \"ti\"; };\n"
+                                    "  NAVER = { url = \"http://n\"; token = \"tn\"; };\n"
                                     "};\n",
                                     NULL);
     const struct dw_channel_config *kakao = &cfg->channels[DW_CHANNEL_KAKAO];
@@ -226,7 +234,7 @@ static void test_channel_overrides(void **state)
     assert_int_equal(kakao->connect_timeout_ms, 100);
     assert_int_equal(kakao->max_concurrent, 7);
 
-    assert_string_equal(naver->token, "");
+    assert_string_equal(naver->token, "tn");
     assert_int_equal(naver->timeout_ms, 5000);
     assert_int_equal(naver->max_attempts, 2);
     assert_true(naver->multiplier == 1.0);
@@ -263,7 +271,7 @@ static void test_env_wins(void **state)
         "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",
         "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
         "DIST_CHANNEL_NAVER_TOKEN=tn",
-        "DIST_CHANNEL_KAKAO_TOKEN=",
+        "DIST_CHANNEL_KAKAO_TOKEN=tk",
         NULL,
     };
     static const char *const urls[DW_CHANNEL_COUNT] = {
@@ -273,7 +281,7 @@ static void test_env_wins(void **state)
     };
     static const char *const tokens[DW_CHANNEL_COUNT] = {
         [DW_CHANNEL_URIDONGNETV] = "tu", [DW_CHANNEL_GINITV] = "tg", [DW_CHANNEL_RINGOBIZ] = "tr",
-        [DW_CHANNEL_INSTAGRAM] = "ti",   [DW_CHANNEL_NAVER] = "tn",  [DW_CHANNEL_KAKAO] = "",
+        [DW_CHANNEL_INSTAGRAM] = "ti",   [DW_CHANNEL_NAVER] = "tn",  [DW_CHANNEL_KAKAO] = "tk",
     };
     struct dw_config *cfg =
         load_ok("kafka = { brokers = \"file:9092\"; group = \"fg\"; request_topic = \"freq\";\n"
@@ -342,9 +350,13 @@ static void test_trailing_slash(void **state)
 {
     (void)state;
     static char *const env[] = {
-        "DIST_CHANNEL_URIDONGNETV_URL=http://u/",     "DIST_CHANNEL_GINITV_URL=http://g:80/a/b/",
-        "DIST_CHANNEL_RINGOBIZ_URL=HTTPS://r",        "DIST_CHANNEL_INSTAGRAM_URL=http://i///",
-        "DIST_CHANNEL_NAVER_URL=https://n.example/x", NULL,
+        "DIST_CHANNEL_URIDONGNETV_URL=http://u/",
+        "DIST_CHANNEL_GINITV_URL=http://g:80/a/b/",
+        "DIST_CHANNEL_RINGOBIZ_URL=HTTPS://r",
+        "DIST_CHANNEL_INSTAGRAM_URL=http://i///",
+        "DIST_CHANNEL_NAVER_URL=https://n.example/x",
+        ALL_TOKENS,
+        NULL,
     };
     struct dw_config *cfg =
         load_ok("channels = { KAKAO = { url = \"http://127.0.0.1:8090/\"; }; };\n", env);
@@ -355,6 +367,60 @@ static void test_trailing_slash(void **state)
     assert_string_equal(cfg->channels[DW_CHANNEL_INSTAGRAM].url, "http://i");
     assert_string_equal(cfg->channels[DW_CHANNEL_NAVER].url, "https://n.example/x");
     dw_config_destroy(cfg);
+}
+
+/* Without a token every call would fail as a permanent 401: a missing or
+ * empty token stops start-up, naming where it should come from. */
+static void test_missing_token(void **state)
+{
+    (void)state;
+    static char *const no_kakao[] = {ALL_URLS_ONLY,
+                                     "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
+                                     "DIST_CHANNEL_GINITV_TOKEN=tg",
+                                     "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",
+                                     "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
+                                     "DIST_CHANNEL_NAVER_TOKEN=tn",
+                                     NULL};
+    load_bad(NULL, no_kakao, "channels.KAKAO.token: missing", "DIST_CHANNEL_KAKAO_TOKEN", NULL);
+    load_bad("channels = { KAKAO = { token = \"\"; }; };\n", no_kakao,
+             "channels.KAKAO.token (line 1)", "missing or empty", NULL);
+    static char *const empty_env[] = {ALL_URLS_ONLY, "DIST_CHANNEL_URIDONGNETV_TOKEN=", NULL};
+    load_bad(NULL, empty_env, "DIST_CHANNEL_URIDONGNETV_TOKEN: missing or empty", NULL);
+}
+
+/* A DSN libpq cannot parse stops start-up and names the setting; libpq's
+ * message quotes the bad part, but never the password. */
+static void test_bad_dsn_is_refused_without_its_password(void **state)
+{
+    (void)state;
+    static char *const uri_env[] = {ALL_URLS, "DIST_PG_DSN=postgresql://app:Pa%zzHunter22@db/x",
+                                    NULL};
+    struct dw_config *cfg = NULL;
+    char err[512];
+    assert_int_equal(dw_config_load(NULL, uri_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_non_null(strstr(err, "DIST_PG_DSN: not a libpq connection string"));
+    assert_null(strstr(err, "Hunter22"));
+    assert_null(strstr(err, "Pa%zz"));
+
+    load_bad("postgres = { dsn = \"host=db password='Hunter22 dbname=x\"; };\n", url_env,
+             "postgres.dsn (line 1): not a libpq connection string", NULL);
+    static char *const kw_env[] = {ALL_URLS, "DIST_PG_DSN=host=db password='Hunter22 x", NULL};
+    assert_int_equal(dw_config_load(NULL, kw_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_null(strstr(err, "Hunter22"));
+}
+
+/* Errors quote what they refuse; a secret in it is masked. */
+static void test_errors_mask_secrets(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = NULL;
+    char err[512];
+    struct tmpconf t;
+    write_conf(&t, "kafka = { properties = [ \"sasl.password =Hunter22\" ]; };\n");
+    assert_int_equal(dw_config_load(t.path, url_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    unlink(t.path);
+    assert_non_null(strstr(err, "kafka.properties"));
+    assert_null(strstr(err, "Hunter22"));
 }
 
 static void test_bad_file_syntax(void **state)
@@ -406,11 +472,11 @@ static void test_bad_urls(void **state)
     (void)state;
     /* KAKAO missing, from the file's point of view. */
     load_bad("channels = {\n"
-             "  URIDONGNETV = { url = \"http://u\"; };\n"
-             "  GINITV = { url = \"http://g\"; };\n"
-             "  RINGOBIZ = { url = \"http://r\"; };\n"
-             "  INSTAGRAM = { url = \"http://i\"; };\n"
-             "  NAVER = { url = \"http://n\"; };\n"
+             "  URIDONGNETV = { url = \"http://u\"; token = \"tu\"; };\n"
+             "  GINITV = { url = \"http://g\"; token = \"tg\"; };\n"
+             "  RINGOBIZ = { url = \"http://r\"; token = \"tr\"; };\n"
+             "  INSTAGRAM = { url = \"http://i\"; token = \"ti\"; };\n"
+             "  NAVER = { url = \"http://n\"; token = \"tn\"; };\n"
              "  KAKAO = { token = \"only a token\"; };\n"
              "};\n",
              NULL, "channels.KAKAO.url: missing (set it in the file or DIST_CHANNEL_KAKAO_URL)",
@@ -596,8 +662,17 @@ static void test_include(void **state)
     fputs("# tokens live next door\n@include \"secret.conf\"\n", fp);
     fclose(fp);
 
+    /* Every channel's URL and token but KAKAO's token, which the file gives. */
+    static char *const env[] = {
+        "DIST_CHANNEL_URIDONGNETV_URL=http://u", "DIST_CHANNEL_GINITV_URL=http://g",
+        "DIST_CHANNEL_RINGOBIZ_URL=http://r",    "DIST_CHANNEL_INSTAGRAM_URL=http://i",
+        "DIST_CHANNEL_NAVER_URL=http://n",       "DIST_CHANNEL_KAKAO_URL=http://k",
+        "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",     "DIST_CHANNEL_GINITV_TOKEN=tg",
+        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",        "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
+        "DIST_CHANNEL_NAVER_TOKEN=tn",           NULL,
+    };
     /* Relative to the main file's directory, whatever the working directory. */
-    assert_int_equal(dw_config_load(main_path, url_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_int_equal(dw_config_load(main_path, env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
     assert_null(cfg);
     assert_non_null(strstr(err, "channels.NAVER.max_attempts (line 3 of "));
     assert_non_null(strstr(err, "secret.conf)"));
@@ -605,7 +680,7 @@ static void test_include(void **state)
     assert_non_null(fp = fopen(secret_path, "w"));
     fputs("channels = { KAKAO = { token = \"secret\"; }; };\n", fp);
     fclose(fp);
-    assert_int_equal(dw_config_load(main_path, url_env, &cfg, err, sizeof(err)), DW_OK);
+    assert_int_equal(dw_config_load(main_path, env, &cfg, err, sizeof(err)), DW_OK);
     assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].token, "secret");
     dw_config_destroy(cfg);
 
@@ -943,6 +1018,9 @@ int main(void)
         cmocka_unit_test(test_env_wins),
         cmocka_unit_test(test_kafka_properties),
         cmocka_unit_test(test_trailing_slash),
+        cmocka_unit_test(test_missing_token),
+        cmocka_unit_test(test_bad_dsn_is_refused_without_its_password),
+        cmocka_unit_test(test_errors_mask_secrets),
         cmocka_unit_test(test_bad_file_syntax),
         cmocka_unit_test(test_bad_names),
         cmocka_unit_test(test_bad_urls),

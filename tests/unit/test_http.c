@@ -2,9 +2,13 @@
  * The HTTP listener, over real sockets with libcurl: every route of
  * CONTRACT 4 apart from a status read that finds a row (the integration
  * tests run that one against PostgreSQL). The database here is a closed
- * port on 127.0.0.1, so status reads fail at once with 503.
+ * port on 127.0.0.1, so status reads fail at once with 503. The probes are
+ * also checked while the status port is held by idle and slow clients, a
+ * status read hangs, and the readiness check hangs: PROBE_TIMEOUT_MS is
+ * the patience of a client, not a speed figure.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -25,22 +31,40 @@
 #include "dw/http.h"
 #include "dw/metrics.h"
 
+/* A probe that gets no answer within this is starved. */
+#define PROBE_TIMEOUT_MS 1500
+
 struct fixture {
     atomic_bool ready;
+    atomic_bool live;
+    atomic_bool ready_hangs; /* the readiness check blocks while set */
     int ready_calls;
     struct dw_metrics *metrics;
     struct dw_http *http;
     char dsn[128];
     int port;
+    int management_port;
 };
 
-/* Called on the listener's thread. */
+/* Called on the readiness thread. */
 static bool fake_ready(void *opaque, char *why, size_t whylen)
 {
     struct fixture *f = opaque;
+    while (atomic_load(&f->ready_hangs))
+        usleep(10 * 1000);
     if (atomic_load(&f->ready))
         return true;
     dw_strlcpy(why, "kafka: broker \"b1\" unreachable", whylen);
+    return false;
+}
+
+/* Called on the listener's thread. */
+static bool fake_live(void *opaque, char *why, size_t whylen)
+{
+    struct fixture *f = opaque;
+    if (atomic_load(&f->live))
+        return true;
+    dw_strlcpy(why, "poll loop stalled for 9000 ms", whylen);
     return false;
 }
 
@@ -66,8 +90,11 @@ static struct dw_http_options options(struct fixture *f, int port)
         .pg_dsn = f->dsn,
         .log = NULL,
         .metrics = f->metrics,
+        .live = fake_live,
+        .live_opaque = f,
         .ready = fake_ready,
         .ready_opaque = f,
+        .ready_interval_ms = 20,
     };
     return opts;
 }
@@ -76,6 +103,8 @@ static int setup(void **state)
 {
     struct fixture *f = dw_xcalloc(1, sizeof(*f));
     atomic_init(&f->ready, true);
+    atomic_init(&f->live, true);
+    atomic_init(&f->ready_hangs, false);
     f->metrics = dw_metrics_create();
     dw_snprintf(f->dsn, sizeof(f->dsn), "host=127.0.0.1 port=%d dbname=dw connect_timeout=2",
                 unused_port());
@@ -85,7 +114,9 @@ static int setup(void **state)
     /* Another process may take the port between our probe and the bind. */
     for (int attempt = 0; attempt < 10 && err == DW_ERR_IO; attempt++) {
         f->port = unused_port();
+        f->management_port = unused_port();
         struct dw_http_options opts = options(f, f->port);
+        opts.management_port = f->management_port;
         err = dw_http_start(&opts, &f->http, errbuf, sizeof(errbuf));
     }
     if (err) {
@@ -119,10 +150,12 @@ static size_t collect(char *data, size_t size, size_t n, void *userdata)
     return dw_buf_append(buf, data, size * n) == DW_OK ? size * n : 0;
 }
 
-static void fetch(struct fixture *f, const char *method, const char *path, struct answer *a)
+/* One request to port with a total time limit; false when it got no answer. */
+static bool try_fetch_on(int port, const char *method, const char *path, long timeout_ms,
+                         struct answer *a, char *why, size_t whylen)
 {
     char url[512];
-    dw_snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", f->port, path);
+    dw_snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
     memset(a, 0, sizeof(*a));
     dw_buf_init(&a->headers, 64 * 1024);
     dw_buf_init(&a->body, 1024 * 1024);
@@ -130,7 +163,7 @@ static void fetch(struct fixture *f, const char *method, const char *path, struc
     CURL *curl = curl_easy_init();
     assert_non_null(curl);
     curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &a->body);
@@ -145,12 +178,27 @@ static void fetch(struct fixture *f, const char *method, const char *path, struc
     }
     CURLcode rc = curl_easy_perform(curl);
     if (rc != CURLE_OK)
-        fail_msg("%s %s: %s", method, path, curl_easy_strerror(rc));
+        dw_snprintf(why, whylen, "%s %s on port %d: %s", method, path, port,
+                    curl_easy_strerror(rc));
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &a->status);
     char *ct = NULL;
     curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &ct);
     dw_strlcpy(a->content_type, ct ? ct : "", sizeof(a->content_type));
     curl_easy_cleanup(curl);
+    return rc == CURLE_OK;
+}
+
+static void fetch_on(int port, const char *method, const char *path, long timeout_ms,
+                     struct answer *a)
+{
+    char why[256];
+    if (!try_fetch_on(port, method, path, timeout_ms, a, why, sizeof(why)))
+        fail_msg("%s", why);
+}
+
+static void fetch(struct fixture *f, const char *method, const char *path, struct answer *a)
+{
+    fetch_on(f->port, method, path, 10000, a);
 }
 
 static void answer_cleanup(struct answer *a)
@@ -183,28 +231,273 @@ static void test_healthz(void **state)
     check(*state, "GET", "/healthz?verbose=1", 200, "{\"status\":\"UP\"}");
 }
 
-static void test_readyz_follows_the_callback(void **state)
+/* Readiness is cached: waits (bounded) until port's /readyz answers status. */
+static void wait_readyz(int port, long status)
 {
-    struct fixture *f = *state;
-    check(f, "GET", "/readyz", 200, "{\"status\":\"READY\"}");
+    int64_t until = dw_now_ms() + 5000;
+    for (;;) {
+        struct answer a;
+        fetch_on(port, "GET", "/readyz", 10000, &a);
+        long got = a.status;
+        answer_cleanup(&a);
+        if (got == status)
+            return;
+        if (dw_now_ms() > until)
+            fail_msg("/readyz stays %ld, expected %ld", got, status);
+        usleep(10 * 1000);
+    }
+}
 
-    atomic_store(&f->ready, false);
-    struct answer a;
-    fetch(f, "GET", "/readyz", &a);
-    assert_int_equal(a.status, 503);
-    assert_string_equal(a.content_type, "application/json");
-    struct json_object *root = json_tokener_parse(a.body.data);
+static void assert_reason(struct answer *a, long status, const char *word, const char *reason)
+{
+    assert_int_equal(a->status, status);
+    assert_string_equal(a->content_type, "application/json");
+    struct json_object *root = json_tokener_parse(a->body.data);
     assert_non_null(root);
     struct json_object *v;
     assert_true(json_object_object_get_ex(root, "status", &v));
-    assert_string_equal(json_object_get_string(v), "NOT_READY");
+    assert_string_equal(json_object_get_string(v), word);
     assert_true(json_object_object_get_ex(root, "reason", &v));
-    assert_string_equal(json_object_get_string(v), "kafka: broker \"b1\" unreachable");
+    assert_string_equal(json_object_get_string(v), reason);
     json_object_put(root);
+}
+
+static void test_readyz_follows_the_callback(void **state)
+{
+    struct fixture *f = *state;
+    wait_readyz(f->port, 200);
+    check(f, "GET", "/readyz", 200, "{\"status\":\"READY\"}");
+
+    atomic_store(&f->ready, false);
+    wait_readyz(f->port, 503);
+    struct answer a;
+    fetch(f, "GET", "/readyz", &a);
+    assert_reason(&a, 503, "NOT_READY", "kafka: broker \"b1\" unreachable");
+    answer_cleanup(&a);
+    /* The management port answers the same. */
+    fetch_on(f->management_port, "GET", "/readyz", 10000, &a);
+    assert_reason(&a, 503, "NOT_READY", "kafka: broker \"b1\" unreachable");
     answer_cleanup(&a);
 
     atomic_store(&f->ready, true);
+    wait_readyz(f->port, 200);
     check(f, "GET", "/readyz", 200, "{\"status\":\"READY\"}");
+}
+
+/* A readiness check that hangs (a Kafka metadata call, a database that does
+ * not answer) must not hold /readyz: it answers the last result. */
+static void test_readyz_does_not_wait_for_the_check(void **state)
+{
+    struct fixture *f = *state;
+    wait_readyz(f->port, 200);
+    atomic_store(&f->ready_hangs, true);
+    usleep(100 * 1000); /* the readiness thread is now inside the check */
+    for (int i = 0; i < 3; i++) {
+        struct answer a;
+        fetch_on(f->port, "GET", "/readyz", PROBE_TIMEOUT_MS, &a);
+        assert_json_answer(&a, 200, "{\"status\":\"READY\"}");
+        answer_cleanup(&a);
+        fetch_on(f->management_port, "GET", "/healthz", PROBE_TIMEOUT_MS, &a);
+        assert_json_answer(&a, 200, "{\"status\":\"UP\"}");
+        answer_cleanup(&a);
+    }
+    atomic_store(&f->ready_hangs, false);
+}
+
+static void test_healthz_follows_the_live_callback(void **state)
+{
+    struct fixture *f = *state;
+    atomic_store(&f->live, false);
+    struct answer a;
+    fetch(f, "GET", "/healthz", &a);
+    assert_reason(&a, 503, "DOWN", "poll loop stalled for 9000 ms");
+    answer_cleanup(&a);
+    fetch_on(f->management_port, "GET", "/healthz", 10000, &a);
+    assert_reason(&a, 503, "DOWN", "poll loop stalled for 9000 ms");
+    answer_cleanup(&a);
+    atomic_store(&f->live, true);
+    check(f, "GET", "/healthz", 200, "{\"status\":\"UP\"}");
+}
+
+/* The management port serves the probes and /metrics, nothing else. */
+static void test_management_port_routes(void **state)
+{
+    struct fixture *f = *state;
+    struct answer a;
+    fetch_on(f->management_port, "GET", "/distribution/evt-1/status", 10000, &a);
+    assert_json_answer(&a, 404, "{\"error\":\"NOT_FOUND\"}");
+    answer_cleanup(&a);
+    fetch_on(f->management_port, "GET", "/metrics", 10000, &a);
+    assert_int_equal(a.status, 200);
+    answer_cleanup(&a);
+    fetch_on(f->management_port, "POST", "/healthz", 10000, &a);
+    assert_json_answer(&a, 405, "{\"error\":\"METHOD_NOT_ALLOWED\"}");
+    answer_cleanup(&a);
+
+    struct dw_http_options opts = options(f, f->port + 0);
+    opts.management_port = opts.port;
+    struct dw_http *second = NULL;
+    char errbuf[256] = "";
+    assert_int_equal(dw_http_start(&opts, &second, errbuf, sizeof(errbuf)), DW_ERR_CONFIG);
+    assert_null(second);
+    assert_non_null(strstr(errbuf, "management port"));
+}
+
+/* A TCP connection from `source` (a loopback address) to port on
+ * 127.0.0.1; -1 when refused. */
+static int connect_from(const char *source, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
+    assert_int_equal(inet_pton(AF_INET, source, &src.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* True when the server closed fd within a second. */
+static bool closed_by_server(int fd)
+{
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char c;
+    ssize_t n = recv(fd, &c, 1, 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/* 150 idle and 40 slow clients (one header line at a time, never done) on
+ * the status port: each client address gets at most its share, and the
+ * probes keep answering on both ports. */
+static void test_probes_answer_while_the_status_port_is_held(void **state)
+{
+    struct fixture *f = *state;
+    enum { IDLE = 150, SLOW = 40 };
+    static const char *const idle_sources[] = {"127.0.0.2",  "127.0.0.3", "127.0.0.4", "127.0.0.5",
+                                               "127.0.0.6",  "127.0.0.7", "127.0.0.8", "127.0.0.9",
+                                               "127.0.0.10", "127.0.0.11"};
+    int idle[IDLE];
+    int slow[SLOW];
+    for (int i = 0; i < IDLE; i++)
+        idle[i] = connect_from(idle_sources[i % DW_ARRAY_LEN(idle_sources)], f->port);
+    for (int i = 0; i < SLOW; i++) {
+        slow[i] = connect_from(i < 20 ? "127.0.0.20" : "127.0.0.21", f->port);
+        const char *line = "GET /healthz HTTP/1.1\r\nX-Slow: 1\r\n";
+        if (slow[i] >= 0)
+            (void)send(slow[i], line, strlen(line), MSG_NOSIGNAL);
+    }
+
+    /* One more from a client that already has its share is turned away. */
+    int extra = connect_from("127.0.0.20", f->port);
+    if (extra >= 0) {
+        assert_true(closed_by_server(extra));
+        close(extra);
+    }
+
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < SLOW; i++) {
+            if (slow[i] >= 0)
+                (void)send(slow[i], "X-More: 1\r\n", 11, MSG_NOSIGNAL);
+        }
+        const int ports[] = {f->management_port, f->port};
+        for (size_t p = 0; p < DW_ARRAY_LEN(ports); p++) {
+            struct answer a;
+            char why[256] = "";
+            bool ok =
+                try_fetch_on(ports[p], "GET", "/healthz", PROBE_TIMEOUT_MS, &a, why, sizeof(why));
+            if (ok)
+                ok = a.status == 200;
+            answer_cleanup(&a);
+            if (ok)
+                ok = try_fetch_on(ports[p], "GET", "/readyz", PROBE_TIMEOUT_MS, &a, why,
+                                  sizeof(why)) &&
+                     a.status == 200;
+            answer_cleanup(&a);
+            if (!ok)
+                fail_msg("probe starved (round %d): %s", round, why);
+        }
+    }
+    for (int i = 0; i < IDLE; i++)
+        if (idle[i] >= 0)
+            close(idle[i]);
+    for (int i = 0; i < SLOW; i++)
+        if (slow[i] >= 0)
+            close(slow[i]);
+}
+
+struct hanging_read {
+    int port;
+    long status;
+};
+
+static void *read_status_thread(void *arg)
+{
+    struct hanging_read *h = arg;
+    struct answer a;
+    char why[256];
+    h->status =
+        try_fetch_on(h->port, "GET", "/distribution/evt-1/status", 20000, &a, why, sizeof(why))
+            ? a.status
+            : -1;
+    answer_cleanup(&a);
+    return NULL;
+}
+
+/* A database that accepts connections and never answers: status reads wait
+ * on the reader thread, not on the listener's, and end with 503. */
+static void test_probes_answer_while_a_status_read_hangs(void **state)
+{
+    struct fixture *f = *state;
+    /* A listening socket that never accepts: the kernel completes the
+     * handshake, nobody answers libpq's start-up packet. */
+    int db = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(db >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(db, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(db, 16), 0);
+    socklen_t len = sizeof(addr);
+    assert_int_equal(getsockname(db, (struct sockaddr *)&addr, &len), 0);
+
+    struct fixture g = {0};
+    atomic_init(&g.ready, true);
+    atomic_init(&g.live, true);
+    atomic_init(&g.ready_hangs, false);
+    g.metrics = f->metrics;
+    dw_snprintf(g.dsn, sizeof(g.dsn), "host=127.0.0.1 port=%d dbname=dw connect_timeout=4",
+                ntohs(addr.sin_port));
+    char errbuf[256];
+    struct dw_http *http = NULL;
+    enum dw_err err = DW_ERR_IO;
+    for (int attempt = 0; attempt < 10 && err == DW_ERR_IO; attempt++) {
+        g.port = unused_port();
+        struct dw_http_options opts = options(&g, g.port);
+        err = dw_http_start(&opts, &http, errbuf, sizeof(errbuf));
+    }
+    assert_int_equal(err, DW_OK);
+
+    struct hanging_read h = {.port = g.port};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, read_status_thread, &h), 0);
+    usleep(300 * 1000); /* the read is now waiting for the database */
+    for (int i = 0; i < 3; i++) {
+        struct answer a;
+        fetch_on(g.port, "GET", "/healthz", PROBE_TIMEOUT_MS, &a);
+        assert_json_answer(&a, 200, "{\"status\":\"UP\"}");
+        answer_cleanup(&a);
+        fetch_on(g.port, "GET", "/readyz", PROBE_TIMEOUT_MS, &a);
+        assert_int_equal(a.status, 200);
+        answer_cleanup(&a);
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(h.status, 503);
+    dw_http_stop(http);
+    close(db);
 }
 
 static void test_metrics_endpoint(void **state)
@@ -374,6 +667,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_healthz),
         cmocka_unit_test(test_readyz_follows_the_callback),
+        cmocka_unit_test(test_readyz_does_not_wait_for_the_check),
+        cmocka_unit_test(test_healthz_follows_the_live_callback),
+        cmocka_unit_test(test_management_port_routes),
+        cmocka_unit_test(test_probes_answer_while_the_status_port_is_held),
+        cmocka_unit_test(test_probes_answer_while_a_status_read_hangs),
         cmocka_unit_test(test_metrics_endpoint),
         cmocka_unit_test(test_status_rejects_bad_event_ids),
         cmocka_unit_test(test_status_without_database_is_unavailable),

@@ -681,6 +681,65 @@ static void test_image_url(void **state)
     assert_code(decode_with("imageUrl", "[\"https://x\"]"), DW_DLQ_INVALID_FIELD);
 }
 
+/* CONTRACT 2.1: imageUrl at most 2,048 characters (code points, not bytes). */
+static void test_image_url_length(void **state)
+{
+    (void)state;
+    static const char *const units[] = {"a", "\xEA\xB0\x80"};
+    for (size_t u = 0; u < DW_ARRAY_LEN(units); u++) {
+        size_t prefix = strlen("https://x/"); /* 10 characters */
+        char *tail = repeat(units[u], 2048 - prefix), *longer = repeat(units[u], 2049 - prefix);
+        char url[16384], url2[16384];
+        dw_snprintf(url, sizeof(url), "https://x/%s", tail);
+        dw_snprintf(url2, sizeof(url2), "https://x/%s", longer);
+        struct dw_request *req = ok_with_string(full_example, "imageUrl", url);
+        assert_string_equal(req->image_url, url);
+        dw_request_destroy(req);
+        assert_code(decode_with_string("imageUrl", url2), DW_DLQ_INVALID_FIELD);
+        assert_string_equal(last_err, "imageUrl: 2049 characters, at most 2048 allowed");
+        free(tail);
+        free(longer);
+    }
+}
+
+/* CONTRACT 2.1: each channelSettings value at most 200 characters, for
+ * channels requested or not. */
+static void test_settings_length(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"channelSettings.URIDONGNETV.radius",
+                                        "channelSettings.GINITV.region",
+                                        "channelSettings.RINGOBIZ.phoneNumber"};
+    char *v200 = repeat("\xEA\xB0\x80", 200), *v201 = repeat("\xEA\xB0\x80", 201);
+    for (size_t i = 0; i < DW_ARRAY_LEN(paths); i++) {
+        struct dw_request *req = ok_with_string(full_example, paths[i], v200);
+        dw_request_destroy(req);
+        assert_code(decode_with_string(paths[i], v201), DW_DLQ_INVALID_FIELD);
+        char want[128];
+        dw_snprintf(want, sizeof(want), "%s: 201 characters, at most 200 allowed", paths[i]);
+        assert_string_equal(last_err, want);
+    }
+    free(v200);
+    free(v201);
+}
+
+/* The byte estimate grows with what the request holds and with the number
+ * of channels that carry it. */
+static void test_request_bytes(void **state)
+{
+    (void)state;
+    struct dw_request *small = decode_ok(minimal);
+    assert_true(small->bytes >= sizeof(*small));
+    char *c10000 = repeat("\xEA\xB0\x80", 10000);
+    struct dw_request *big = ok_with_string(full_example, "content", c10000);
+    /* Six channels, each carrying the 30,000-byte content, plus the request. */
+    assert_true(big->bytes >= 7 * 30000);
+    assert_true(big->bytes < 7 * 30000 + 7 * 1024 + sizeof(*big));
+    free(c10000);
+    dw_request_destroy(small);
+    dw_request_destroy(big);
+}
+
 static void test_image_url_optional_without_instagram(void **state)
 {
     (void)state;
@@ -1054,6 +1113,37 @@ static char *read_file(const char *path, size_t *len)
     return data;
 }
 
+/* The expected code of each corpus file, from request_corpus.expected
+ * ("name CODE" lines; # starts a comment). */
+struct expectation {
+    char name[256];
+    char code[32];
+    bool seen;
+};
+
+static size_t read_expectations(const char *dir, struct expectation *out, size_t max)
+{
+    char path[8192], line[512];
+    size_t n = 0;
+    dw_snprintf(path, sizeof(path), "%s.expected", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("%s: cannot open", path);
+    while (fgets(line, sizeof(line), f)) {
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        assert_true(n < max);
+        if (sscanf(line, "%255s %31s", out[n].name, out[n].code) != 2)
+            fail_msg("%s: bad line: %s", path, line);
+        out[n].seen = false;
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* Every corpus file decodes to the code its expectation names: a change in
+ * the decoder's verdict on a corpus file fails here, not silently. */
 static void test_fuzz_corpus_replays(void **state)
 {
     (void)state;
@@ -1061,9 +1151,11 @@ static void test_fuzz_corpus_replays(void **state)
     struct dirent *ent;
     DIR *d;
     int files = 0;
+    static struct expectation want[256];
 
     if (!find_corpus(dir, sizeof(dir)))
         fail_msg("tests/fuzz/request_corpus not found: set DW_SOURCE_DIR to the source tree");
+    size_t nwant = read_expectations(dir, want, DW_ARRAY_LEN(want));
     d = opendir(dir);
     assert_non_null(d);
     while ((ent = readdir(d)) != NULL) {
@@ -1078,12 +1170,33 @@ static void test_fuzz_corpus_replays(void **state)
         enum dw_dlq_code code = decode_keep(data, len, &req);
         free(data);
         print_message("  %-32s %s %s\n", ent->d_name, code_name(code), last_err);
+        /* A valid request has every field a request must have. */
+        if (code == DW_DLQ_NONE) {
+            assert_non_null(req);
+            assert_non_null(req->event_id);
+            assert_non_null(req->title);
+            assert_true(req->channel_count > 0);
+        } else {
+            assert_null(req);
+        }
         dw_request_destroy(req);
+        struct expectation *e = NULL;
+        for (size_t i = 0; i < nwant && !e; i++)
+            if (strcmp(want[i].name, ent->d_name) == 0)
+                e = &want[i];
+        if (!e)
+            fail_msg("%s has no line in request_corpus.expected", ent->d_name);
+        if (strcmp(e->code, code_name(code)) != 0)
+            fail_msg("%s: decoded as %s, expected %s", ent->d_name, code_name(code), e->code);
+        e->seen = true;
         files++;
     }
     closedir(d);
     if (files == 0)
         fail_msg("%s holds no files", dir);
+    for (size_t i = 0; i < nwant; i++)
+        if (!want[i].seen)
+            fail_msg("request_corpus.expected names %s, which is not in the corpus", want[i].name);
 }
 
 int main(void)
@@ -1117,6 +1230,9 @@ int main(void)
         cmocka_unit_test(test_null_or_empty_content_is_absent),
         cmocka_unit_test(test_image_url),
         cmocka_unit_test(test_image_url_optional_without_instagram),
+        cmocka_unit_test(test_image_url_length),
+        cmocka_unit_test(test_settings_length),
+        cmocka_unit_test(test_request_bytes),
         cmocka_unit_test(test_channels_each_name),
         cmocka_unit_test(test_channels_required),
         cmocka_unit_test(test_channels_empty),

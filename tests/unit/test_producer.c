@@ -1,0 +1,274 @@
+/*
+ * The producer against librdkafka's mock cluster (in this process): one bad
+ * record must not stop a partition. A DLQ value too large for
+ * message.max.bytes is truncated to fit (header x-value-truncated) and
+ * delivered; a record the broker refuses for good (a permanent error) is
+ * dropped, counted, and its request still reported done.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "dw/common.h"
+#include "dw/config.h"
+#include "dw/metrics.h"
+#include "dw/producer.h"
+
+#define MAX_MESSAGE_BYTES 20000
+/* How long a test waits for a delivery report before it calls it lost. */
+#define WAIT_MS 8000
+/* Kafka protocol ApiKey of Produce (librdkafka keeps its own enum private). */
+#define API_PRODUCE 0
+
+struct fixture {
+    rd_kafka_t *owner; /* owns the mock cluster */
+    rd_kafka_mock_cluster_t *mc;
+    struct dw_config *cfg;
+    struct dw_metrics *metrics;
+    struct dw_producer *producer;
+    int delivered;
+    int32_t last_partition;
+    int64_t last_offset;
+    rd_kafka_t *reader; /* read_back's consumer, destroyed at teardown */
+};
+
+static void on_delivered(void *opaque, int32_t partition, int64_t offset)
+{
+    struct fixture *f = opaque;
+    f->delivered++;
+    f->last_partition = partition;
+    f->last_offset = offset;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = dw_xcalloc(1, sizeof(*f));
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
+    f->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    assert_non_null(f->owner);
+    f->mc = rd_kafka_mock_cluster_new(f->owner, 1);
+    assert_non_null(f->mc);
+    assert_int_equal(rd_kafka_mock_topic_create(f->mc, "req", 1, 1), 0);
+    assert_int_equal(rd_kafka_mock_topic_create(f->mc, "done", 1, 1), 0);
+    assert_int_equal(rd_kafka_mock_topic_create(f->mc, "req.dlq", 1, 1), 0);
+
+    char path[] = "/tmp/dw-test-producer-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    char text[512];
+    dw_snprintf(text, sizeof(text),
+                "kafka = { request_topic = \"req\"; completed_topic = \"done\";\n"
+                "  dlq_topic = \"req.dlq\";\n"
+                "  producer_properties = [ \"message.max.bytes=%d\", \"log_level=0\" ]; };\n",
+                MAX_MESSAGE_BYTES);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    char brokers[256];
+    dw_snprintf(brokers, sizeof(brokers), "DIST_KAFKA_BROKERS=%s",
+                rd_kafka_mock_cluster_bootstraps(f->mc));
+    char *const env[] = {
+        brokers,
+        "DIST_CHANNEL_URIDONGNETV_URL=http://u",
+        "DIST_CHANNEL_GINITV_URL=http://g",
+        "DIST_CHANNEL_RINGOBIZ_URL=http://r",
+        "DIST_CHANNEL_INSTAGRAM_URL=http://i",
+        "DIST_CHANNEL_NAVER_URL=http://n",
+        "DIST_CHANNEL_KAKAO_URL=http://k",
+        "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
+        "DIST_CHANNEL_GINITV_TOKEN=tg",
+        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",
+        "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
+        "DIST_CHANNEL_NAVER_TOKEN=tn",
+        "DIST_CHANNEL_KAKAO_TOKEN=tk",
+        NULL,
+    };
+    char err[512];
+    enum dw_err rc = dw_config_load(path, env, &f->cfg, err, sizeof(err));
+    unlink(path);
+    if (rc)
+        fail_msg("config: %s", err);
+    f->metrics = dw_metrics_create();
+    assert_int_equal(dw_producer_create(f->cfg, NULL, f->metrics, on_delivered, f, &f->producer,
+                                        err, sizeof(err)),
+                     DW_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    if (f->reader)
+        rd_kafka_destroy(f->reader);
+    dw_producer_destroy(f->producer, 2000);
+    dw_metrics_destroy(f->metrics);
+    dw_config_destroy(f->cfg);
+    rd_kafka_mock_cluster_destroy(f->mc);
+    rd_kafka_destroy(f->owner);
+    free(f);
+    return 0;
+}
+
+/* Serves delivery reports until `count` requests are done or WAIT_MS. */
+static void wait_delivered(struct fixture *f, int count)
+{
+    int64_t until = dw_now_ms() + WAIT_MS;
+    while (f->delivered < count && dw_now_ms() < until)
+        dw_producer_poll(f->producer, 50);
+    if (f->delivered < count)
+        fail_msg("%d of %d request(s) reported done; %d record(s) outstanding", f->delivered, count,
+                 dw_producer_outstanding(f->producer));
+}
+
+static double metric(struct fixture *f, const char *name)
+{
+    struct dw_buf buf;
+    dw_buf_init(&buf, 4 * 1024 * 1024);
+    assert_int_equal(dw_metrics_render(f->metrics, &buf), DW_OK);
+    char key[128];
+    dw_snprintf(key, sizeof(key), "\n%s ", name);
+    const char *at = strstr(buf.data, key);
+    double v = at ? strtod(at + strlen(key), NULL) : -1;
+    dw_buf_cleanup(&buf);
+    return v;
+}
+
+/* Reads the one record of topic's partition 0 (a simple consumer: no
+ * group, so nothing to leave when done). */
+static rd_kafka_message_t *read_back(struct fixture *f, const char *topic)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(f->mc), errstr,
+                      sizeof(errstr));
+    rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    assert_non_null(c);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(c, topic, NULL);
+    assert_int_equal(rd_kafka_consume_start(rkt, 0, RD_KAFKA_OFFSET_BEGINNING), 0);
+    rd_kafka_message_t *got = NULL;
+    int64_t until = dw_now_ms() + WAIT_MS;
+    while (!got && dw_now_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consume(rkt, 0, 100);
+        if (m && !m->err)
+            got = m;
+        else if (m)
+            rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consume_stop(rkt, 0);
+    rd_kafka_topic_destroy(rkt);
+    assert_non_null(got);
+    /* The message keeps its handle alive: destroy both after use. */
+    f->reader = c;
+    return got;
+}
+
+static const char *header(rd_kafka_message_t *m, const char *name)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *value = NULL;
+    size_t size = 0;
+    if (rd_kafka_message_headers(m, &hdrs) || rd_kafka_header_get_last(hdrs, name, &value, &size))
+        return NULL;
+    static char text[64];
+    dw_snprintf(text, sizeof(text), "%.*s", (int)size, (const char *)value);
+    return text;
+}
+
+/* A request record far over message.max.bytes goes to the DLQ cut to fit,
+ * saying so; its request is done. */
+static void test_oversized_dlq_value_is_truncated(void **state)
+{
+    struct fixture *f = *state;
+    size_t len = 5 * MAX_MESSAGE_BYTES;
+    char *value = dw_xmalloc(len);
+    memset(value, 'x', len);
+    struct dw_dlq_record rec = {
+        .key = "k1",
+        .key_len = 2,
+        .value = value,
+        .value_len = len,
+        .topic = "req",
+        .partition = 0,
+        .offset = 42,
+        .code = DW_DLQ_TOO_LARGE,
+        .message = "too large",
+    };
+    assert_int_equal(dw_producer_send_dlq(f->producer, &rec), DW_OK);
+    free(value);
+    wait_delivered(f, 1);
+    assert_int_equal(f->last_offset, 42);
+
+    rd_kafka_message_t *m = read_back(f, "req.dlq");
+    assert_true(m->len > 0 && m->len < MAX_MESSAGE_BYTES);
+    assert_memory_equal(m->payload, "xxxxxxxx", 8);
+    assert_string_equal(header(m, "x-value-truncated"), "100000");
+    assert_string_equal(header(m, "x-error-code"), "TOO_LARGE");
+    rd_kafka_message_destroy(m);
+    assert_true(metric(f, "dw_kafka_records_dropped_total") == 0);
+}
+
+/* A small DLQ value is sent whole, without the truncation header. */
+static void test_small_dlq_value_is_whole(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_dlq_record rec = {
+        .key = "k2",
+        .key_len = 2,
+        .value = "{oops",
+        .value_len = 5,
+        .topic = "req",
+        .partition = 0,
+        .offset = 7,
+        .code = DW_DLQ_INVALID_JSON,
+        .message = "bad",
+    };
+    assert_int_equal(dw_producer_send_dlq(f->producer, &rec), DW_OK);
+    wait_delivered(f, 1);
+    rd_kafka_message_t *m = read_back(f, "req.dlq");
+    assert_int_equal(m->len, 5);
+    assert_memory_equal(m->payload, "{oops", 5);
+    assert_null(header(m, "x-value-truncated"));
+    rd_kafka_message_destroy(m);
+}
+
+/* The broker refuses a completion for good (as Event Hubs does with a
+ * record over its limit): the record is dropped and counted, and the
+ * request is reported done instead of being sent again forever. */
+static void test_permanent_delivery_error_is_final(void **state)
+{
+    struct fixture *f = *state;
+    /* Every produce request fails the same way while this test runs. */
+    static rd_kafka_resp_err_t errors[1000];
+    for (size_t i = 0; i < DW_ARRAY_LEN(errors); i++)
+        errors[i] = RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+    rd_kafka_mock_push_request_errors_array(f->mc, API_PRODUCE, DW_ARRAY_LEN(errors), errors);
+    assert_int_equal(
+        dw_producer_send_completion(f->producer, "evt-1", "{\"eventId\":\"evt-1\"}", 0, 9), DW_OK);
+    wait_delivered(f, 1);
+    assert_int_equal(f->last_offset, 9);
+    assert_true(metric(f, "dw_kafka_records_dropped_total") == 1);
+    assert_true(metric(f, "dw_completions_produced_total") == 0);
+    rd_kafka_mock_clear_request_errors(f->mc, API_PRODUCE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_oversized_dlq_value_is_truncated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_small_dlq_value_is_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_permanent_delivery_error_is_final, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
