@@ -58,6 +58,7 @@ enum dim {
     DIM_CB_TRANSITION,
     DIM_RETRY_KIND,
     DIM_ATTEMPT_KIND,
+    DIM_REDRIVE_OUTCOME,
     DIM_COUNT
 };
 
@@ -146,6 +147,11 @@ static const char *attempt_kind_value(int i)
     return i == 0 ? "first" : "retry";
 }
 
+static const char *redrive_outcome_value(int i)
+{
+    return i == 0 ? "success" : "failure";
+}
+
 static const struct dim_def {
     const char *label;
     int count;
@@ -165,6 +171,7 @@ static const struct dim_def {
     [DIM_CB_TRANSITION] = {"kind", CB_TRANSITION_COUNT, cb_transition_value},
     [DIM_RETRY_KIND] = {"kind", 4, retry_kind_value},
     [DIM_ATTEMPT_KIND] = {"kind", 2, attempt_kind_value},
+    [DIM_REDRIVE_OUTCOME] = {"outcome", 2, redrive_outcome_value},
 };
 
 /* Histogram buckets of the call durations: upper bounds, inclusive. */
@@ -208,6 +215,9 @@ enum metric_id {
     M_BULKHEAD_MAX,
     M_BULKHEAD_QUEUED,
     M_BULKHEAD_REJECTED,
+    M_REDRIVE_CALLS,
+    M_REDRIVE_DUE,
+    M_REDRIVE_OLDEST_DUE,
     M_COUNT
 };
 
@@ -234,6 +244,8 @@ static const struct metric_def {
         "Errors reported by librdkafka."},
     [M_COUNTER(DW_COUNTER_DB_ROUND_TRIPS)] = {"dw_db_round_trips_total", TYPE_COUNTER, {0},
         "Network round trips to PostgreSQL."},
+    [M_COUNTER(DW_COUNTER_REDRIVES_SCHEDULED)] = {"dw_redrive_scheduled_total", TYPE_COUNTER, {0},
+        "Automatic re-drives planned: drives that left a transient failure and got a next attempt."},
     [M_GAUGE(DW_GAUGE_REQUESTS_IN_FLIGHT)] = {"dw_requests_in_flight", TYPE_GAUGE, {0},
         "Requests taken from Kafka and not yet finished."},
     [M_GAUGE(DW_GAUGE_CALLS_IN_FLIGHT)] = {"dw_channel_calls_in_flight", TYPE_GAUGE, {0},
@@ -292,6 +304,13 @@ static const struct metric_def {
         "Calls waiting for a bulkhead slot."},
     [M_BULKHEAD_REJECTED] = {"resilience4j_bulkhead_rejected_calls_total", TYPE_COUNTER,
         {DIM_NAME}, "Calls that found the bulkhead full past bulkhead_max_wait_ms (BULKHEAD_FULL)."},
+    /* Automatic re-drive (CONTRACT 2.4, docs/operations.md). */
+    [M_REDRIVE_CALLS] = {"dw_redrive_channel_results_total", TYPE_COUNTER,
+        {DIM_CHANNEL, DIM_REDRIVE_OUTCOME}, "Channels driven again by an automatic re-drive, by result."},
+    [M_REDRIVE_DUE] = {"dw_redrive_due", TYPE_GAUGE, {0},
+        "Events whose automatic re-drive is due and not yet claimed (shared schedule, last look)."},
+    [M_REDRIVE_OLDEST_DUE] = {"dw_redrive_oldest_due_seconds", TYPE_GAUGE_FLOAT, {0},
+        "How long the oldest due, unclaimed re-drive has waited past its time; 0 when none."},
     /* clang-format on */
 };
 
@@ -525,6 +544,21 @@ void dw_metrics_bulkhead_rejected(struct dw_metrics *m, enum dw_channel_id ch)
 {
     if (valid_channel(m, ch))
         add(m, m->offset[M_BULKHEAD_REJECTED] + (size_t)ch, 1);
+}
+
+void dw_metrics_redrive_call(struct dw_metrics *m, enum dw_channel_id ch, bool success)
+{
+    if (valid_channel(m, ch))
+        add(m, m->offset[M_REDRIVE_CALLS] + (size_t)ch * 2 + (success ? 0 : 1), 1);
+}
+
+void dw_metrics_redrive_due(struct dw_metrics *m, int64_t due, int64_t oldest_due_ms)
+{
+    if (!m)
+        return;
+    store(m, m->offset[M_REDRIVE_DUE], due);
+    store_double(m, m->offset[M_REDRIVE_OLDEST_DUE],
+                 oldest_due_ms > 0 ? oldest_due_ms / 1000.0 : 0);
 }
 
 void dw_metrics_partition_lag(struct dw_metrics *m, int32_t partition, int64_t lag)

@@ -31,6 +31,7 @@ enum dw_counter {
     DW_COUNTER_DB_ERRORS,
     DW_COUNTER_KAFKA_ERRORS,
     DW_COUNTER_DB_ROUND_TRIPS,
+    DW_COUNTER_REDRIVES_SCHEDULED, /* automatic re-drives planned (CONTRACT 2.4) */
     DW_COUNTER_COUNT
 };
 
@@ -87,6 +88,14 @@ void dw_metrics_bulkhead_init(struct dw_metrics *m, enum dw_channel_id ch, int m
 void dw_metrics_bulkhead_change(struct dw_metrics *m, enum dw_channel_id ch, int in_use_delta,
                                 int queued_delta);
 void dw_metrics_bulkhead_rejected(struct dw_metrics *m, enum dw_channel_id ch);
+
+/* Automatic re-drive (CONTRACT 2.4). A re-driven channel's job ended
+ * (dw_redrive_channel_results_total{channel,outcome}). */
+void dw_metrics_redrive_call(struct dw_metrics *m, enum dw_channel_id ch, bool success);
+/* What the last claim round saw in the shared schedule: events due and not
+ * claimed (dw_redrive_due), and how long the oldest of them has been due
+ * (dw_redrive_oldest_due_seconds; 0 when none). */
+void dw_metrics_redrive_due(struct dw_metrics *m, int64_t due, int64_t oldest_due_ms);
 
 /* Partitions whose consumer lag is tracked; higher partition ids are
  * ignored. */

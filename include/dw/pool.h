@@ -60,6 +60,11 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
 enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
                            enum dw_channel_id channel, void *opaque) DW_MUST_CHECK;
 
+/* How many calls channel's breaker would let through now without changing
+ * it (dw_breaker_free_permits: -1 any number, 0 none). Thread-safe; for
+ * work that can wait (the automatic re-drive). */
+int dw_pool_free_permits(struct dw_pool *pool, enum dw_channel_id channel);
+
 /* Stops the threads. Jobs not finished are abandoned without a callback
  * (the caller knows them as the ones it never heard back about); the
  * breaker permits and bulkhead slots they held are given back first.
