@@ -59,6 +59,42 @@ static const char *const slow_env[] = {WORKER_ENV, "DIST_REDRIVE_DELAYS_MS=4000,
 static rd_kafka_t *producer;
 static struct itest_completions *completions;
 
+/* Workers a case started and has not stopped: a failing case leaves them
+ * to the teardown, so they never outlive it (and re-drive into the next). */
+static struct itest_worker *running[4];
+
+static void start(struct itest_worker *w, const char *name, const char *const *env)
+{
+    itest_worker_start(w, name, env);
+    for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++) {
+        if (!running[i]) {
+            running[i] = w;
+            return;
+        }
+    }
+    fail_msg("too many workers");
+}
+
+static int stop(struct itest_worker *w, int sig, int timeout_ms)
+{
+    for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++) {
+        if (running[i] == w)
+            running[i] = NULL;
+    }
+    return itest_worker_stop(w, sig, timeout_ms);
+}
+
+static int case_teardown(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++) {
+        if (running[i])
+            itest_worker_stop(running[i], SIGKILL, 5000);
+        running[i] = NULL;
+    }
+    return 0;
+}
+
 /* ---- requests ---- */
 
 static void event_id(char *buf, size_t len, const char *kind, int i)
@@ -259,7 +295,7 @@ static void heals_when_the_channel_comes_back(void **state)
     struct itest_worker w;
     sim_reset();
     clean_schedule();
-    itest_worker_start(&w, "redrive-heal", worker_env);
+    start(&w, "redrive-heal", worker_env);
     itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"down\":true}");
     send_batch("heal", N, "\"KAKAO\",\"NAVER\",\"URIDONGNETV\"", NULL);
     await_first(&w, "heal", N);
@@ -316,7 +352,7 @@ static void heals_when_the_channel_comes_back(void **state)
     /* Nothing re-driven commits an offset: every request offset is
      * committed once, by its first completion. */
     ids_free(ids, N);
-    assert_int_equal(itest_worker_stop(&w, SIGTERM, 30000), 0);
+    assert_int_equal(stop(&w, SIGTERM, 30000), 0);
 }
 
 static void survives_sigkill_between_failure_and_redrive(void **state)
@@ -326,7 +362,7 @@ static void survives_sigkill_between_failure_and_redrive(void **state)
     struct itest_worker w;
     sim_reset();
     clean_schedule();
-    itest_worker_start(&w, "redrive-kill-1", slow_env);
+    start(&w, "redrive-kill-1", slow_env);
     itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"down\":true}");
     send_batch("kill", N, "\"KAKAO\",\"NAVER\"", NULL);
     await_first(&w, "kill", N);
@@ -336,11 +372,11 @@ static void survives_sigkill_between_failure_and_redrive(void **state)
     for (int i = 0; i < 100 && itest_uncommitted("distribution-worker", REQUEST_TOPIC) > 0; i++)
         usleep(100 * 1000);
     assert_int_equal(itest_uncommitted("distribution-worker", REQUEST_TOPIC), 0);
-    assert_int_equal(itest_worker_stop(&w, SIGKILL, 5000), 128 + SIGKILL);
+    assert_int_equal(stop(&w, SIGKILL, 5000), 128 + SIGKILL);
     assert_int_equal(sim_count("channels.KAKAO.posts"), 0);
 
     itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"down\":false}");
-    itest_worker_start(&w, "redrive-kill-2", slow_env);
+    start(&w, "redrive-kill-2", slow_env);
     await_healed(&w, "kill", N, 60000);
     int64_t kakao_posts = sim_count("channels.KAKAO.posts");
     printf("  after SIGKILL: KAKAO posts %lld, NAVER calls %lld, duplicate posts %lld\n",
@@ -350,7 +386,7 @@ static void survives_sigkill_between_failure_and_redrive(void **state)
     assert_int_equal(sim_count("channels.NAVER.calls"), N);
     assert_int_equal(sim_count("duplicatePosts"), 0);
     assert_true(itest_metric(&w, "dw_redrive_channel_results_total") >= N);
-    assert_int_equal(itest_worker_stop(&w, SIGTERM, 30000), 0);
+    assert_int_equal(stop(&w, SIGTERM, 30000), 0);
 }
 
 static void two_workers_run_each_redrive_once(void **state)
@@ -360,8 +396,8 @@ static void two_workers_run_each_redrive_once(void **state)
     struct itest_worker a, b;
     sim_reset();
     clean_schedule();
-    itest_worker_start(&a, "redrive-two-a", slow_env);
-    itest_worker_start(&b, "redrive-two-b", slow_env);
+    start(&a, "redrive-two-a", slow_env);
+    start(&b, "redrive-two-b", slow_env);
     itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"down\":true}");
     send_batch("two", N, "\"KAKAO\",\"NAVER\"", NULL);
     await_first(&a, "two", N);
@@ -383,8 +419,8 @@ static void two_workers_run_each_redrive_once(void **state)
     assert_int_equal(sim_count("channels.KAKAO.posts"), N);
     assert_int_equal(sim_count("duplicatePosts"), 0);
     assert_int_equal(sim_count("channels.NAVER.calls"), 0);
-    assert_int_equal(itest_worker_stop(&a, SIGTERM, 30000), 0);
-    assert_int_equal(itest_worker_stop(&b, SIGTERM, 30000), 0);
+    assert_int_equal(stop(&a, SIGTERM, 30000), 0);
+    assert_int_equal(stop(&b, SIGTERM, 30000), 0);
 }
 
 static void permanent_4xx_is_never_redriven(void **state)
@@ -394,7 +430,7 @@ static void permanent_4xx_is_never_redriven(void **state)
     struct itest_worker w;
     sim_reset();
     clean_schedule();
-    itest_worker_start(&w, "redrive-4xx", worker_env);
+    start(&w, "redrive-4xx", worker_env);
     itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"errorRate\":1,\"errorStatus\":400}");
     itest_sim("/_sim/faults", "{\"channel\":\"NAVER\",\"down\":true}");
     send_batch("perm", N, "\"KAKAO\",\"NAVER\"", NULL);
@@ -435,7 +471,7 @@ static void permanent_4xx_is_never_redriven(void **state)
     printf("  4xx: KAKAO calls %lld (one per event), NAVER posts %lld after healing\n",
            (long long)sim_count("channels.KAKAO.calls"),
            (long long)sim_count("channels.NAVER.posts"));
-    assert_int_equal(itest_worker_stop(&w, SIGTERM, 30000), 0);
+    assert_int_equal(stop(&w, SIGTERM, 30000), 0);
 }
 
 static void expired_request_is_left_failed(void **state)
@@ -445,7 +481,7 @@ static void expired_request_is_left_failed(void **state)
     struct itest_worker w;
     sim_reset();
     clean_schedule();
-    itest_worker_start(&w, "redrive-expired", worker_env);
+    start(&w, "redrive-expired", worker_env);
     itest_sim("/_sim/faults", "{\"channel\":\"NAVER\",\"down\":true}");
     /* 25 hours old: past the default DIST_REDRIVE_MAX_AGE_MS of 24 h. */
     time_t old = time(NULL) - 25 * 3600;
@@ -475,17 +511,17 @@ static void expired_request_is_left_failed(void **state)
     printf("  expired: NAVER %s (%s), no re-drive\n", str(naver, "errorCode"),
            str(naver, "errorMessage"));
     json_object_put(doc);
-    assert_int_equal(itest_worker_stop(&w, SIGTERM, 30000), 0);
+    assert_int_equal(stop(&w, SIGTERM, 30000), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(heals_when_the_channel_comes_back),
-        cmocka_unit_test(permanent_4xx_is_never_redriven),
-        cmocka_unit_test(expired_request_is_left_failed),
-        cmocka_unit_test(survives_sigkill_between_failure_and_redrive),
-        cmocka_unit_test(two_workers_run_each_redrive_once),
+        cmocka_unit_test_teardown(heals_when_the_channel_comes_back, case_teardown),
+        cmocka_unit_test_teardown(permanent_4xx_is_never_redriven, case_teardown),
+        cmocka_unit_test_teardown(expired_request_is_left_failed, case_teardown),
+        cmocka_unit_test_teardown(survives_sigkill_between_failure_and_redrive, case_teardown),
+        cmocka_unit_test_teardown(two_workers_run_each_redrive_once, case_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
