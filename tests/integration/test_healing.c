@@ -15,6 +15,8 @@
  *       killed after the failures and a new one doing the re-drives;
  *   two_workers_run_each_redrive_once  two workers share the schedule:
  *       KAKAO called exactly once per event after it heals;
+ *   kafka_request_waits_for_a_redrive_elsewhere  the same requests sent
+ *       again while their re-drives are calling: no second call;
  *   permanent_4xx_is_never_redriven  KAKAO 400 is left alone while a
  *       NAVER outage in the same events is healed;
  *   expired_request_is_left_failed  a request older than
@@ -423,6 +425,52 @@ static void two_workers_run_each_redrive_once(void **state)
     assert_int_equal(stop(&b, SIGTERM, 30000), 0);
 }
 
+/* A re-drive running on one worker and a Kafka request for the same event
+ * on another never run at once: the request's begin finds the event
+ * claimed, waits, and then finds KAKAO stored SUCCESS. Without that, the
+ * request would call KAKAO while the re-drive's slow call is under way. */
+static const char *const lock_env[] = {WORKER_ENV, "DIST_REDRIVE_DELAYS_MS=1000",
+                                       "DIST_CHANNEL_KAKAO_BREAKER=disabled", NULL};
+
+static void kafka_request_waits_for_a_redrive_elsewhere(void **state)
+{
+    (void)state;
+    enum { N = 30 };
+    struct itest_worker a, b;
+    sim_reset();
+    clean_schedule();
+    start(&a, "redrive-lock-a", lock_env);
+    start(&b, "redrive-lock-b", lock_env);
+    itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"down\":true}");
+    send_batch("lock", N, "\"KAKAO\",\"NAVER\"", NULL);
+    await_first(&a, "lock", N);
+
+    /* KAKAO back, but slow: each re-drive's call takes 2 s. */
+    itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"down\":false,\"latencyMs\":2000}");
+    itest_sim("/_sim/reset-counters", NULL);
+    int64_t until = (int64_t)time(NULL) + 30;
+    while (sim_count("channels.KAKAO.inFlight") < N && (int64_t)time(NULL) < until)
+        usleep(20 * 1000);
+    assert_int_equal(sim_count("channels.KAKAO.inFlight"), N);
+    /* Every re-drive is calling KAKAO now: send the requests again. Those
+     * that land on the other worker must wait for the claim. */
+    send_batch("lock", N, "\"KAKAO\",\"NAVER\"", NULL);
+    await_healed(&a, "lock", N, 60000);
+    char **ids = ids_of("lock", N);
+    assert_int_equal(itest_completions_await(completions, ids, N, 3, 30000), N);
+    ids_free(ids, N);
+    printf("  re-drive and request at once: KAKAO calls %lld, posts %lld, duplicate posts "
+           "%lld, NAVER calls %lld\n",
+           (long long)sim_count("channels.KAKAO.calls"),
+           (long long)sim_count("channels.KAKAO.posts"), (long long)sim_count("duplicatePosts"),
+           (long long)sim_count("channels.NAVER.calls"));
+    assert_int_equal(sim_count("channels.KAKAO.calls"), N);
+    assert_int_equal(sim_count("duplicatePosts"), 0);
+    assert_int_equal(sim_count("channels.NAVER.calls"), 0);
+    assert_int_equal(stop(&a, SIGTERM, 30000), 0);
+    assert_int_equal(stop(&b, SIGTERM, 30000), 0);
+}
+
 static void permanent_4xx_is_never_redriven(void **state)
 {
     (void)state;
@@ -522,6 +570,7 @@ int main(void)
         cmocka_unit_test_teardown(expired_request_is_left_failed, case_teardown),
         cmocka_unit_test_teardown(survives_sigkill_between_failure_and_redrive, case_teardown),
         cmocka_unit_test_teardown(two_workers_run_each_redrive_once, case_teardown),
+        cmocka_unit_test_teardown(kafka_request_waits_for_a_redrive_elsewhere, case_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
