@@ -61,16 +61,17 @@ static const char *const slow_env[] = {WORKER_ENV, "DIST_REDRIVE_DELAYS_MS=4000,
 static rd_kafka_t *producer;
 static struct itest_completions *completions;
 
-/* Workers a case started and has not stopped: a failing case leaves them
- * to the teardown, so they never outlive it (and re-drive into the next). */
-static struct itest_worker *running[4];
+/* Copies of the workers a case started and has not stopped (copies: a
+ * failing case's own stack is gone by its teardown), so a failing case
+ * never leaves a worker running to re-drive into the next one. */
+static struct itest_worker running[4];
 
 static void start(struct itest_worker *w, const char *name, const char *const *env)
 {
     itest_worker_start(w, name, env);
     for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++) {
-        if (!running[i]) {
-            running[i] = w;
+        if (running[i].pid <= 0) {
+            running[i] = *w;
             return;
         }
     }
@@ -80,8 +81,8 @@ static void start(struct itest_worker *w, const char *name, const char *const *e
 static int stop(struct itest_worker *w, int sig, int timeout_ms)
 {
     for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++) {
-        if (running[i] == w)
-            running[i] = NULL;
+        if (running[i].pid == w->pid)
+            running[i].pid = 0;
     }
     return itest_worker_stop(w, sig, timeout_ms);
 }
@@ -90,9 +91,9 @@ static int case_teardown(void **state)
 {
     (void)state;
     for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++) {
-        if (running[i])
-            itest_worker_stop(running[i], SIGKILL, 5000);
-        running[i] = NULL;
+        if (running[i].pid > 0)
+            itest_worker_stop(&running[i], SIGKILL, 5000);
+        running[i].pid = 0;
     }
     return 0;
 }
