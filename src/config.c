@@ -54,6 +54,7 @@ enum {
     KEY_PER_CHANNEL = 1u << 4, /* not allowed in channels.defaults */
     KEY_SSLMODE = 1u << 5,     /* one of libpq's sslmode values */
     KEY_DSN = 1u << 6,         /* a connection string libpq can parse */
+    KEY_MS_LIST = 1u << 7,     /* re-drive delays: "60000,300000" (dw_redrive_parse_delays) */
 };
 
 struct key {
@@ -89,11 +90,20 @@ struct key {
         .group = grp, .name = key, .type = KEY_LEVEL, .offset = offsetof(struct dw_config, field), \
         .def_str = def, .env = envname                                                             \
     }
+#define CFG_CHOICE(grp, key, field, def, names, envname)                                           \
+    {                                                                                              \
+        .group = grp, .name = key, .type = KEY_CHOICE,                                             \
+        .offset = offsetof(struct dw_config, field), .def_str = def, .choices = names,             \
+        .env = envname                                                                             \
+    }
 #define CFG_PROPS(grp, key, field, count)                                                          \
     {                                                                                              \
         .group = grp, .name = key, .type = KEY_PROPS, .offset = offsetof(struct dw_config, field), \
         .count_offset = offsetof(struct dw_config, count)                                          \
     }
+
+/* enum dw_redrive_mode, in its order. */
+static const char *const redrive_modes[] = {"active", "paused", NULL};
 
 /* The top-level settings, in the order of conf/distribution-worker.conf. */
 static const struct key config_keys[] = {
@@ -137,6 +147,13 @@ static const struct key config_keys[] = {
     CFG_INT("worker", "drain_timeout_ms", drain_timeout_ms, 30000, 0, 3600000, NULL, NULL),
     CFG_INT("worker", "store_batch_max", store_batch_max, 256, 1, 10000, NULL, NULL),
     CFG_INT("worker", "result_hold_ms", result_hold_ms, 1000, 0, 60000, NULL, NULL),
+    /* Automatic re-drive (CONTRACT 2.4, docs/operations.md). */
+    CFG_STR("redrive", "delays_ms", redrive_delays_ms, KEY_MS_LIST,
+            "60000,300000,1800000,7200000,21600000", "DIST_REDRIVE_DELAYS_MS"),
+    CFG_INT("redrive", "max_age_ms", redrive_max_age_ms, 86400000, 1, 2147483647,
+            "DIST_REDRIVE_MAX_AGE_MS", NULL),
+    CFG_CHOICE("redrive", "mode", redrive_mode, "active", redrive_modes, "DIST_REDRIVE_MODE"),
+    CFG_INT("redrive", "lease_ms", redrive_lease_ms, 600000, 1000, 86400000, NULL, NULL),
 };
 
 #define CH_STR(key, field, flg, def, suffix)                                                       \
@@ -453,6 +470,12 @@ static enum dw_err set_string(struct loader *ld, const struct key *key, void *ba
 
     if (key->flags & KEY_DSN)
         return check_dsn(ld, key, base, value, o);
+    if (key->flags & KEY_MS_LIST) {
+        struct dw_redrive_policy scratch;
+        char why[256];
+        if (dw_redrive_parse_delays(value, &scratch, why, sizeof(why)) != DW_OK)
+            return fail(ld, o, "%s", why);
+    }
 
     copy = dw_xstrdup(value);
     if (key->flags & KEY_URL) {
@@ -1222,6 +1245,11 @@ static void fold_settings(struct dw_config *cfg)
         append_dsn_param(&cfg->pg_dsn, "sslmode", cfg->pg_sslmode);
     if (cfg->pg_sslrootcert && cfg->pg_sslrootcert[0])
         append_dsn_param(&cfg->pg_dsn, "sslrootcert", cfg->pg_sslrootcert);
+    /* Checked when it was set, so it parses. */
+    char why[256];
+    if (dw_redrive_parse_delays(cfg->redrive_delays_ms, &cfg->redrive, why, sizeof(why)) != DW_OK)
+        cfg->redrive.tiers = 0;
+    cfg->redrive.max_age_ms = cfg->redrive_max_age_ms;
 }
 
 enum dw_err dw_config_load(const char *path, char *const *envp, struct dw_config **out,

@@ -20,6 +20,16 @@
  * - A store failure leaves the queues as they were; the same batch is
  *   retried after reconnecting (writes are idempotent).
  *
+ * Automatic re-drive (CONTRACT 2.4, docs/design.md): every CLAIM_EVERY_MS
+ * the dispatch thread claims due events from the redrive table (store.c)
+ * and drives each like a request with no Kafka record (partition and
+ * offset -1: its completion commits nothing). A run's begin also takes the
+ * event's schedule row for this worker, so a Kafka request and a re-drive
+ * of one eventId never run at once across workers either: a begin that
+ * finds another worker's live claim waits (blocked_q) and begins again.
+ * A finish writes the event's next schedule (transient failures left and
+ * still young enough) or deletes it, in the same transaction.
+ *
  * Memory: a run keeps only what its drive decides with (which channels it
  * called, which of them succeeded), not the stored state read at begin nor
  * the results' strings: up to max_in_flight_requests runs are held, and the
@@ -35,8 +45,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dw/pool.h"
+#include "dw/redrive.h"
 #include "dw/report.h"
 #include "dw/request.h"
 #include "dw/store.h"
@@ -46,6 +58,12 @@
 /* An idle dispatch pings the database this often, so readiness and the
  * consumer's pause follow an outage even when no request is flowing. */
 #define IDLE_PING_MS 1000
+/* How often due re-drives are looked for, and how many one worker runs at
+ * once (fewer while a breaker is HALF_OPEN: its free trial calls). */
+#define CLAIM_EVERY_MS   500
+#define REDRIVE_RUNS_MAX 200
+/* A begin that found another worker's claim on its event tries again. */
+#define BLOCKED_RETRY_MS 500
 
 struct run {
     struct dw_dispatch *d;
@@ -69,6 +87,14 @@ struct run {
     int64_t hold_until;
     struct run *hold_prev, *hold_next;
     int in_batch; /* scratch: results of this run in the store batch being written */
+    /* Automatic re-drive. */
+    bool redrive;           /* run by the worker itself: no Kafka record behind it */
+    bool scheduled;         /* the event had a schedule row at begin (now ours) */
+    int tier;               /* that row's tier */
+    int64_t born_ms;        /* when the request's age counts from (wall clock) */
+    unsigned kept_failed;   /* not called by a re-drive: stored FAILED for good (4xx...) */
+    unsigned transient;     /* called and FAILED for a transient cause */
+    int64_t begin_again_at; /* in blocked_q: when to begin again */
 };
 
 /* One channel result, from a pool thread until it is stored. The three
@@ -121,7 +147,14 @@ struct dw_dispatch {
     int reconnect_wait;
     int64_t last_store_ok; /* when a store call last worked */
     uint64_t round_trips_seen;
+    struct list blocked_q; /* runs whose event another worker drives; by begin_again_at */
+    int64_t next_claim_at;
+    int redrive_runs; /* re-drive runs not yet retired */
+    atomic_bool draining;
+    char owner[128]; /* this worker in the redrive table's claims */
 };
+
+static bool has_store_work(const struct dw_dispatch *d);
 
 /* ---- lists and the active table ---- */
 
@@ -278,6 +311,11 @@ bool dw_dispatch_store_ok(const struct dw_dispatch *d)
     return atomic_load(&d->store_ok);
 }
 
+void dw_dispatch_drain(struct dw_dispatch *d)
+{
+    atomic_store(&d->draining, true);
+}
+
 /* ---- the dispatch thread ---- */
 
 static struct dw_log_ctx ctx_of(const struct run *r, const char *channel)
@@ -344,6 +382,8 @@ static void retire(struct dw_dispatch *d, struct run *r)
         push(&d->begin_q, next);
     }
     atomic_fetch_sub(&d->in_flight_bytes, r->req->bytes);
+    if (r->redrive)
+        d->redrive_runs--;
     run_free(r);
     atomic_fetch_sub(&d->in_flight, 1);
     dw_metrics_gauge_add(d->opts.metrics, DW_GAUGE_REQUESTS_IN_FLIGHT, -1);
@@ -391,6 +431,25 @@ static void do_begin(struct dw_dispatch *d)
     store_worked(d);
     for (size_t i = 0; i < n; i++) {
         r = pop(&d->begin_q);
+        if (items[i].redrive_busy) {
+            /* Another worker runs a re-drive of this event: wait for it. */
+            dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx_of(r, NULL),
+                         "another worker is re-driving this event; waiting");
+            r->begin_again_at = dw_now_ms() + BLOCKED_RETRY_MS;
+            push(&d->blocked_q, r);
+            continue;
+        }
+        r->scheduled = items[i].redrive_row;
+        r->tier = items[i].redrive_tier;
+        r->born_ms = dw_redrive_born_ms(r->req->requested_at_ms, items[i].status.started_at_ms);
+        if (r->redrive && !r->scheduled) {
+            /* The schedule went while this waited (the event was driven to
+             * the end elsewhere, or an operator gave up on it). */
+            dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx_of(r, NULL),
+                         "re-drive no longer scheduled; dropped");
+            retire(d, r);
+            continue;
+        }
         for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
             if (!dw_request_has(r->req, (enum dw_channel_id)ch))
                 continue;
@@ -398,6 +457,12 @@ static void do_begin(struct dw_dispatch *d)
             if (st->present && st->status == DW_CH_SUCCESS) {
                 dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx_of(r, dw_channel_get(ch)->name),
                              "already SUCCESS; not called again");
+                continue;
+            }
+            if (r->redrive && st->present && st->status == DW_CH_FAILED &&
+                !dw_redrive_transient(st->error)) {
+                /* Permanent (4xx, bad response): only a new request retries it. */
+                r->kept_failed |= 1u << ch;
                 continue;
             }
             r->called |= 1u << ch;
@@ -484,6 +549,10 @@ static void take_results(struct dw_dispatch *d, struct result_msg *in)
         in = m->next;
         struct run *r = m->run;
         struct dw_log_ctx ctx = ctx_of(r, dw_channel_get(m->channel)->name);
+        if (r->redrive)
+            dw_metrics_redrive_call(d->opts.metrics, m->channel, m->status == DW_CH_SUCCESS);
+        if (m->status != DW_CH_SUCCESS && dw_redrive_transient(m->error))
+            r->transient |= 1u << m->channel;
         if (m->status == DW_CH_SUCCESS) {
             r->succeeded |= 1u << m->channel;
             dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx, "SUCCESS after %d attempt(s)",
@@ -510,7 +579,38 @@ static bool final_success(const struct run *r, int ch)
 {
     if (r->called & (1u << ch))
         return (r->succeeded >> ch) & 1u;
-    return true;
+    return !(r->kept_failed & (1u << ch));
+}
+
+/*
+ * The event's schedule after this drive: the next tier while transient
+ * failures are left and the request is young enough, else none (the row,
+ * if there was one, is deleted). *json gets the request text a schedule
+ * keeps, which the caller frees after the store call.
+ */
+static void plan_redrive(struct dw_dispatch *d, const struct run *r, struct dw_store_finish *f,
+                         char **json)
+{
+    const struct dw_redrive_policy *policy = &d->opts.cfg->redrive;
+    unsigned left = r->transient & ~r->succeeded;
+    f->redrive = r->scheduled ? DW_STORE_REDRIVE_CLEAR : DW_STORE_REDRIVE_KEEP;
+    if (!left || policy->tiers == 0)
+        return;
+    int tier = r->scheduled ? r->tier + 1 : 0;
+    int64_t at;
+    if (!dw_redrive_next(policy, tier, r->born_ms, dw_wall_ms(), &at)) {
+        dw_log_write(d->opts.log, DW_LOG_WARN, ctx_of(r, NULL),
+                     "not re-driven again: the request is older than redrive.max_age_ms "
+                     "(%lld ms) at its next attempt",
+                     (long long)policy->max_age_ms);
+        return;
+    }
+    *json = dw_request_encode(r->req);
+    f->redrive = DW_STORE_REDRIVE_SCHEDULE;
+    f->next_at_ms = at;
+    f->tier = tier;
+    f->redrive_channels = left;
+    f->request_json = *json;
 }
 
 static struct dw_store_finish finish_of(const struct run *r)
@@ -575,6 +675,7 @@ static void do_write(struct dw_dispatch *d)
     struct dw_store_result *results = dw_xcalloc(nres ? nres : 1, sizeof(*results));
     struct dw_store_finish *fins = dw_xcalloc(cap, sizeof(*fins));
     struct run **fruns = dw_xcalloc(cap, sizeof(*fruns));
+    char **jsons = dw_xcalloc(cap, sizeof(*jsons));
     size_t nfin = 0;
     m = d->save_q;
     for (size_t i = 0; i < nres; i++, m = m->next) {
@@ -590,14 +691,18 @@ static void do_write(struct dw_dispatch *d)
         };
         if (m->run->in_batch == m->run->outstanding) {
             fruns[nfin] = m->run;
-            fins[nfin++] = finish_of(m->run);
+            fins[nfin] = finish_of(m->run);
+            plan_redrive(d, m->run, &fins[nfin], &jsons[nfin]);
+            nfin++;
             m->run->in_batch = -1; /* listed once */
         }
     }
     struct run *q = d->finish_q.head;
     for (size_t i = 0; i < nqueued; i++, q = q->next) {
         fruns[nfin] = q;
-        fins[nfin++] = finish_of(q);
+        fins[nfin] = finish_of(q);
+        plan_redrive(d, q, &fins[nfin], &jsons[nfin]);
+        nfin++;
     }
 
     enum dw_err err = dw_store_save_and_finish(d->store, results, nres, fins, nfin);
@@ -619,9 +724,19 @@ static void do_write(struct dw_dispatch *d)
     for (size_t i = 0; i < nqueued; i++)
         pop(&d->finish_q);
     int64_t now = dw_wall_ms();
-    for (size_t i = 0; i < nfin; i++)
+    for (size_t i = 0; i < nfin; i++) {
+        if (fins[i].redrive == DW_STORE_REDRIVE_SCHEDULE) {
+            dw_metrics_count(d->opts.metrics, DW_COUNTER_REDRIVES_SCHEDULED, 1);
+            dw_log_write(d->opts.log, DW_LOG_INFO, ctx_of(fruns[i], NULL),
+                         "automatic re-drive %d planned in %lld ms", fins[i].tier + 1,
+                         (long long)(fins[i].next_at_ms - now));
+        }
         finished(d, fruns[i], &fins[i], now);
+    }
 out:
+    for (size_t i = 0; i < nfin; i++)
+        free(jsons[i]);
+    free(jsons);
     free(fruns);
     free(fins);
     free(results);
@@ -640,6 +755,87 @@ static void do_produce(struct dw_dispatch *d)
         pop(&d->produce_q);
         retire(d, r);
     }
+}
+
+/* Runs whose event was busy elsewhere begin again once their wait is over
+ * (all wait equally long, so the list is in deadline order). */
+static void release_blocked(struct dw_dispatch *d)
+{
+    int64_t now = dw_now_ms();
+    while (d->blocked_q.head && d->blocked_q.head->begin_again_at <= now)
+        push(&d->begin_q, pop(&d->blocked_q));
+}
+
+/*
+ * Claims due re-drives and starts them as runs. Held back by the flow
+ * control (max_in_flight_requests, REDRIVE_RUNS_MAX) and by the breakers:
+ * an event that would call a channel whose breaker lets nothing through is
+ * left for later, and while one is HALF_OPEN at most its free trial calls
+ * are claimed per round, so a recovering channel is not stampeded.
+ */
+static void do_claim(struct dw_dispatch *d)
+{
+    const struct dw_config *cfg = d->opts.cfg;
+    int64_t now = dw_now_ms();
+    if (now < d->next_claim_at || cfg->redrive.tiers == 0 || atomic_load(&d->draining))
+        return;
+    d->next_claim_at = now + CLAIM_EVERY_MS;
+    if (has_store_work(d) || !store_usable(d))
+        return; /* requests first; the schedule waits half a second */
+
+    long limit = REDRIVE_RUNS_MAX - d->redrive_runs;
+    long room = (long)cfg->max_in_flight_requests - (long)atomic_load(&d->in_flight);
+    if (room < limit)
+        limit = room;
+    unsigned blocked = 0;
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+        int free_permits = dw_pool_free_permits(d->pool, (enum dw_channel_id)ch);
+        if (free_permits == 0)
+            blocked |= 1u << ch;
+        else if (free_permits > 0 && free_permits < limit)
+            limit = free_permits;
+    }
+    if (cfg->redrive_mode == DW_REDRIVE_PAUSED || limit < 0)
+        limit = 0; /* still counts what is due, for the metrics */
+
+    struct dw_store_claimed *claimed = NULL;
+    size_t n = 0;
+    int64_t due = 0, oldest = 0;
+    if (dw_store_redrive_claim(d->store, blocked, (int)limit, &claimed, &n, &due, &oldest) !=
+        DW_OK) {
+        store_failed(d, "claiming re-drives");
+        return;
+    }
+    store_worked(d);
+    dw_metrics_redrive_due(d->opts.metrics, due, oldest);
+
+    struct list in = {0};
+    for (size_t i = 0; i < n; i++) {
+        struct dw_log_ctx ctx = {claimed[i].event_id, NULL, -1, -1};
+        struct dw_request *req = NULL;
+        char why[256] = "";
+        const char *json = claimed[i].request_json;
+        if (dw_request_decode(json, strlen(json), &req, why, sizeof(why)) != DW_DLQ_NONE) {
+            /* Written by this code, so this is a bug or a hand edit: leave
+             * the row claimed (it comes back after the lease) and say so. */
+            dw_log_write(d->opts.log, DW_LOG_ERROR, ctx, "scheduled request unreadable: %s", why);
+            continue;
+        }
+        dw_log_write(d->opts.log, DW_LOG_INFO, ctx, "automatic re-drive %d starting",
+                     claimed[i].tier + 1);
+        struct run *r = dw_xcalloc(1, sizeof(*r));
+        r->d = d;
+        r->req = req;
+        r->partition = -1;
+        r->offset = -1;
+        r->redrive = true;
+        d->redrive_runs++;
+        atomic_fetch_add(&d->in_flight, 1);
+        dw_metrics_gauge_add(d->opts.metrics, DW_GAUGE_REQUESTS_IN_FLIGHT, 1);
+        push(&in, r);
+    }
+    dw_store_claimed_free(claimed, n);
+    accept_new(d, &in);
 }
 
 static bool has_store_work(const struct dw_dispatch *d)
@@ -674,11 +870,20 @@ static void *dispatch_main(void *arg)
                 break; /* time for an idle ping */
             if (d->hold_head && dw_now_ms() >= d->hold_head->hold_until)
                 break; /* held results are due */
+            if (d->blocked_q.head && dw_now_ms() >= d->blocked_q.head->begin_again_at)
+                break; /* a blocked begin may go again */
+            bool claiming = d->opts.cfg->redrive.tiers > 0 && !atomic_load(&d->draining);
+            if (claiming && dw_now_ms() >= d->next_claim_at)
+                break; /* time to look for due re-drives */
             /* Sleep until woken, or until the next retry, ping or held
              * results are due. */
             int64_t wait_ms = busy ? d->reconnect_at - dw_now_ms() : IDLE_PING_MS;
             if (d->hold_head && d->hold_head->hold_until - dw_now_ms() < wait_ms)
                 wait_ms = d->hold_head->hold_until - dw_now_ms();
+            if (d->blocked_q.head && d->blocked_q.head->begin_again_at - dw_now_ms() < wait_ms)
+                wait_ms = d->blocked_q.head->begin_again_at - dw_now_ms();
+            if (claiming && d->next_claim_at - dw_now_ms() < wait_ms)
+                wait_ms = d->next_claim_at - dw_now_ms();
             if (wait_ms < 1)
                 wait_ms = 1;
             struct timespec ts;
@@ -709,11 +914,14 @@ static void *dispatch_main(void *arg)
         accept_new(d, &in);
         take_results(d, results);
         release_due(d);
+        release_blocked(d);
         /* Write results and finishes before begins: finishing work first
          * keeps the in-flight count (and so memory) down under load. */
         do_write(d);
         do_produce(d);
         do_begin(d);
+        do_claim(d);
+        do_begin(d); /* what was just claimed */
         idle_ping(d);
     }
     return NULL;
@@ -737,6 +945,13 @@ enum dw_err dw_dispatch_start(const struct dw_dispatch_options *opts, struct dw_
     err = dw_store_open(opts->cfg->pg_dsn, opts->log, &d->store, errbuf, errlen);
     if (err)
         goto out;
+    /* Unique per process: host, pid and the start time. */
+    char host[64] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0)
+        dw_strlcpy(host, "unknown", sizeof(host));
+    dw_snprintf(d->owner, sizeof(d->owner), "%s:%ld:%lld", host, (long)getpid(),
+                (long long)dw_wall_ms());
+    dw_store_set_owner(d->store, d->owner, opts->cfg->redrive_lease_ms);
     atomic_store(&d->store_ok, true);
     d->last_store_ok = dw_now_ms();
     d->round_trips_seen = dw_store_round_trips(d->store);

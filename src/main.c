@@ -81,7 +81,8 @@ static void beat(struct app *app)
 static void on_delivered(void *opaque, int32_t partition, int64_t offset)
 {
     struct app *app = opaque;
-    if (app->consumer)
+    /* An automatic re-drive's completion (partition -1) has no offset. */
+    if (app->consumer && partition >= 0)
         dw_consumer_done(app->consumer, partition, offset);
 }
 
@@ -209,6 +210,7 @@ static void drain(struct app *app)
     dw_log_info(app->log, "stopping: draining %zu request(s), up to %d ms",
                 dw_dispatch_in_flight(app->dispatch), app->cfg->drain_timeout_ms);
     dw_consumer_set_paused(app->consumer, true);
+    dw_dispatch_drain(app->dispatch);
     int64_t until = dw_now_ms() + app->cfg->drain_timeout_ms;
     while (dw_now_ms() < until && stop_signals < 2) {
         /* Keep polling: it serves the group's heartbeats and rebalances.

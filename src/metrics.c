@@ -58,6 +58,7 @@ enum dim {
     DIM_CB_TRANSITION,
     DIM_RETRY_KIND,
     DIM_ATTEMPT_KIND,
+    DIM_REDRIVE_OUTCOME,
     DIM_COUNT
 };
 
@@ -146,6 +147,11 @@ static const char *attempt_kind_value(int i)
     return i == 0 ? "first" : "retry";
 }
 
+static const char *redrive_outcome_value(int i)
+{
+    return i == 0 ? "success" : "failure";
+}
+
 static const struct dim_def {
     const char *label;
     int count;
@@ -165,6 +171,7 @@ static const struct dim_def {
     [DIM_CB_TRANSITION] = {"kind", CB_TRANSITION_COUNT, cb_transition_value},
     [DIM_RETRY_KIND] = {"kind", 4, retry_kind_value},
     [DIM_ATTEMPT_KIND] = {"kind", 2, attempt_kind_value},
+    [DIM_REDRIVE_OUTCOME] = {"outcome", 2, redrive_outcome_value},
 };
 
 /* Histogram buckets of the call durations: upper bounds, inclusive. */
@@ -211,6 +218,9 @@ enum metric_id {
     M_CHANNEL_LIMIT,
     M_CHANNEL_GAUGE_FIRST, /* DW_CHGAUGE_* in order */
     M_CHANNEL_CONNECTIONS_OPENED = M_CHANNEL_GAUGE_FIRST + DW_CHGAUGE_COUNT,
+    M_REDRIVE_CALLS,
+    M_REDRIVE_DUE,
+    M_REDRIVE_OLDEST_DUE,
     M_COUNT
 };
 
@@ -239,6 +249,8 @@ static const struct metric_def {
         "Network round trips to PostgreSQL."},
     [M_COUNTER(DW_COUNTER_RECORDS_DROPPED)] = {"dw_kafka_records_dropped_total", TYPE_COUNTER, {0},
         "Completion or DLQ records Kafka refused for good; their requests count as done."},
+    [M_COUNTER(DW_COUNTER_REDRIVES_SCHEDULED)] = {"dw_redrive_scheduled_total", TYPE_COUNTER, {0},
+        "Automatic re-drives planned: drives that left a transient failure and got a next attempt."},
     [M_GAUGE(DW_GAUGE_REQUESTS_IN_FLIGHT)] = {"dw_requests_in_flight", TYPE_GAUGE, {0},
         "Requests taken from Kafka and not yet finished."},
     [M_GAUGE(DW_GAUGE_CALLS_IN_FLIGHT)] = {"dw_channel_calls_in_flight", TYPE_GAUGE, {0},
@@ -308,6 +320,13 @@ static const struct metric_def {
         {DIM_CHANNEL}, "Connections open that the channel's calls opened, busy or idle."},
     [M_CHANNEL_CONNECTIONS_OPENED] = {"dw_channel_connections_opened_total", TYPE_COUNTER,
         {DIM_CHANNEL}, "Connections the channel's calls opened."},
+    /* Automatic re-drive (CONTRACT 2.4, docs/operations.md). */
+    [M_REDRIVE_CALLS] = {"dw_redrive_channel_results_total", TYPE_COUNTER,
+        {DIM_CHANNEL, DIM_REDRIVE_OUTCOME}, "Channels driven again by an automatic re-drive, by result."},
+    [M_REDRIVE_DUE] = {"dw_redrive_due", TYPE_GAUGE, {0},
+        "Events whose automatic re-drive is due and not yet claimed (shared schedule, last look)."},
+    [M_REDRIVE_OLDEST_DUE] = {"dw_redrive_oldest_due_seconds", TYPE_GAUGE_FLOAT, {0},
+        "How long the oldest due, unclaimed re-drive has waited past its time; 0 when none."},
     /* clang-format on */
 };
 
@@ -586,6 +605,21 @@ void dw_metrics_channel_connection_opened(struct dw_metrics *m, enum dw_channel_
 {
     if (valid_channel(m, ch))
         add(m, m->offset[M_CHANNEL_CONNECTIONS_OPENED] + (size_t)ch, 1);
+}
+
+void dw_metrics_redrive_call(struct dw_metrics *m, enum dw_channel_id ch, bool success)
+{
+    if (valid_channel(m, ch))
+        add(m, m->offset[M_REDRIVE_CALLS] + (size_t)ch * 2 + (success ? 0 : 1), 1);
+}
+
+void dw_metrics_redrive_due(struct dw_metrics *m, int64_t due, int64_t oldest_due_ms)
+{
+    if (!m)
+        return;
+    store(m, m->offset[M_REDRIVE_DUE], due);
+    store_double(m, m->offset[M_REDRIVE_OLDEST_DUE],
+                 oldest_due_ms > 0 ? oldest_due_ms / 1000.0 : 0);
 }
 
 void dw_metrics_partition_lag(struct dw_metrics *m, int32_t partition, int64_t lag)

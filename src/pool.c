@@ -1056,6 +1056,11 @@ static void abandon(struct dw_pool *pool, struct job *job)
     job_free(job);
 }
 
+int dw_pool_free_permits(struct dw_pool *pool, enum dw_channel_id channel)
+{
+    return dw_guard_free_permits(pool->guards[channel], dw_now_ms());
+}
+
 void dw_pool_stop(struct dw_pool *pool)
 {
     if (!pool)

@@ -146,6 +146,7 @@ static struct json_object *status_channel(enum dw_channel_id id, const struct dw
     add_string_or_null(obj, "distributionUrl", cs->url);
     add_string_or_null(obj, "errorCode", dw_errcode_name(cs->error));
     add_string_or_null(obj, "errorMessage", cs->error_message);
+    add_time_or_null(obj, "nextAttemptAt", cs->next_attempt_ms);
     add_time_or_null(obj, "updatedAt", cs->updated_at_ms);
     return obj;
 }

@@ -776,6 +776,54 @@ out:
     return code;
 }
 
+static void put_string(struct json_object *obj, const char *key, const char *value)
+{
+    if (value)
+        json_object_object_add(obj, key, json_object_new_string(value));
+}
+
+char *dw_request_encode(const struct dw_request *req)
+{
+    struct json_object *root = json_object_new_object();
+    struct json_object *channels = json_object_new_array();
+    struct json_object *settings = json_object_new_object();
+
+    put_string(root, "eventId", req->event_id);
+    put_string(root, "title", req->title);
+    put_string(root, "content", req->content);
+    put_string(root, "imageUrl", req->image_url);
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+        if (dw_request_has(req, (enum dw_channel_id)ch))
+            json_object_array_add(
+                channels, json_object_new_string(dw_channel_get((enum dw_channel_id)ch)->name));
+    }
+    json_object_object_add(root, "channels", channels);
+    static const struct {
+        enum dw_channel_id channel;
+        const char *key;
+        size_t offset;
+    } fields[] = {
+        {DW_CHANNEL_URIDONGNETV, "radius", offsetof(struct dw_request, radius)},
+        {DW_CHANNEL_GINITV, "region", offsetof(struct dw_request, region)},
+        {DW_CHANNEL_RINGOBIZ, "phoneNumber", offsetof(struct dw_request, phone_number)},
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        const char *value = *(char *const *)((const char *)req + fields[i].offset);
+        if (!value)
+            continue;
+        struct json_object *one = json_object_new_object();
+        put_string(one, fields[i].key, value);
+        json_object_object_add(settings, dw_channel_get(fields[i].channel)->name, one);
+    }
+    json_object_object_add(root, "channelSettings", settings);
+    put_string(root, "requestedAt", req->requested_at);
+
+    char *text = dw_xstrdup(json_object_to_json_string_ext(
+        root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(root);
+    return text;
+}
+
 void dw_request_destroy(struct dw_request *req)
 {
     if (!req)

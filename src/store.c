@@ -54,6 +54,8 @@ struct dw_store {
     int timeout_ms;     /* client-side limit of one call's round trip; 0: none */
     bool timed_out;     /* the last call failed by passing timeout_ms */
     uint64_t round_trips;
+    char owner[128];   /* claimed_by of this store's re-drive claims */
+    char lease_ms[16]; /* a claim's length, as a parameter */
 };
 
 /*
@@ -117,6 +119,22 @@ static const struct migration migrations[] = {
      "    updated_at       timestamptz NOT NULL DEFAULT now(),\n"
      "    PRIMARY KEY (event_id, channel)\n"
      ");\n"},
+    {"redrive: the automatic re-drive schedule",
+     /* One row per event with a planned re-drive (CONTRACT 2.4), keyed by
+      * event_id alone so it shards with the rest. The request is kept as
+      * JSON (dw_request_encode) so a re-drive needs no Kafka record. */
+     "CREATE TABLE redrive (\n"
+     "    event_id      text        NOT NULL,\n"
+     "    next_at       timestamptz NOT NULL,\n"
+     "    tier          int         NOT NULL CHECK (tier >= 0),\n"
+     "    channels      text[]      NOT NULL,\n"
+     "    request       text        NOT NULL,\n"
+     "    claimed_by    text,\n"
+     "    claimed_until timestamptz,\n"
+     "    scheduled_at  timestamptz NOT NULL DEFAULT now(),\n"
+     "    PRIMARY KEY (event_id)\n"
+     ");\n"
+     "CREATE INDEX redrive_next_at ON redrive (next_at);\n"},
 };
 
 /* The prepared statements; every one names its event_id(s). */
@@ -127,6 +145,12 @@ enum stmt_id {
     STMT_FINISH,
     STMT_LOAD_MANY,
     STMT_LOAD_ONE,
+    STMT_REDRIVE_LOCK,
+    STMT_REDRIVE_SCHEDULE,
+    STMT_REDRIVE_CLEAR,
+    STMT_REDRIVE_CLAIM,
+    STMT_REDRIVE_DUE,
+    STMT_REDRIVE_READ,
     STMT_COUNT
 };
 
@@ -228,6 +252,58 @@ static const struct {
          "  LEFT JOIN LATERAL (SELECT * FROM channel_status\n"
          "                      WHERE event_id = k.event_id OFFSET 0) c ON true"},
     [STMT_LOAD_ONE] = {"dw_load_one", LOAD_COLUMNS " WHERE d.event_id = $1"},
+    /* A begin takes the events' schedule rows for its owner ($2), unless
+     * another owner's claim still runs; the read-back says which. Rows a
+     * concurrent claim has locked are waited for, then re-checked. */
+    [STMT_REDRIVE_LOCK] =
+        {"dw_redrive_lock",
+         "WITH locked AS (\n"
+         "  UPDATE redrive r\n"
+         "     SET claimed_by = $2, claimed_until = now() + $3::int8 * interval '1 millisecond'\n"
+         "   WHERE r.event_id = ANY($1::text[])\n"
+         "     AND (r.claimed_until IS NULL OR r.claimed_until < now() OR r.claimed_by = $2)\n"
+         "  RETURNING r.event_id)\n"
+         "SELECT r.event_id, l.event_id IS NOT NULL, r.tier\n"
+         "  FROM redrive r LEFT JOIN locked l ON l.event_id = r.event_id\n"
+         " WHERE r.event_id = ANY($1::text[])"},
+    [STMT_REDRIVE_SCHEDULE] =
+        {"dw_redrive_schedule",
+         "INSERT INTO redrive AS d\n"
+         "       (event_id, next_at, tier, channels, request, claimed_by, claimed_until,\n"
+         "        scheduled_at)\n"
+         "SELECT r.event_id, to_timestamp(r.next_at_ms / 1000.0), r.tier,\n"
+         "       string_to_array(r.channels, ','), r.request, NULL, NULL, now()\n"
+         "  FROM unnest($1::text[], $2::int8[], $3::int[], $4::text[], $5::text[])\n"
+         "       AS r(event_id, next_at_ms, tier, channels, request)\n"
+         "ON CONFLICT (event_id) DO UPDATE\n"
+         "   SET next_at = EXCLUDED.next_at, tier = EXCLUDED.tier, channels = EXCLUDED.channels,\n"
+         "       request = EXCLUDED.request, claimed_by = NULL, claimed_until = NULL,\n"
+         "       scheduled_at = EXCLUDED.scheduled_at"},
+    [STMT_REDRIVE_CLEAR] = {"dw_redrive_clear",
+                            "DELETE FROM redrive WHERE event_id = ANY($1::text[])"},
+    /* The one scan: due rows oldest first, like a queue. */
+    [STMT_REDRIVE_CLAIM] =
+        {"dw_redrive_claim",
+         "UPDATE redrive r\n"
+         "   SET claimed_by = $1, claimed_until = now() + $2::int8 * interval '1 millisecond'\n"
+         "  FROM (SELECT event_id FROM redrive\n"
+         "         WHERE next_at <= now()\n"
+         "           AND (claimed_until IS NULL OR claimed_until < now())\n"
+         "           AND NOT (channels && $3::text[])\n"
+         "         ORDER BY next_at LIMIT $4::int\n"
+         "           FOR UPDATE SKIP LOCKED) c\n"
+         " WHERE r.event_id = c.event_id\n"
+         "RETURNING r.event_id, r.tier, r.request"},
+    [STMT_REDRIVE_DUE] =
+        {"dw_redrive_due",
+         "SELECT count(*),\n"
+         "       coalesce(floor(extract(epoch FROM now() - min(next_at)) * 1000)::int8, 0)\n"
+         "  FROM redrive\n"
+         " WHERE next_at <= now() AND (claimed_until IS NULL OR claimed_until < now())"},
+    [STMT_REDRIVE_READ] =
+        {"dw_redrive_read",
+         "SELECT floor(extract(epoch FROM next_at) * 1000)::int8, channels::text[]\n"
+         "  FROM redrive WHERE event_id = $1"},
 };
 
 /* ---- errors and the connection ---------------------------------------- */
@@ -626,6 +702,29 @@ static void array_add_int(struct pgarray *a, int v)
     put(a, text, strlen(text));
 }
 
+static void array_add_i64(struct pgarray *a, int64_t v)
+{
+    char text[24];
+    dw_snprintf(text, sizeof(text), "%lld", (long long)v);
+    if (a->count++)
+        put(a, ",", 1);
+    put(a, text, strlen(text));
+}
+
+/* "KAKAO,NAVER": the wire names of the channels in mask, in enum order. */
+static void channel_list(unsigned mask, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+        if (!(mask & (1u << ch)))
+            continue;
+        const char *name = dw_channel_get((enum dw_channel_id)ch)->name;
+        dw_snprintf(buf + used, len - used, "%s%s", used ? "," : "", name);
+        used += strlen(buf + used);
+    }
+}
+
 static bool event_id_ok(const char *event_id)
 {
     return event_id && *event_id && utf8_valid(event_id);
@@ -797,6 +896,7 @@ enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store *
     }
     struct dw_store *store = dw_xcalloc(1, sizeof(*store));
     store->dsn = dw_xstrdup(dsn);
+    dw_store_set_owner(store, "", 600000);
     store->log = log;
     enum dw_err err = connect_db(store, errbuf, errlen);
     if (err) {
@@ -1102,6 +1202,30 @@ enum dw_err dw_store_migrate(struct dw_store *store, char *errbuf, size_t errlen
     return err;
 }
 
+/* The begin's schedule rows (STMT_REDRIVE_LOCK: event_id, mine, tier)
+ * into every item of their event. */
+static void fill_locks(const struct groups *g, const PGresult *res, struct dw_store_begin *items)
+{
+    for (size_t i = 0; i < g->count; i++) {
+        for (size_t k = g->start[i]; k < g->start[i + 1]; k++) {
+            struct dw_store_begin *item = &items[g->keys[k].index];
+            item->redrive_row = item->redrive_busy = false;
+            item->redrive_tier = 0;
+        }
+    }
+    for (int row = 0; res && row < PQntuples(res); row++) {
+        long i = groups_find(g, PQgetvalue(res, row, 0));
+        if (i < 0)
+            continue;
+        for (size_t k = g->start[i]; k < g->start[i + 1]; k++) {
+            struct dw_store_begin *item = &items[g->keys[k].index];
+            item->redrive_row = true;
+            item->redrive_busy = PQgetvalue(res, row, 1)[0] != 't';
+            item->redrive_tier = get_int(res, row, 2);
+        }
+    }
+}
+
 enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items, size_t n)
 {
     if (n == 0)
@@ -1144,7 +1268,7 @@ enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items,
     }
 
     enum dw_err err = DW_ERR_NOMEM;
-    struct step steps[5];
+    struct step steps[6];
     steps[0] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
     steps[1] = exec_step(STMT_BEGIN_DISTRIBUTION);
     steps[1].nparams = 2;
@@ -1157,7 +1281,12 @@ enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items,
     steps[3] = exec_step(STMT_LOAD_MANY);
     steps[3].nparams = 1;
     steps[3].values[0] = steps[1].values[0];
-    steps[4] = sql_step("COMMIT");
+    steps[4] = exec_step(STMT_REDRIVE_LOCK);
+    steps[4].nparams = 3;
+    steps[4].values[0] = steps[1].values[0];
+    steps[4].values[1] = store->owner;
+    steps[4].values[2] = store->lease_ms;
+    steps[5] = sql_step("COMMIT");
     if (!steps[1].values[0] || !steps[1].values[1] || !steps[2].values[0] || !steps[2].values[1])
         goto out;
 
@@ -1168,6 +1297,7 @@ enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items,
     if (err)
         goto out;
     fill_statuses(store, &g, steps[3].result, targets);
+    fill_locks(&g, steps[4].result, items);
     clear_results(steps, DW_ARRAY_LEN(steps));
 out:
     array_cleanup(&channels);
@@ -1193,6 +1323,9 @@ struct finish_batch {
     struct dw_status **targets;
     struct groups g;
     struct pgarray cols[5];
+    struct pgarray schedule[5]; /* STMT_REDRIVE_SCHEDULE's columns */
+    struct pgarray clear;       /* STMT_REDRIVE_CLEAR's event ids */
+    size_t nschedule, nclear;
 };
 
 static void save_batch_build(struct save_batch *b, const struct dw_store_result *items, size_t n)
@@ -1246,6 +1379,27 @@ static void finish_batch_build(struct finish_batch *b, struct dw_store_finish *i
     groups_build(&b->g, b->keys, n);
     for (size_t c = 0; c < DW_ARRAY_LEN(b->cols); c++)
         array_init(&b->cols[c]);
+    for (size_t c = 0; c < DW_ARRAY_LEN(b->schedule); c++)
+        array_init(&b->schedule[c]);
+    array_init(&b->clear);
+    b->nschedule = b->nclear = 0;
+    for (size_t i = 0; i < b->g.count; i++) {
+        /* The schedule follows the event's latest drive. */
+        const struct dw_store_finish *last = &items[b->keys[b->g.start[i + 1] - 1].index];
+        if (last->redrive == DW_STORE_REDRIVE_SCHEDULE) {
+            char names[128];
+            channel_list(last->redrive_channels, names, sizeof(names));
+            array_add_text(&b->schedule[0], last->event_id);
+            array_add_i64(&b->schedule[1], last->next_at_ms);
+            array_add_int(&b->schedule[2], last->tier);
+            array_add_text(&b->schedule[3], names);
+            array_add_text(&b->schedule[4], last->request_json ? last->request_json : "{}");
+            b->nschedule++;
+        } else if (last->redrive == DW_STORE_REDRIVE_CLEAR) {
+            array_add_text(&b->clear, last->event_id);
+            b->nclear++;
+        }
+    }
     for (size_t i = 0; i < b->g.count; i++) {
         /* As for results: apply one event's finishes in order. */
         const struct dw_store_finish *row = &items[b->keys[b->g.start[i]].index];
@@ -1264,6 +1418,9 @@ static void finish_batch_build(struct finish_batch *b, struct dw_store_finish *i
 
 static void finish_batch_cleanup(struct finish_batch *b)
 {
+    array_cleanup(&b->clear);
+    for (size_t c = DW_ARRAY_LEN(b->schedule); c-- > 0;)
+        array_cleanup(&b->schedule[c]);
     for (size_t c = DW_ARRAY_LEN(b->cols); c-- > 0;)
         array_cleanup(&b->cols[c]);
     groups_cleanup(&b->g);
@@ -1309,7 +1466,7 @@ enum dw_err dw_store_save_and_finish(struct dw_store *store, const struct dw_sto
      * results just written) and the read-back, COMMIT: one round trip. */
     const char *what = nfin ? "finish" : "saving results";
     enum dw_err err = DW_ERR_NOMEM;
-    struct step steps[5];
+    struct step steps[7];
     size_t n = 0, load = 0;
     steps[n++] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
     if (nres) {
@@ -1326,6 +1483,16 @@ enum dw_err dw_store_save_and_finish(struct dw_store *store, const struct dw_sto
         steps[n] = exec_step(STMT_LOAD_MANY);
         steps[n].nparams = 1;
         steps[n++].values[0] = event_ids;
+        if (fin.nschedule) {
+            steps[n] = exec_step(STMT_REDRIVE_SCHEDULE);
+            if (!set_columns(&steps[n++], fin.schedule, DW_ARRAY_LEN(fin.schedule)))
+                goto out;
+        }
+        if (fin.nclear) {
+            steps[n] = exec_step(STMT_REDRIVE_CLEAR);
+            if (!set_columns(&steps[n++], &fin.clear, 1))
+                goto out;
+        }
     }
     steps[n++] = sql_step("COMMIT");
 
@@ -1355,32 +1522,127 @@ enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *item
     return dw_store_save_and_finish(store, NULL, 0, items, n);
 }
 
+/* The schedule row (next_at ms, channels as a text[] literal) gives each
+ * listed channel not yet SUCCESS its next attempt. */
+static void fill_next_attempt(struct dw_status *st, const PGresult *res)
+{
+    int64_t next_at = get_i64(res, 0, 0);
+    const char *list = PQgetvalue(res, 0, 1); /* "{KAKAO,NAVER}" */
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+        struct dw_channel_state *cs = &st->channels[ch];
+        const char *name = dw_channel_get((enum dw_channel_id)ch)->name;
+        size_t len = strlen(name);
+        bool listed = false;
+        for (const char *p = strstr(list, name); p && !listed; p = strstr(p + 1, name))
+            listed = (p[-1] == '{' || p[-1] == ',') && (p[len] == '}' || p[len] == ',');
+        if (listed && cs->present && cs->status != DW_CH_SUCCESS)
+            cs->next_attempt_ms = next_at;
+    }
+}
+
+void dw_store_set_owner(struct dw_store *store, const char *owner, int lease_ms)
+{
+    dw_strlcpy(store->owner, owner ? owner : "", sizeof(store->owner));
+    dw_snprintf(store->lease_ms, sizeof(store->lease_ms), "%d", lease_ms);
+}
+
+void dw_store_claimed_free(struct dw_store_claimed *items, size_t n)
+{
+    for (size_t i = 0; items && i < n; i++)
+        free(items[i].request_json);
+    free(items);
+}
+
+enum dw_err dw_store_redrive_claim(struct dw_store *store, unsigned blocked, int limit,
+                                   struct dw_store_claimed **out, size_t *n, int64_t *due,
+                                   int64_t *oldest_due_ms)
+{
+    *out = NULL;
+    *n = 0;
+    struct pgarray names;
+    array_init(&names);
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+        if (blocked & (1u << ch))
+            array_add_text(&names, dw_channel_get((enum dw_channel_id)ch)->name);
+    }
+    char limit_text[16];
+    dw_snprintf(limit_text, sizeof(limit_text), "%d", limit > 0 ? limit : 0);
+
+    /* The claim commits before the count, so the count leaves out what
+     * was just claimed. */
+    struct step steps[4];
+    steps[0] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
+    steps[1] = exec_step(STMT_REDRIVE_CLAIM);
+    steps[1].nparams = 4;
+    steps[1].values[0] = store->owner;
+    steps[1].values[1] = store->lease_ms;
+    steps[1].values[2] = array_end(&names);
+    steps[1].values[3] = limit_text;
+    steps[2] = sql_step("COMMIT");
+    steps[3] = exec_step(STMT_REDRIVE_DUE);
+
+    enum dw_err err = DW_ERR_NOMEM;
+    if (!steps[1].values[2])
+        goto out;
+    err = ensure_session(store, "claiming re-drives");
+    if (err)
+        goto out;
+    err = run_pipeline(store, "claiming re-drives", steps, DW_ARRAY_LEN(steps));
+    if (err)
+        goto out;
+    int rows = PQntuples(steps[1].result);
+    if (rows > 0) {
+        *out = dw_xcalloc((size_t)rows, sizeof(**out));
+        for (int row = 0; row < rows; row++) {
+            struct dw_store_claimed *c = &(*out)[row];
+            get_text(steps[1].result, row, 0, c->event_id, sizeof(c->event_id));
+            c->tier = get_int(steps[1].result, row, 1);
+            c->request_json = dw_xstrdup(PQgetvalue(steps[1].result, row, 2));
+        }
+        *n = (size_t)rows;
+    }
+    *due = get_i64(steps[3].result, 0, 0);
+    *oldest_due_ms = get_i64(steps[3].result, 0, 1);
+    clear_results(steps, DW_ARRAY_LEN(steps));
+out:
+    array_cleanup(&names);
+    return err;
+}
+
 enum dw_err dw_store_read(struct dw_store *store, const char *event_id, struct dw_status *out)
 {
     if (!event_id_ok(event_id))
         return DW_ERR_INVALID;
 
-    /* A single statement sees one snapshot: no transaction needed. */
-    struct step steps[1];
-    steps[0] = exec_step(STMT_LOAD_ONE);
-    steps[0].nparams = 1;
-    steps[0].values[0] = event_id;
+    /* One snapshot for both statements, so a schedule and the statuses it
+     * belongs to are read together. */
+    struct step steps[4];
+    steps[0] = sql_step("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    steps[1] = exec_step(STMT_LOAD_ONE);
+    steps[1].nparams = 1;
+    steps[1].values[0] = event_id;
+    steps[2] = exec_step(STMT_REDRIVE_READ);
+    steps[2].nparams = 1;
+    steps[2].values[0] = event_id;
+    steps[3] = sql_step("COMMIT");
 
     enum dw_err err = ensure_session(store, "reading status");
     if (err)
         return err;
-    err = run_pipeline(store, "reading status", steps, 1);
+    err = run_pipeline(store, "reading status", steps, DW_ARRAY_LEN(steps));
     if (err)
         return err;
-    if (PQntuples(steps[0].result) == 0) {
+    if (PQntuples(steps[1].result) == 0) {
         err = DW_ERR_NOT_FOUND;
     } else {
         struct key key = {event_id, 0, 0};
         size_t start[2] = {0, 1};
         struct groups g = {&key, start, 1};
         struct dw_status *targets[1] = {out};
-        fill_statuses(store, &g, steps[0].result, targets);
+        fill_statuses(store, &g, steps[1].result, targets);
+        if (steps[2].result && PQntuples(steps[2].result) == 1)
+            fill_next_attempt(out, steps[2].result);
     }
-    clear_results(steps, 1);
+    clear_results(steps, DW_ARRAY_LEN(steps));
     return err;
 }

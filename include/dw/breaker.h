@@ -149,6 +149,14 @@ void dw_breaker_release(struct dw_breaker *b, struct dw_breaker_permit *permit);
 bool dw_breaker_transition_to(struct dw_breaker *b, enum dw_breaker_state state, int64_t now_ms,
                               struct dw_breaker_transition *t);
 
+/* How many calls the breaker would let through at now_ms without changing
+ * anything: -1 for any number (CLOSED, DISABLED); the free trial slots in
+ * HALF_OPEN (0 once it is stuck past half_open_max_wait_ms); in OPEN 0
+ * while open_wait_ms runs, then half_open_calls (the next acquire turns it
+ * HALF_OPEN); 0 when FORCED_OPEN. Lets a caller with optional work (the
+ * automatic re-drive) hold it back instead of spending it on refusals. */
+int dw_breaker_free_permits(struct dw_breaker *b, int64_t now_ms);
+
 /* The state and window as of now_ms (a time window drops calls that
  * are too old). The one transition that happens here: HALF_OPEN past
  * half_open_max_wait_ms turns OPEN (and the observer hears it), so the

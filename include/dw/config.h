@@ -16,6 +16,7 @@
 #include "dw/common.h"
 #include "dw/limit.h"
 #include "dw/log.h"
+#include "dw/redrive.h"
 
 /* A librdkafka property passed through unchanged ("fetch.wait.max.ms"="50"). */
 struct dw_kafka_prop {
@@ -102,8 +103,18 @@ struct dw_config {
     int store_batch_max; /* status writes per database round trip */
     int result_hold_ms;  /* how long a request's channel results may wait for the rest */
 
+    /* redrive (CONTRACT 2.4) */
+    char *redrive_delays_ms;          /* as set; parsed into redrive */
+    int redrive_max_age_ms;           /* copied into redrive */
+    int redrive_mode;                 /* enum dw_redrive_mode */
+    int redrive_lease_ms;             /* how long a claim keeps other workers off an event */
+    struct dw_redrive_policy redrive; /* tiers = 0: off */
+
     struct dw_channel_config channels[DW_CHANNEL_COUNT];
 };
+
+/* redrive.mode: "paused" keeps scheduling but runs nothing. */
+enum dw_redrive_mode { DW_REDRIVE_ACTIVE, DW_REDRIVE_PAUSED };
 
 /*
  * Loads path (NULL: built-in defaults only, which still need channel URLs

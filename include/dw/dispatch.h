@@ -12,6 +12,11 @@
  *
  * Two requests for the same eventId never run at once in one process: the
  * later one waits for the earlier, then re-drives only what is not SUCCESS.
+ * Across processes the event's row in the redrive table is the lock.
+ *
+ * Automatic re-drive (CONTRACT 2.4): the dispatch also claims due events
+ * from the schedule and drives them itself, with no Kafka record (their
+ * completions carry partition and offset -1 and commit nothing).
  *
  * Threads: one dispatch thread owns every request's state and the store
  * connection; the pool's threads hand results back through a queue.
@@ -61,6 +66,10 @@ bool dw_dispatch_congested(const struct dw_dispatch *d, double factor);
 
 /* False while the store connection is broken (being retried). */
 bool dw_dispatch_store_ok(const struct dw_dispatch *d);
+
+/* Starts no more automatic re-drives (the worker is draining); those
+ * running go on. Thread-safe. */
+void dw_dispatch_drain(struct dw_dispatch *d);
 
 /* Stops: abandons unfinished requests (their offsets stay uncommitted and
  * are redelivered), joins the threads, frees. NULL: no-op. */

@@ -137,6 +137,10 @@ void dw_guard_after_failure(struct dw_guard *g, struct dw_guard_ticket *t, int a
 struct dw_bulkhead_waiter *dw_guard_release(struct dw_guard *g,
                                             struct dw_guard_ticket *t) DW_MUST_CHECK;
 
+/* How many calls the breaker would let through now without changing it
+ * (dw_breaker_free_permits: -1 any number, 0 none). */
+int dw_guard_free_permits(struct dw_guard *g, int64_t now_ms);
+
 /* Snapshots, for the pool's decisions, metrics and tests. */
 int dw_guard_limit(struct dw_guard *g);
 int dw_guard_in_use(struct dw_guard *g);

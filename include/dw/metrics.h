@@ -31,7 +31,8 @@ enum dw_counter {
     DW_COUNTER_DB_ERRORS,
     DW_COUNTER_KAFKA_ERRORS,
     DW_COUNTER_DB_ROUND_TRIPS,
-    DW_COUNTER_RECORDS_DROPPED, /* completion or DLQ records Kafka refused for good */
+    DW_COUNTER_RECORDS_DROPPED,    /* completion or DLQ records Kafka refused for good */
+    DW_COUNTER_REDRIVES_SCHEDULED, /* automatic re-drives planned (CONTRACT 2.4) */
     DW_COUNTER_COUNT
 };
 
@@ -109,6 +110,13 @@ void dw_metrics_channel_gauge_set(struct dw_metrics *m, enum dw_channel_id ch,
 void dw_metrics_channel_gauge_add(struct dw_metrics *m, enum dw_channel_id ch,
                                   enum dw_channel_gauge g, int64_t delta);
 void dw_metrics_channel_connection_opened(struct dw_metrics *m, enum dw_channel_id ch);
+/* Automatic re-drive (CONTRACT 2.4). A re-driven channel's job ended
+ * (dw_redrive_channel_results_total{channel,outcome}). */
+void dw_metrics_redrive_call(struct dw_metrics *m, enum dw_channel_id ch, bool success);
+/* What the last claim round saw in the shared schedule: events due and not
+ * claimed (dw_redrive_due), and how long the oldest of them has been due
+ * (dw_redrive_oldest_due_seconds; 0 when none). */
+void dw_metrics_redrive_due(struct dw_metrics *m, int64_t due, int64_t oldest_due_ms);
 
 /* Partitions whose consumer lag is tracked; higher partition ids are
  * ignored. */

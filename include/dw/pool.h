@@ -73,6 +73,10 @@ struct dw_pool_flow {
     int waiting; /* jobs that want to start a try */
 };
 void dw_pool_channel_flow(struct dw_pool *pool, enum dw_channel_id ch, struct dw_pool_flow *out);
+/* How many calls channel's breaker would let through now without changing
+ * it (dw_breaker_free_permits: -1 any number, 0 none). Thread-safe; for
+ * work that can wait (the automatic re-drive). */
+int dw_pool_free_permits(struct dw_pool *pool, enum dw_channel_id channel);
 
 /* Stops the threads. Jobs not finished are abandoned without a callback
  * (the caller knows them as the ones it never heard back about); the

@@ -45,6 +45,12 @@ struct dw_request {
 enum dw_dlq_code dw_request_decode(const char *value, size_t len, struct dw_request **out,
                                    char *errbuf, size_t errlen);
 
+/* The request as JSON that dw_request_decode reads back to an equal
+ * request (the schedule of an automatic re-drive keeps it so). Only what
+ * decoding keeps is written: unknown fields and unused settings are gone.
+ * The caller frees the string. */
+char *dw_request_encode(const struct dw_request *req);
+
 void dw_request_destroy(struct dw_request *req);
 
 static inline int dw_request_has(const struct dw_request *req, enum dw_channel_id ch)

@@ -33,6 +33,9 @@ struct dw_channel_state {
     char external_id[DW_EXTERNAL_ID_MAX];
     char url[DW_URL_MAX];
     int64_t updated_at_ms; /* wall clock */
+    /* When an automatic re-drive will call this channel again (wall
+     * clock), 0 when none is planned. Filled by dw_store_read only. */
+    int64_t next_attempt_ms;
 };
 
 /* One event, as stored. */
@@ -88,6 +91,13 @@ enum dw_err dw_store_reconnect(struct dw_store *store) DW_MUST_CHECK;
 struct dw_store_begin {
     const struct dw_request *req; /* in, borrowed */
     struct dw_status status;      /* out */
+    /* The event's re-drive schedule, claimed in the same transaction for
+     * this store's owner (dw_store_set_owner) unless another owner's claim
+     * is still running: then redrive_busy, and the drive must not go on
+     * (it waits and begins again). */
+    bool redrive_row;  /* out: a schedule row exists */
+    bool redrive_busy; /* out: claimed by another owner */
+    int redrive_tier;  /* out: its tier when redrive_row */
 };
 enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items,
                            size_t n) DW_MUST_CHECK;
@@ -115,13 +125,26 @@ enum dw_err dw_store_save_results(struct dw_store *store, const struct dw_store_
  * dw_overall_may_replace allows; completed_at set when it becomes final),
  * then fills item->status with what is stored afterwards. One transaction.
  */
+enum dw_store_redrive {
+    DW_STORE_REDRIVE_KEEP,     /* leave the schedule as it is (there is none) */
+    DW_STORE_REDRIVE_SCHEDULE, /* write (or replace) the schedule, unclaimed */
+    DW_STORE_REDRIVE_CLEAR,    /* delete the schedule */
+};
+
 struct dw_store_finish {
-    const char *event_id;    /* in */
-    enum dw_overall overall; /* in */
-    int total_channels;      /* in */
-    int success_count;       /* in */
-    int failure_count;       /* in */
-    struct dw_status status; /* out */
+    const char *event_id; /* in */
+    /* in: the event's automatic re-drive after this drive (CONTRACT 2.4);
+     * with SCHEDULE, the rest says when, which channels and what to send. */
+    enum dw_store_redrive redrive;
+    int64_t next_at_ms;        /* wall clock */
+    int tier;                  /* the schedule's tier (dw_redrive_next) */
+    unsigned redrive_channels; /* bit (1u << enum dw_channel_id) per channel to re-drive */
+    const char *request_json;  /* the request, as dw_request_encode gives it; borrowed */
+    enum dw_overall overall;   /* in */
+    int total_channels;        /* in */
+    int success_count;         /* in */
+    int failure_count;         /* in */
+    struct dw_status status;   /* out */
 };
 enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *items,
                             size_t n) DW_MUST_CHECK;
@@ -135,6 +158,32 @@ enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *item
 enum dw_err dw_store_save_and_finish(struct dw_store *store, const struct dw_store_result *results,
                                      size_t nres, struct dw_store_finish *finishes,
                                      size_t nfin) DW_MUST_CHECK;
+
+/* Who this store's drives are, in the redrive table's claims (up to 127
+ * bytes; unique per process), and how long a claim lasts. Call once before
+ * any begin; the default ("", 600000) suits tests of other things. */
+void dw_store_set_owner(struct dw_store *store, const char *owner, int lease_ms);
+
+/* One due re-drive claimed by dw_store_redrive_claim. */
+struct dw_store_claimed {
+    char event_id[72];
+    int tier;
+    char *request_json; /* owned by the array; dw_store_claimed_free frees */
+};
+
+/*
+ * The one scan of the schedule: claims up to limit due, unclaimed events
+ * (next_at reached, no live claim) for this store's owner, oldest first,
+ * skipping rows other workers are claiming (FOR UPDATE SKIP LOCKED) and
+ * events that would re-drive a channel in `blocked` (bit per channel).
+ * Also counts what is due and unclaimed after the claim, and how long the
+ * oldest of those has been due. One round trip. *out (may be NULL when
+ * *n is 0) is freed with dw_store_claimed_free.
+ */
+enum dw_err dw_store_redrive_claim(struct dw_store *store, unsigned blocked, int limit,
+                                   struct dw_store_claimed **out, size_t *n, int64_t *due,
+                                   int64_t *oldest_due_ms) DW_MUST_CHECK;
+void dw_store_claimed_free(struct dw_store_claimed *items, size_t n);
 
 /* Reads one event. DW_ERR_NOT_FOUND when there is no row. */
 enum dw_err dw_store_read(struct dw_store *store, const char *event_id,

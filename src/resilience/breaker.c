@@ -376,6 +376,35 @@ bool dw_breaker_acquire(struct dw_breaker *b, int64_t now_ms, struct dw_breaker_
     return ok;
 }
 
+int dw_breaker_free_permits(struct dw_breaker *b, int64_t now_ms)
+{
+    int n = 0;
+    pthread_mutex_lock(&b->lock);
+    switch (b->state) {
+    case DW_BREAKER_CLOSED:
+    case DW_BREAKER_DISABLED:
+        n = -1;
+        break;
+    case DW_BREAKER_FORCED_OPEN:
+    case DW_BREAKER_STATE_COUNT:
+        break;
+    case DW_BREAKER_OPEN:
+        if (now_ms - b->opened_at_ms >= b->o.open_wait_ms)
+            n = b->o.half_open_calls;
+        break;
+    case DW_BREAKER_HALF_OPEN:
+        if (b->o.half_open_max_wait_ms > 0 &&
+            now_ms - b->half_open_since_ms >= b->o.half_open_max_wait_ms)
+            break;
+        n = b->o.half_open_calls - b->trials_out - b->trials_done;
+        if (n < 0)
+            n = 0;
+        break;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}
+
 /* A permit of the current state that is still out: gives it back. */
 static bool take_back(struct dw_breaker *b, struct dw_breaker_permit *permit)
 {

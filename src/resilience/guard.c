@@ -294,6 +294,11 @@ struct dw_bulkhead_waiter *dw_guard_release(struct dw_guard *g, struct dw_guard_
     return dw_bulkhead_release(g->bulkhead);
 }
 
+int dw_guard_free_permits(struct dw_guard *g, int64_t now_ms)
+{
+    return dw_breaker_free_permits(g->breaker, now_ms);
+}
+
 int dw_guard_limit(struct dw_guard *g)
 {
     pthread_mutex_lock(&g->lock);

@@ -189,6 +189,46 @@ static void half_open_lets_exactly_the_trials_through(void **state)
     dw_breaker_destroy(b);
 }
 
+/* What the re-drive asks before claiming work: free permits in every
+ * state, with no transition made by asking. */
+static void free_permits_follow_the_state(void **state)
+{
+    (void)state;
+    now = 0;
+    struct dw_breaker_options o = options();
+    o.half_open_max_wait_ms = 5000;
+    struct dw_breaker *b = dw_breaker_create(&o, NULL, NULL);
+    assert_int_equal(dw_breaker_free_permits(b, now), -1);
+    calls(b, o.window_size, DW_BREAKER_FAILURE);
+    assert_int_equal(dw_breaker_free_permits(b, now), 0);
+    now += 999;
+    assert_int_equal(dw_breaker_free_permits(b, now), 0);
+    now += 1;
+    /* Past open_wait: the next acquire would start the trials. Asking
+     * does not move the breaker. */
+    assert_int_equal(dw_breaker_free_permits(b, now), 3);
+    assert_int_equal(state_of(b), DW_BREAKER_OPEN);
+    struct dw_breaker_permit p[3];
+    struct dw_breaker_transition t;
+    assert_true(dw_breaker_acquire(b, now, &p[0], &t));
+    assert_int_equal(dw_breaker_free_permits(b, now), 2);
+    assert_true(dw_breaker_acquire(b, now, &p[1], &t));
+    dw_breaker_record(b, &p[1], DW_BREAKER_SUCCESS, 1, now, &t);
+    assert_int_equal(dw_breaker_free_permits(b, now), 1);
+    /* A stuck HALF_OPEN lets nothing through until it reopens and waits. */
+    now += 5000;
+    assert_int_equal(dw_breaker_free_permits(b, now), 0);
+    dw_breaker_release(b, &p[0]);
+    dw_breaker_transition_to(b, DW_BREAKER_CLOSED, now, &t);
+    assert_int_equal(dw_breaker_free_permits(b, now), -1);
+    dw_breaker_transition_to(b, DW_BREAKER_FORCED_OPEN, now, &t);
+    now += 100000;
+    assert_int_equal(dw_breaker_free_permits(b, now), 0);
+    dw_breaker_transition_to(b, DW_BREAKER_DISABLED, now, &t);
+    assert_int_equal(dw_breaker_free_permits(b, now), -1);
+    dw_breaker_destroy(b);
+}
+
 static void half_open_success_closes_and_clears_the_window(void **state)
 {
     (void)state;
@@ -746,6 +786,7 @@ int main(void)
         cmocka_unit_test(slow_calls_open),
         cmocka_unit_test(open_rejects_until_open_wait_passes),
         cmocka_unit_test(half_open_lets_exactly_the_trials_through),
+        cmocka_unit_test(free_permits_follow_the_state),
         cmocka_unit_test(half_open_success_closes_and_clears_the_window),
         cmocka_unit_test(half_open_failure_reopens),
         cmocka_unit_test(forced_open_and_disabled),

@@ -443,7 +443,7 @@ static void test_bad_names(void **state)
 {
     (void)state;
     load_bad("\nkafkaa = { brokers = \"x\"; };\n", url_env, "kafkaa (line 2): unknown setting",
-             "kafka, postgres, http, log, worker, channels", NULL);
+             "kafka, postgres, http, log, worker, redrive, channels", NULL);
     load_bad("threads = 4;\n", url_env, "threads (line 1): unknown setting", NULL);
     load_bad("kafka = \"x\";\n", url_env, "kafka (line 1): expected a group", NULL);
     load_bad("worker = {\n"
@@ -1008,6 +1008,50 @@ static void test_commit_interval_and_event_hubs(void **state)
     dw_config_destroy(cfg);
 }
 
+/* The re-drive settings: defaults of CONTRACT 2.4, file and environment,
+ * the empty list that turns it off, and bad values named. */
+static void test_redrive_settings(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = load_ok(NULL, url_env);
+    assert_int_equal(cfg->redrive.tiers, 5);
+    assert_int_equal(cfg->redrive.delays_ms[0], 60000);
+    assert_int_equal(cfg->redrive.delays_ms[4], 21600000);
+    assert_int_equal(cfg->redrive.max_age_ms, 86400000);
+    assert_int_equal(cfg->redrive_mode, DW_REDRIVE_ACTIVE);
+    assert_int_equal(cfg->redrive_lease_ms, 600000);
+    dw_config_destroy(cfg);
+
+    cfg = load_ok("redrive = { delays_ms = \"100, 200\"; max_age_ms = 5000; mode = \"paused\";"
+                  " lease_ms = 2000; };\n" FILE_URLS,
+                  NULL);
+    assert_int_equal(cfg->redrive.tiers, 2);
+    assert_int_equal(cfg->redrive.delays_ms[1], 200);
+    assert_int_equal(cfg->redrive.max_age_ms, 5000);
+    assert_int_equal(cfg->redrive_mode, DW_REDRIVE_PAUSED);
+    assert_int_equal(cfg->redrive_lease_ms, 2000);
+    dw_config_destroy(cfg);
+
+    char *const env_off[] = {ALL_URLS, "DIST_REDRIVE_DELAYS_MS=", "DIST_REDRIVE_MAX_AGE_MS=1000",
+                             "DIST_REDRIVE_MODE=PAUSED", NULL};
+    cfg = load_ok("redrive = { delays_ms = \"100\"; };\n", env_off);
+    assert_int_equal(cfg->redrive.tiers, 0);
+    assert_int_equal(cfg->redrive.max_age_ms, 1000);
+    assert_int_equal(cfg->redrive_mode, DW_REDRIVE_PAUSED);
+    dw_config_destroy(cfg);
+
+    char *const env_bad[] = {ALL_URLS, "DIST_REDRIVE_DELAYS_MS=60000,soon", NULL};
+    load_bad(NULL, env_bad, "DIST_REDRIVE_DELAYS_MS", "soon", NULL);
+    char *const env_zero[] = {ALL_URLS, "DIST_REDRIVE_DELAYS_MS=0", NULL};
+    load_bad(NULL, env_zero, "DIST_REDRIVE_DELAYS_MS", NULL);
+    char *const env_age[] = {ALL_URLS, "DIST_REDRIVE_MAX_AGE_MS=0", NULL};
+    load_bad(NULL, env_age, "DIST_REDRIVE_MAX_AGE_MS", NULL);
+    char *const env_mode[] = {ALL_URLS, "DIST_REDRIVE_MODE=off", NULL};
+    load_bad(NULL, env_mode, "DIST_REDRIVE_MODE", "active, paused", NULL);
+    load_bad(FILE_URLS "redrive = {\n  delays_ms = \"1,,2\";\n};\n", NULL, "redrive.delays_ms",
+             "line 10", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1034,6 +1078,7 @@ int main(void)
         cmocka_unit_test(test_flow_settings),
         cmocka_unit_test(test_security_settings),
         cmocka_unit_test(test_commit_interval_and_event_hubs),
+        cmocka_unit_test(test_redrive_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -255,6 +255,8 @@ static void test_status_shows_absent_fields_as_null(void **state)
     set_failed(st, DW_CHANNEL_NAVER, DW_EC_HTTP_4XX, "HTTP 401", 1);
     st->channels[DW_CHANNEL_GINITV].present = true; /* PENDING, nothing yet */
     st->channels[DW_CHANNEL_GINITV].status = DW_CH_PENDING;
+    /* NAVER's automatic re-drive is planned (CONTRACT 2.4). */
+    st->channels[DW_CHANNEL_NAVER].next_attempt_ms = STARTED_AT + 60000;
 
     struct json_object *root = parse(dw_report_status(st));
     assert_str(root, "eventId", "evt-2");
@@ -271,7 +273,7 @@ static void test_status_shows_absent_fields_as_null(void **state)
     for (size_t i = 0; i < DW_ARRAY_LEN(order); i++) {
         struct json_object *c = json_object_array_get_idx(list, i);
         assert_str(c, "channel", order[i]);
-        assert_int_equal(json_object_object_length(c), 9);
+        assert_int_equal(json_object_object_length(c), 10);
     }
 
     struct json_object *ginitv = json_object_array_get_idx(list, 0);
@@ -283,6 +285,7 @@ static void test_status_shows_absent_fields_as_null(void **state)
     assert_json_null(ginitv, "errorCode");
     assert_json_null(ginitv, "errorMessage");
     assert_json_null(ginitv, "updatedAt");
+    assert_json_null(ginitv, "nextAttemptAt");
 
     struct json_object *ringo = json_object_array_get_idx(list, 1);
     assert_str(ringo, "externalId", "rb-1");
@@ -293,6 +296,7 @@ static void test_status_shows_absent_fields_as_null(void **state)
     assert_str(naver, "errorCode", "HTTP_4XX");
     assert_str(naver, "errorMessage", "HTTP 401");
     assert_str(naver, "updatedAt", "2025-10-29T06:13:03.000Z");
+    assert_str(naver, "nextAttemptAt", "2025-10-29T06:14:01.000Z");
 
     struct json_object *kakao = json_object_array_get_idx(list, 3);
     assert_str(kakao, "status", "SUCCESS");
@@ -301,6 +305,7 @@ static void test_status_shows_absent_fields_as_null(void **state)
     assert_str(kakao, "distributionUrl", "https://pf.kakao.com/p/1");
     assert_json_null(kakao, "errorCode");
     assert_str(kakao, "updatedAt", "2025-10-29T06:13:02.000Z");
+    assert_json_null(kakao, "nextAttemptAt");
 
     json_object_put(root);
     free(st);
