@@ -29,6 +29,24 @@
 #define PARTITIONS      6
 #define N               60
 
+/* Kept for the teardown, which runs even when an assertion fails: the
+ * worker must not outlive the test, nor PostgreSQL stay stopped for the
+ * tests after it. */
+static struct itest_worker worker;
+static int pg_stopped;
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (worker.pid > 0)
+        itest_worker_stop(&worker, SIGTERM, 20000);
+    if (pg_stopped) {
+        itest_parts("pg-start");
+        pg_stopped = 0;
+    }
+    return 0;
+}
+
 /* Series of dw_consumer_backlog on the worker's /metrics (-1: no answer). */
 static int backlog_series(const struct itest_worker *w)
 {
@@ -67,21 +85,22 @@ static void backlog_counts_untaken_records(void **state)
     snprintf(prefix, sizeof(prefix), "backlog-%s-", itest_run_id());
     struct itest_completions *completions = itest_completions_new(COMPLETED_TOPIC, prefix);
     rd_kafka_t *producer = itest_producer();
-    struct itest_worker w;
-    itest_worker_start(&w, "backlog-metric", NULL);
+    struct itest_worker *wp = &worker;
+    itest_worker_start(wp, "backlog-metric", NULL);
 
     /* Caught up: every partition assigned, each with a backlog series. */
-    assert_int_equal(await_metric(&w, "dw_partitions_assigned", PARTITIONS, 60000), PARTITIONS);
+    assert_int_equal(await_metric(wp, "dw_partitions_assigned", PARTITIONS, 60000), PARTITIONS);
     int series = 0;
-    for (int i = 0; i < 150 && (series = backlog_series(&w)) != PARTITIONS; i++)
+    for (int i = 0; i < 150 && (series = backlog_series(wp)) != PARTITIONS; i++)
         usleep(200 * 1000);
     assert_int_equal(series, PARTITIONS);
-    assert_int_equal(await_metric(&w, "dw_consumer_backlog", 0, 60000), 0);
+    assert_int_equal(await_metric(wp, "dw_consumer_backlog", 0, 60000), 0);
 
     /* PostgreSQL away: every partition paused, nothing taken. */
     itest_parts("pg-stop");
-    assert_int_equal(await_metric(&w, "dw_partitions_paused", PARTITIONS, 30000), PARTITIONS);
-    double consumed = itest_metric(&w, "dw_requests_consumed_total");
+    pg_stopped = 1;
+    assert_int_equal(await_metric(wp, "dw_partitions_paused", PARTITIONS, 30000), PARTITIONS);
+    double consumed = itest_metric(wp, "dw_requests_consumed_total");
 
     char *ids[N];
     for (int i = 0; i < N; i++) {
@@ -92,21 +111,22 @@ static void backlog_counts_untaken_records(void **state)
         itest_produce(producer, REQUEST_TOPIC, id, json, strlen(json));
         free(json);
     }
-    double backlog = await_metric(&w, "dw_consumer_backlog", N, 30000);
+    double backlog = await_metric(wp, "dw_consumer_backlog", N, 30000);
     int64_t uncommitted = itest_uncommitted(GROUP, REQUEST_TOPIC);
-    double taken = itest_metric(&w, "dw_requests_consumed_total") - consumed;
+    double taken = itest_metric(wp, "dw_requests_consumed_total") - consumed;
     printf("  PostgreSQL down, %d produced: backlog %.0f, uncommitted %lld, taken %.0f\n", N,
            backlog, (long long)uncommitted, taken);
     assert_int_equal(taken, 0);
     assert_int_equal(uncommitted, N);
     assert_int_equal(backlog, N);
-    assert_int_equal(backlog_series(&w), PARTITIONS);
+    assert_int_equal(backlog_series(wp), PARTITIONS);
 
     /* Back: the requests are taken and finish; nothing waits any more. */
     itest_parts("pg-start");
+    pg_stopped = 0;
     assert_int_equal(itest_completions_await(completions, ids, N, 1, 90000), N);
-    assert_int_equal(await_metric(&w, "dw_consumer_backlog", 0, 30000), 0);
-    assert_int_equal(itest_worker_stop(&w, SIGTERM, 20000), 0);
+    assert_int_equal(await_metric(wp, "dw_consumer_backlog", 0, 30000), 0);
+    assert_int_equal(itest_worker_stop(wp, SIGTERM, 20000), 0);
 
     for (int i = 0; i < N; i++)
         free(ids[i]);
@@ -117,7 +137,7 @@ static void backlog_counts_untaken_records(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(backlog_counts_untaken_records),
+        cmocka_unit_test_teardown(backlog_counts_untaken_records, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
