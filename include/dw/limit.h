@@ -14,9 +14,9 @@
  * calls (DW_LIMIT_OK) are latency samples. Their RTTs are smoothed: the
  * first 8 are averaged, then an EWMA of weight 1/8 (TCP's SRTT). The
  * baseline is the lowest smoothed RTT seen since the first 8. A sample is
- * uncongested while the smoothed RTT is <= tolerance x baseline, congested
- * above. Smoothing first makes one slow (or one lucky) answer count for
- * little: with a +-50 % call-to-call jitter, single RTTs span 3 times their
+ * uncongested while the smoothed RTT is <= tolerance x baseline (or within
+ * DW_LIMIT_LATENCY_FLOOR_US of it), congested above. Smoothing first makes one slow (or one lucky)
+ * answer count for little: with a +-50 % call-to-call jitter, single RTTs span 3 times their
  * minimum, more than a tolerance of 2, while the smoothed RTT stays within
  * a few percent of its mean.
  *
@@ -87,6 +87,13 @@
 /* Paced latency decreases in a row, without an uncongested sample, after
  * which the limit asks whether they helped (see Re-baseline above). */
 #define DW_LIMIT_REBASELINE_AFTER 4
+/* A smoothed RTT at most this much above the baseline is uncongested
+ * whatever the ratio: for a channel that answers in a fraction of a
+ * millisecond (a local simulator) a ratio of 2 is a few hundred
+ * microseconds, which the client's own thread scheduling adds under load;
+ * reacting to it would hold the limit far below what the channel takes.
+ * Real channels answer in tens of milliseconds, where the ratio decides. */
+#define DW_LIMIT_LATENCY_FLOOR_US 5000
 /* Those K decreases "did not help" when the lowest congested RTT after them
  * is still at least this share of the lowest before them. */
 #define DW_LIMIT_PROGRESS 0.9

@@ -180,6 +180,11 @@ int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infl
         l->baseline_us = llround(rtt);
 
     double ratio = rtt / (double)l->baseline_us;
+    /* A rise of a few milliseconds over a sub-millisecond baseline is the
+     * client's own scheduling, not a queue at the server: it counts as
+     * uncongested (DW_LIMIT_LATENCY_FLOOR_US). */
+    if (rtt - (double)l->baseline_us <= DW_LIMIT_LATENCY_FLOOR_US)
+        ratio = 1.0;
     if (l->slow_start && ratio > 1.0 + (l->cfg.tolerance - 1.0) * SLOW_START_EXIT)
         /* The latency starts to rise: slow start would overshoot by up to
          * one RTT of doubling before it reached the tolerance, so go on

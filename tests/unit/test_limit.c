@@ -115,6 +115,38 @@ static void unused_limit_does_not_grow(void **state)
     dw_limit_destroy(l);
 }
 
+/* A channel that answers in 0.2 ms: latency rising to 3 ms (15 times the
+ * baseline, but within DW_LIMIT_LATENCY_FLOOR_US) is the client's own
+ * noise and the limit keeps growing; rising to 10 ms is a queue, and it
+ * shrinks. */
+static void sub_millisecond_noise_is_not_congestion(void **state)
+{
+    (void)state;
+    struct dw_limit_config c = adaptive(100, 1, 1000);
+    struct dw_limit *l = dw_limit_create(&c);
+    int64_t now = 0;
+    for (int i = 0; i < 50; i++) {
+        now += MS;
+        dw_limit_sample(l, now, 200, 1, DW_LIMIT_OK); /* baseline 0.2 ms, app-limited */
+    }
+    int before = dw_limit_get(l);
+    for (int i = 0; i < 200; i++) {
+        now += MS;
+        dw_limit_sample(l, now, 3 * MS, 1000, DW_LIMIT_OK);
+    }
+    assert_true(dw_limit_get(l) > before);
+    int grown = dw_limit_get(l), lowest = grown;
+    for (int i = 0; i < 200; i++) {
+        now += 20 * MS;
+        dw_limit_sample(l, now, 10 * MS, 1000, DW_LIMIT_OK);
+        lowest = dw_limit_get(l) < lowest ? dw_limit_get(l) : lowest;
+    }
+    /* It shrank (then, as shrinking did not bring the 10 ms down, took it
+     * as the channel's new latency: re-baselining). */
+    assert_true(lowest < grown);
+    dw_limit_destroy(l);
+}
+
 static void drops_decrease_once_per_overloaded_moment(void **state)
 {
     (void)state;
@@ -593,6 +625,7 @@ int main(void)
         cmocka_unit_test(fixed_ignores_samples),
         cmocka_unit_test(slow_start_doubles_per_rtt),
         cmocka_unit_test(unused_limit_does_not_grow),
+        cmocka_unit_test(sub_millisecond_noise_is_not_congestion),
         cmocka_unit_test(drops_decrease_once_per_overloaded_moment),
         cmocka_unit_test(clamped_to_min_and_max),
         cmocka_unit_test(latency_step_rebaselines),
