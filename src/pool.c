@@ -677,10 +677,10 @@ static void on_call_done(void *owner, const struct dw_xfer_result *r)
     enum dw_errcode error;
 
     running_unlink(w, job);
-    if (r->new_connection || r->connect_failed) {
+    if (r->new_connection || r->connect_timed_out) {
         struct origin_pace *op = &pool->paces[pool->origin[job->channel]];
         pthread_mutex_lock(&op->lock);
-        if (r->connect_failed)
+        if (r->connect_timed_out)
             dw_pace_failed(&op->pace, dw_now_ms());
         else
             dw_pace_connected(&op->pace, dw_now_ms());

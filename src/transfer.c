@@ -400,10 +400,13 @@ static void transfer_done(struct dw_xfer_loop *loop, struct slot *slot, CURLcode
     curl_off_t pretransfer_us = 0;
     curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
-    /* NUM_CONNECTS counts only connects that worked; a call that failed
-     * before it could send (pretransfer 0) failed to connect. */
+    /* NUM_CONNECTS counts only connects that worked. A call that timed out
+     * before it could send (pretransfer 0) never got through the connect
+     * (or the TLS handshake): the signature of a server's accept queue
+     * dropping our SYN. A refused or reset connect is not: nothing
+     * listens, and pacing would not help. */
     r.new_connection = connects > 0;
-    r.connect_failed = rc != CURLE_OK && rc != CURLE_WRITE_ERROR && pretransfer_us == 0;
+    r.connect_timed_out = rc == CURLE_OPERATION_TIMEDOUT && pretransfer_us == 0;
     if (rc == CURLE_OK) {
         curl_off_t retry_after = 0;
         r.outcome = DW_XFER_ANSWERED;

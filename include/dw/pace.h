@@ -5,7 +5,7 @@
  * beyond it are dropped and the client's connect times out after the SYN
  * retry, 1 s and then 3 s later. So new connections take a token, at most
  * max_per_s a second with a burst of a twentieth of that; a connect that
- * fails (times out or is refused) halves the rate, at most once per
+ * times out halves the rate, at most once per
  * DW_PACE_CUT_MS, and every connect that works raises it by a twentieth
  * again, up to max_per_s.
  *
@@ -40,7 +40,10 @@ int64_t dw_pace_take(struct dw_pace *p, int64_t now_ms);
 /* A new connection was made. */
 void dw_pace_connected(struct dw_pace *p, int64_t now_ms);
 
-/* A new connection could not be made (connect timed out or refused). */
+/* A new connection timed out before it was made (the server's accept
+ * queue dropped the SYN). A refused connect is not reported: nothing
+ * listens there, and a slower pace would only slow the origin's other
+ * channels. */
 void dw_pace_failed(struct dw_pace *p, int64_t now_ms);
 
 #endif /* DW_PACE_H */

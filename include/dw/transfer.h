@@ -62,10 +62,10 @@ struct dw_xfer_result {
     int64_t retry_after_s; /* ANSWERED: the Retry-After header in seconds; 0: none */
     const char *body;      /* ANSWERED: the body, NUL-terminated; valid during the callback */
     size_t body_len;
-    const char *error;   /* otherwise: libcurl's words */
-    int64_t took_us;     /* from dw_xfer_start to the end */
-    bool new_connection; /* the call opened a connection, and it worked */
-    bool connect_failed; /* the call could not connect (refused, timed out, TLS) */
+    const char *error;      /* otherwise: libcurl's words */
+    int64_t took_us;        /* from dw_xfer_start to the end */
+    bool new_connection;    /* the call opened a connection, and it worked */
+    bool connect_timed_out; /* the connect (or TLS handshake) timed out */
 };
 
 typedef void (*dw_xfer_done_fn)(void *owner, const struct dw_xfer_result *result);
