@@ -57,6 +57,7 @@
 #include "dw/bulkhead.h"
 #include "dw/request.h"
 #include "dw/retry.h"
+#include "dw/transport.h"
 
 #define RESPONSE_CAP (1024 * 1024) /* a channel answer larger than this is BAD_RESPONSE */
 #define IDLE_WAIT_MS 200
@@ -120,7 +121,8 @@ struct job {
  */
 struct slot {
     CURL *easy;
-    struct job *job; /* while running */
+    int transport_channel; /* the channel dw_transport_apply last set easy up for; -1: none */
+    struct job *job;       /* while running */
     char error[CURL_ERROR_SIZE];
     struct dw_buf body;
     /* The call's header list: these two lines, then the channel's constant
@@ -190,7 +192,8 @@ struct dw_pool {
      * call's own two lines are chained in front (struct slot). Read-only
      * once the threads run. */
     struct curl_slist *headers[DW_CHANNEL_COUNT];
-    bool env_proxy; /* a proxy variable was set at start: let libcurl use it */
+    bool env_proxy;                 /* a proxy variable was set at start: let libcurl use it */
+    struct dw_transport *transport; /* TLS and HTTP version per channel */
 };
 
 /* ---- lists and the timer heap ---- */
@@ -689,6 +692,7 @@ static struct slot *slot_new(struct worker *w)
         return NULL;
     }
     dw_buf_init(&slot->body, RESPONSE_CAP);
+    slot->transport_channel = -1;
     CURL *easy = slot->easy;
     curl_easy_setopt(easy, CURLOPT_PRIVATE, slot);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
@@ -733,6 +737,17 @@ static void start(struct worker *w, struct job *job)
         dw_http_call_cleanup(&job->call);
         finish(w, job, DW_EC_CONNECTION, "curl_easy_init failed", NULL);
         return;
+    }
+    /* Slots move between channels; their transport options follow. */
+    if (slot->transport_channel != (int)job->channel) {
+        if (dw_transport_apply(pool->transport, slot->easy, job->channel) != DW_OK) {
+            slot_destroy(slot);
+            dw_http_call_cleanup(&job->call);
+            finish(w, job, DW_EC_CONNECTION, "libcurl refused the channel's TLS or HTTP options",
+                   NULL);
+            return;
+        }
+        slot->transport_channel = (int)job->channel;
     }
 
     char url[DW_URL_MAX + 128];
@@ -1145,6 +1160,9 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         err = DW_ERR_HTTP;
         goto out;
     }
+    if ((err = dw_transport_create(opts->cfg, opts->log, &pool->transport, errbuf, errlen)) !=
+        DW_OK)
+        goto out;
     /* The variables libcurl reads for a proxy (it ignores HTTP_PROXY in
      * capitals on purpose). */
     static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
@@ -1178,6 +1196,11 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         curl_multi_setopt(w->multi, CURLMOPT_SOCKETDATA, w);
         curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
         curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
+        if (dw_transport_multi_setup(w->multi) != DW_OK) {
+            dw_snprintf(errbuf, errlen, "pool: libcurl refused HTTP/2 multiplexing");
+            err = DW_ERR_HTTP;
+            goto out;
+        }
         w->epfd = epoll_create1(EPOLL_CLOEXEC);
         w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         struct epoll_event wev = {.events = EPOLLIN, .data.fd = w->wakefd};
@@ -1314,5 +1337,7 @@ void dw_pool_stop(struct dw_pool *pool)
         dw_bulkhead_destroy(pool->guards[c].bulkhead);
         dw_retry_budget_destroy(pool->guards[c].budget);
     }
+    /* Last: every easy handle that used its session caches is gone. */
+    dw_transport_destroy(pool->transport);
     free(pool);
 }

@@ -22,9 +22,21 @@ struct dw_kafka_prop {
     char *value;
 };
 
+/* channels.<NAME>.http_version, in the order of its names in config.c. */
+enum dw_http_version {
+    DW_HTTP_AUTO, /* "auto": HTTP/2 where TLS (ALPN) offers it, else HTTP/1.1 */
+    DW_HTTP_1_1,  /* "1.1": HTTP/1.1 only */
+    DW_HTTP_H2C,  /* "h2c": HTTP/2 with prior knowledge over plain http:// */
+};
+
 struct dw_channel_config {
     char *url;   /* base URL, no trailing slash; required */
     char *token; /* bearer token; may be "" */
+    /* PEM bundle the server's certificate is verified against instead of
+     * the system's CA store; NULL or "": the system's. Checked readable and
+     * holding a certificate at load. */
+    char *ca_file;
+    enum dw_http_version http_version;
     int connect_timeout_ms;
     int timeout_ms;   /* one whole HTTP call */
     int max_attempts; /* first try included, >= 1 */
@@ -86,6 +98,9 @@ struct dw_config {
     int store_batch_max; /* status writes per database round trip */
     int result_hold_ms;  /* how long a request's channel results may wait for the rest */
 
+    /* channels.allow_insecure_http: http:// channel URLs are refused at
+     * load unless this is true (development and tests only). */
+    bool allow_insecure_http;
     struct dw_channel_config channels[DW_CHANNEL_COUNT];
 };
 
