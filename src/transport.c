@@ -37,6 +37,10 @@
 #include <string.h>
 #include <strings.h>
 
+/* The first libcurl version not known to break reused h2c connections:
+ * 7.88.1 is, and it is the only one this was measured on. */
+#define H2C_REUSE_FIXED 0x080000u
+
 /* One channel's TLS session cache. */
 struct session_cache {
     CURLSH *share;
@@ -54,7 +58,8 @@ struct dw_transport {
     char *default_capath;
 };
 
-struct dw_transport_choice dw_transport_choose(const struct dw_channel_config *cc)
+struct dw_transport_choice dw_transport_choose(const struct dw_channel_config *cc,
+                                               unsigned curl_version_num)
 {
     struct dw_transport_choice c = {0};
 
@@ -66,6 +71,14 @@ struct dw_transport_choice dw_transport_choose(const struct dw_channel_config *c
     case DW_HTTP_H2C:
         c.http_version = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
         c.pipewait = true;
+        /* libcurl 7.88 (Debian 12) fails the second request on an h2c
+         * connection ("Error in the HTTP2 framing layer"; the curl tool
+         * does the same): there, every h2c call gets a connection of its
+         * own. Not seen with TLS, where HTTP/2 comes from ALPN. */
+        if (curl_version_num < H2C_REUSE_FIXED) {
+            c.forbid_reuse = true;
+            c.pipewait = false;
+        }
         break;
     case DW_HTTP_AUTO:
     default:
@@ -144,11 +157,17 @@ enum dw_err dw_transport_create(const struct dw_config *cfg, struct dw_log *log,
     *out = NULL;
     t->cfg = cfg;
     read_defaults(t);
+    unsigned version = curl_version_info(CURLVERSION_NOW)->version_num;
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         const struct dw_channel_config *cc = &cfg->channels[c];
         const char *name = dw_channel_get((enum dw_channel_id)c)->name;
 
-        t->choice[c] = dw_transport_choose(cc);
+        t->choice[c] = dw_transport_choose(cc, version);
+        if (t->choice[c].forbid_reuse)
+            dw_log_write(log, DW_LOG_WARN, (struct dw_log_ctx){NULL, name, -1, -1},
+                         "channel %s uses h2c, which libcurl %s cannot reuse a connection for: "
+                         "each call opens its own",
+                         name, curl_version_info(CURLVERSION_NOW)->version);
         if (!t->choice[c].tls) {
             dw_log_write(log, DW_LOG_WARN, (struct dw_log_ctx){NULL, name, -1, -1},
                          "channel %s uses plain HTTP (%s): its token and posts travel in clear "
@@ -205,6 +224,11 @@ enum dw_err dw_transport_apply(const struct dw_transport *transport, CURL *easy,
         rc = curl_easy_setopt(easy, CURLOPT_CAPATH, own_ca ? NULL : transport->default_capath);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(easy, CURLOPT_SHARE, transport->sessions[channel].share);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, choice->forbid_reuse ? 1L : 0L);
+    /* ... and takes none that is already there, not even to multiplex. */
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, choice->forbid_reuse ? 1L : 0L);
     return rc == CURLE_OK ? DW_OK : DW_ERR_HTTP;
 }
 
@@ -213,10 +237,13 @@ enum dw_err dw_transport_multi_setup(CURLM *multi)
     /* Multiplexing is libcurl's default since 7.62; say so, it is relied on. */
     if (curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX) != CURLM_OK)
         return DW_ERR_HTTP;
-    /* Streams per HTTP/2 connection that libcurl allows itself; a server's
-     * lower SETTINGS_MAX_CONCURRENT_STREAMS wins. More calls than this to
-     * one server open another connection. */
-    if (curl_multi_setopt(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 100L) != CURLM_OK)
+    /* Streams per HTTP/2 connection that libcurl allows itself: high, so
+     * the server's SETTINGS_MAX_CONCURRENT_STREAMS is the limit (libcurl
+     * takes the lower). Note: libcurl 7.88 opens a new connection for each
+     * call that finds every connection to its server at that limit, so
+     * the calls in flight to one server should stay below it times the
+     * connections wanted: the per-channel concurrency limit's job. */
+    if (curl_multi_setopt(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000L) != CURLM_OK)
         return DW_ERR_HTTP;
     return DW_OK;
 }

@@ -31,9 +31,12 @@ struct dw_transport_choice {
     bool tls;          /* an https:// URL: verified, sessions shared */
     long http_version; /* CURLOPT_HTTP_VERSION */
     bool pipewait;     /* CURLOPT_PIPEWAIT: wait to multiplex on a connection being made */
+    bool forbid_reuse; /* CURLOPT_FORBID_REUSE: h2c on a libcurl that breaks reused ones */
 };
 
-struct dw_transport_choice dw_transport_choose(const struct dw_channel_config *cc);
+/* curl_version_num: libcurl's LIBCURL_VERSION_NUM (0x075801 for 7.88.1). */
+struct dw_transport_choice dw_transport_choose(const struct dw_channel_config *cc,
+                                               unsigned curl_version_num);
 
 /*
  * Builds the per-channel transport of cfg (which must outlive it) and logs,

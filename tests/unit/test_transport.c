@@ -26,13 +26,13 @@ static void test_choose(void **state)
     struct dw_transport_choice c;
 
     cc.http_version = DW_HTTP_AUTO;
-    c = dw_transport_choose(&cc);
+    c = dw_transport_choose(&cc, 0x080000);
     assert_true(c.tls);
     assert_int_equal(c.http_version, CURL_HTTP_VERSION_2TLS);
     assert_true(c.pipewait);
 
     cc.http_version = DW_HTTP_1_1;
-    c = dw_transport_choose(&cc);
+    c = dw_transport_choose(&cc, 0x080000);
     assert_true(c.tls);
     assert_int_equal(c.http_version, CURL_HTTP_VERSION_1_1);
     assert_false(c.pipewait);
@@ -40,16 +40,26 @@ static void test_choose(void **state)
     /* "auto" over plain HTTP is HTTP/1.1: no connection to wait for. */
     cc.url = "HTTP://127.0.0.1:8090";
     cc.http_version = DW_HTTP_AUTO;
-    c = dw_transport_choose(&cc);
+    c = dw_transport_choose(&cc, 0x080000);
     assert_false(c.tls);
     assert_int_equal(c.http_version, CURL_HTTP_VERSION_2TLS);
     assert_false(c.pipewait);
 
     cc.http_version = DW_HTTP_H2C;
-    c = dw_transport_choose(&cc);
+    c = dw_transport_choose(&cc, 0x080000);
     assert_false(c.tls);
     assert_int_equal(c.http_version, CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
     assert_true(c.pipewait);
+    assert_false(c.forbid_reuse);
+
+    /* libcurl 7.88.1 breaks reused h2c connections: one per call there. */
+    c = dw_transport_choose(&cc, 0x075801);
+    assert_int_equal(c.http_version, CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+    assert_true(c.forbid_reuse);
+    assert_false(c.pipewait);
+    cc.url = "https://api.example.com";
+    cc.http_version = DW_HTTP_AUTO;
+    assert_false(dw_transport_choose(&cc, 0x075801).forbid_reuse);
 }
 
 static struct dw_config *config_with(const char *kakao_url, const char *naver_url)
