@@ -127,6 +127,8 @@ static const struct key config_keys[] = {
     CFG_INT("worker", "drain_timeout_ms", drain_timeout_ms, 30000, 0, 3600000, NULL, NULL),
     CFG_INT("worker", "store_batch_max", store_batch_max, 256, 1, 10000, NULL, NULL),
     CFG_INT("worker", "result_hold_ms", result_hold_ms, 1000, 0, 60000, NULL, NULL),
+    CFG_INT("worker", "max_host_connections", max_host_connections, 0, 0, 100000,
+            "DIST_WORKER_MAX_HOST_CONNECTIONS", NULL),
     /* The one setting of the channels group itself, beside its groups. */
     CFG_BOOL("channels", "allow_insecure_http", allow_insecure_http,
              "DIST_CHANNELS_ALLOW_INSECURE_HTTP"),

@@ -1196,7 +1196,7 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         curl_multi_setopt(w->multi, CURLMOPT_SOCKETDATA, w);
         curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
         curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
-        if (dw_transport_multi_setup(w->multi) != DW_OK) {
+        if (dw_transport_multi_setup(w->multi, opts->cfg->max_host_connections) != DW_OK) {
             dw_snprintf(errbuf, errlen, "pool: libcurl refused HTTP/2 multiplexing");
             err = DW_ERR_HTTP;
             goto out;

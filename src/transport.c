@@ -232,7 +232,7 @@ enum dw_err dw_transport_apply(const struct dw_transport *transport, CURL *easy,
     return rc == CURLE_OK ? DW_OK : DW_ERR_HTTP;
 }
 
-enum dw_err dw_transport_multi_setup(CURLM *multi)
+enum dw_err dw_transport_multi_setup(CURLM *multi, int max_host_connections)
 {
     /* Multiplexing is libcurl's default since 7.62; say so, it is relied on. */
     if (curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX) != CURLM_OK)
@@ -244,6 +244,13 @@ enum dw_err dw_transport_multi_setup(CURLM *multi)
      * the calls in flight to one server should stay below it times the
      * connections wanted: the per-channel concurrency limit's job. */
     if (curl_multi_setopt(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000L) != CURLM_OK)
+        return DW_ERR_HTTP;
+    /* The cure for the note above, where every server speaks HTTP/2: with
+     * at most this many connections to a server, a call that finds them
+     * all at their stream limit waits in libcurl for a free stream. Over
+     * HTTP/1.1 it caps the calls in flight to a server at this many. */
+    if (curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)max_host_connections) !=
+        CURLM_OK)
         return DW_ERR_HTTP;
     return DW_OK;
 }

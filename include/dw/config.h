@@ -97,6 +97,9 @@ struct dw_config {
     int drain_timeout_ms;
     int store_batch_max; /* status writes per database round trip */
     int result_hold_ms;  /* how long a request's channel results may wait for the rest */
+    /* Connections one engine thread keeps to one host:port; 0: no cap
+     * (src/transport.c, dw_transport_multi_setup). */
+    int max_host_connections;
 
     /* channels.allow_insecure_http: http:// channel URLs are refused at
      * load unless this is true (development and tests only). */

@@ -63,8 +63,10 @@ void dw_transport_destroy(struct dw_transport *transport);
 enum dw_err dw_transport_apply(const struct dw_transport *transport, CURL *easy,
                                enum dw_channel_id channel) DW_MUST_CHECK;
 
-/* Sets on a new multi handle what the transport needs of it
- * (multiplexing). DW_ERR_HTTP when libcurl refuses. */
-enum dw_err dw_transport_multi_setup(CURLM *multi) DW_MUST_CHECK;
+/* Sets on a new multi handle what the transport needs of it: multiplexing,
+ * libcurl's stream limit above the server's, and at most
+ * max_host_connections connections to one host:port (worker.
+ * max_host_connections; 0: no cap). DW_ERR_HTTP when libcurl refuses. */
+enum dw_err dw_transport_multi_setup(CURLM *multi, int max_host_connections) DW_MUST_CHECK;
 
 #endif /* DW_TRANSPORT_H */

@@ -140,7 +140,8 @@ dw_tls_certs() {
 #   H1_PORT      plain HTTP/1.1
 # Each proxies to the simulator over kept-alive HTTP/1.1 connections.
 # DIR/access.log has one line per call: port, protocol, connection serial
-# number, requests on it so far, status, Idempotency-Key. Prints NAME=value lines (the four
+# number, requests on it so far, status, Idempotency-Key, and "r" where
+# the TLS session was resumed ("." where not, "" without TLS). Prints NAME=value lines (the four
 # ports, TLS_CA_FILE, NGINX_PID). Stop it with dw_tls_stop DIR.
 dw_tls_start() {
     local dir=$1 sim_port=$2 workers=${3:-1} name
@@ -166,7 +167,7 @@ http {
     fastcgi_temp_path $dir/tmp/fastcgi;
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
-    log_format calls '\$server_port \$server_protocol \$connection \$connection_requests \$status \$http_idempotency_key';
+    log_format calls '\$server_port \$server_protocol \$connection \$connection_requests \$status \$http_idempotency_key \$ssl_session_reused';
     access_log $dir/access.log calls buffer=64k flush=1s;
     # Connections live as long as the worker keeps them: a test or a bench
     # run counts the connections the worker opens, not the ones nginx closes.
@@ -199,7 +200,10 @@ dw_tls_stop() {
     local dir=$1 pid i
     [ -f "$dir/nginx.pid" ] || return 0
     pid=$(cat "$dir/nginx.pid")
-    kill -TERM "$pid" 2>/dev/null || true
+    # QUIT: a graceful stop, which writes out the buffered access log.
+    kill -QUIT "$pid" 2>/dev/null || true
     for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     rm -f "$dir/nginx.pid"
 }

@@ -985,6 +985,19 @@ static void test_http_version(void **state)
     char *const bad[] = {ALL_URLS, "DIST_CHANNEL_NAVER_HTTP_VERSION=2", NULL};
     load_bad(NULL, bad, "DIST_CHANNEL_NAVER_HTTP_VERSION: \"2\" is not one of auto, 1.1, h2c",
              NULL);
+
+    /* worker.max_host_connections: 0 (no cap) unless set, from the file or
+     * DIST_WORKER_MAX_HOST_CONNECTIONS. */
+    cfg = load_ok(FILE_URLS, NULL);
+    assert_int_equal(cfg->max_host_connections, 0);
+    dw_config_destroy(cfg);
+    char *const conns[] = {ALL_URLS, "DIST_WORKER_MAX_HOST_CONNECTIONS=8", NULL};
+    cfg = load_ok("worker = { max_host_connections = 2; };\n", conns);
+    assert_int_equal(cfg->max_host_connections, 8);
+    dw_config_destroy(cfg);
+    char *const bad_conns[] = {ALL_URLS, "DIST_WORKER_MAX_HOST_CONNECTIONS=-1", NULL};
+    load_bad(NULL, bad_conns,
+             "DIST_WORKER_MAX_HOST_CONNECTIONS: \"-1\" is not an integer in 0..100000", NULL);
 }
 
 /* A DIST_CHANNEL_* variable that names no setting or no channel stops the

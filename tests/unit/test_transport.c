@@ -142,7 +142,7 @@ static void test_apply_from_threads(void **state)
     CURLM *multi = curl_multi_init();
 
     assert_int_equal(dw_transport_create(cfg, NULL, &t, err, sizeof(err)), DW_OK);
-    assert_int_equal(dw_transport_multi_setup(multi), DW_OK);
+    assert_int_equal(dw_transport_multi_setup(multi, 4), DW_OK);
     curl_multi_cleanup(multi);
     for (int i = 0; i < 4; i++) {
         a[i] = (struct applier){.transport = t, .rounds = 600};
