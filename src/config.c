@@ -43,6 +43,7 @@ enum key_type {
     KEY_PROPS, /* a list of "name=value" strings, stored as dw_kafka_prop[] */
     /* One of the names in choices (any case), stored as its index (an enum). */
     KEY_CHOICE,
+    KEY_BOOL, /* true or false; from the environment "true" or "false" (any case) */
 };
 
 /* Extra checks on a value, beyond its type and range. */
@@ -96,6 +97,11 @@ struct key {
         .offset = offsetof(struct dw_config, field), .def_str = def, .choices = names,             \
         .env = envname                                                                             \
     }
+#define CFG_BOOL(grp, key, field, envname)                                                         \
+    {                                                                                              \
+        .group = grp, .name = key, .type = KEY_BOOL, .offset = offsetof(struct dw_config, field),  \
+        .env = envname                                                                             \
+    }
 #define CFG_PROPS(grp, key, field, count)                                                          \
     {                                                                                              \
         .group = grp, .name = key, .type = KEY_PROPS, .offset = offsetof(struct dw_config, field), \
@@ -146,6 +152,8 @@ static const struct key config_keys[] = {
     CFG_INT("worker", "max_in_flight_calls", max_in_flight_calls, 4000, 1, 1000000, NULL, NULL),
     CFG_INT("worker", "drain_timeout_ms", drain_timeout_ms, 30000, 0, 3600000, NULL, NULL),
     CFG_INT("worker", "store_batch_max", store_batch_max, 256, 1, 10000, NULL, NULL),
+    CFG_INT("worker", "max_host_connections", max_host_connections, 0, 0, 100000,
+            "DIST_WORKER_MAX_HOST_CONNECTIONS", NULL),
     CFG_INT("worker", "result_hold_ms", result_hold_ms, 1000, 0, 60000, NULL, NULL),
     /* Automatic re-drive (CONTRACT 2.4, docs/operations.md). */
     CFG_STR("redrive", "delays_ms", redrive_delays_ms, KEY_MS_LIST,
@@ -154,6 +162,9 @@ static const struct key config_keys[] = {
             "DIST_REDRIVE_MAX_AGE_MS", NULL),
     CFG_CHOICE("redrive", "mode", redrive_mode, "active", redrive_modes, "DIST_REDRIVE_MODE"),
     CFG_INT("redrive", "lease_ms", redrive_lease_ms, 600000, 1000, 86400000, NULL, NULL),
+    /* The one setting of the channels group itself, beside its groups. */
+    CFG_BOOL("channels", "allow_insecure_http", allow_insecure_http,
+             "DIST_CHANNELS_ALLOW_INSECURE_HTTP"),
 };
 
 #define CH_STR(key, field, flg, def, suffix)                                                       \
@@ -183,6 +194,8 @@ static const char *const breaker_modes[] = {"normal", "forced_open", "disabled",
 static const char *const window_types[] = {"count", "time", NULL};
 /* enum dw_limit_mode, in its order. */
 static const char *const limit_modes[] = {"fixed", "adaptive", NULL};
+/* enum dw_http_version, in its order. */
+static const char *const http_versions[] = {"auto", "1.1", "h2c", NULL};
 
 /* The settings of one channel: channels.defaults, then channels.<NAME>.
  * Each can also be set for one channel from DIST_CHANNEL_<NAME>_<SUFFIX>,
@@ -190,6 +203,9 @@ static const char *const limit_modes[] = {"fixed", "adaptive", NULL};
 static const struct key channel_keys[] = {
     CH_STR("url", url, KEY_NONEMPTY | KEY_URL | KEY_PER_CHANNEL, NULL, "URL"),
     CH_STR("token", token, KEY_PER_CHANNEL, "", "TOKEN"),
+    /* Transport (src/transport.c): the CA bundle and the HTTP version. */
+    CH_STR("ca_file", ca_file, 0, NULL, "CA_FILE"),
+    CH_CHOICE("http_version", http_version, "auto", http_versions, NULL),
     CH_INT("connect_timeout_ms", connect_timeout_ms, 2000, 1, 3600000),
     CH_INT("timeout_ms", timeout_ms, 10000, 1, 3600000),
     CH_INT("max_attempts", max_attempts, 3, 1, 20),
@@ -280,7 +296,7 @@ static enum dw_err fail(struct loader *ld, const struct origin *o, const char *f
 static enum dw_err fail(struct loader *ld, const struct origin *o, const char *fmt, ...)
 {
     char who[256];
-    char what[768];
+    char what[1024];
     va_list ap;
 
     describe(o, who, sizeof(who));
@@ -657,6 +673,11 @@ static enum dw_err set_from_setting(struct loader *ld, const struct key *key, vo
     }
     case KEY_PROPS:
         return set_props(ld, key, base, setting, o);
+    case KEY_BOOL:
+        if (type != CONFIG_TYPE_BOOL)
+            return fail(ld, o, "expected true or false");
+        *(bool *)field_of(base, key) = config_setting_get_bool(setting) != 0;
+        return DW_OK;
     case KEY_CHOICE: {
         char names[128];
         list_choices(key, names, sizeof(names));
@@ -701,6 +722,14 @@ static enum dw_err set_from_env(struct loader *ld, const struct key *key, void *
     }
     case KEY_CHOICE:
         return set_choice(ld, key, base, value, o);
+    case KEY_BOOL:
+        if (strcasecmp(value, "true") != 0 && strcasecmp(value, "false") != 0) {
+            if (has_control_char(value))
+                return fail(ld, o, "not true or false");
+            return fail(ld, o, "\"%s\" is not true or false", value);
+        }
+        *(bool *)field_of(base, key) = strcasecmp(value, "true") == 0;
+        return DW_OK;
     case KEY_DOUBLE: {
         char *end = NULL;
         double v = 0;
@@ -744,6 +773,9 @@ static void set_default(const struct key *key, void *base)
         break;
     case KEY_DOUBLE:
         *(double *)field_of(base, key) = key->def_num;
+        break;
+    case KEY_BOOL:
+        *(bool *)field_of(base, key) = false;
         break;
     case KEY_PROPS:
         clear_value(key, base);
@@ -805,6 +837,8 @@ static void list_groups(char *buf, size_t len)
     for (size_t k = 0; k < CONFIG_KEY_COUNT && used < len; k++) {
         if (k > 0 && strcmp(config_keys[k - 1].group, config_keys[k].group) == 0)
             continue;
+        if (strcmp(config_keys[k].group, "channels") == 0)
+            continue; /* named once, below */
         used += dw_strlcpy(buf + used, used ? ", " : "", len - used);
         if (used < len)
             used += dw_strlcpy(buf + used, config_keys[k].group, len - used);
@@ -874,6 +908,19 @@ static enum dw_err load_channel_group(struct loader *ld, const config_setting_t 
     return DW_OK;
 }
 
+/* The row of a setting of the channels group itself (allow_insecure_http),
+ * or CONFIG_KEY_COUNT when name is none. */
+static size_t channels_scalar_key(const char *name)
+{
+    size_t k;
+
+    for (k = 0; k < CONFIG_KEY_COUNT; k++) {
+        if (strcmp(config_keys[k].group, "channels") == 0 && strcmp(config_keys[k].name, name) == 0)
+            break;
+    }
+    return k;
+}
+
 static enum dw_err load_channels(struct loader *ld, const config_setting_t *channels)
 {
     int n = config_setting_length(channels);
@@ -892,11 +939,22 @@ static enum dw_err load_channels(struct loader *ld, const config_setting_t *chan
 
             dw_snprintf(path, sizeof(path), "channels.%s", name);
             origin_from_setting(ld, group, path, &o);
+            size_t k = channels_scalar_key(name);
+            if (k < CONFIG_KEY_COUNT) {
+                if (pass == 0) {
+                    if ((err = set_from_setting(ld, &config_keys[k], ld->cfg, group, &o)) != DW_OK)
+                        return err;
+                    ld->global[k] = o;
+                }
+                continue;
+            }
             if (pass == 0) {
                 if (!is_defaults && channel < 0) {
                     char known[256];
                     list_channels(known, sizeof(known));
-                    return fail(ld, &o, "unknown channel; known: %s (and defaults)", known);
+                    return fail(ld, &o,
+                                "unknown channel; known: %s (and defaults, allow_insecure_http)",
+                                known);
                 }
                 if (!config_setting_is_group(group))
                     return fail(ld, &o, "expected a group { ... }");
@@ -1021,9 +1079,79 @@ out:
     return err;
 }
 
+/* DIST_CHANNEL_<CHANNEL>_<SUFFIX> of one channel key: SUFFIX is key->env,
+ * else the key's name in upper case. */
+static void channel_env_name(const char *channel, const struct key *key, char *name, size_t len)
+{
+    if (key->env) {
+        dw_snprintf(name, len, "DIST_CHANNEL_%s_%s", channel, key->env);
+        return;
+    }
+    size_t n = (size_t)snprintf(name, len, "DIST_CHANNEL_%s_", channel);
+    for (const char *p = key->name; *p && n + 1 < len; p++)
+        name[n++] = (char)toupper((unsigned char)*p);
+    name[n < len ? n : len - 1] = '\0';
+}
+
+/* A DIST_CHANNEL_* variable that names no channel setting is a typo
+ * (DIST_CHANNEL_KAKAO_CAFILE) that would otherwise be silently ignored. */
+static enum dw_err check_env_names(struct loader *ld, char *const *envp)
+{
+    static const char prefix[] = "DIST_CHANNEL_";
+
+    for (; envp && *envp; envp++) {
+        const char *var = *envp;
+        const char *eq = strchr(var, '=');
+        char name[128];
+        char suffixes[768];
+        size_t used = 0;
+        int channel = -1;
+        struct origin o;
+
+        if (strncmp(var, prefix, sizeof(prefix) - 1) != 0 || !eq)
+            continue;
+        dw_snprintf(name, sizeof(name), "%.*s", (int)(eq - var), var);
+        for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+            const char *ch = dw_channel_get((enum dw_channel_id)c)->name;
+            size_t len = strlen(ch);
+            if (strncmp(name + sizeof(prefix) - 1, ch, len) == 0 &&
+                name[sizeof(prefix) - 1 + len] == '_')
+                channel = c;
+        }
+        origin_from_env(name, name, &o);
+        if (channel < 0) {
+            char known[256];
+            list_channels(known, sizeof(known));
+            return fail(ld, &o, "unknown channel; known: %s", known);
+        }
+        const char *ch = dw_channel_get((enum dw_channel_id)channel)->name;
+        suffixes[0] = '\0';
+        for (size_t k = 0; k < CHANNEL_KEY_COUNT; k++) {
+            char known[128];
+            channel_env_name(ch, &channel_keys[k], known, sizeof(known));
+            if (strcmp(known, name) == 0)
+                break;
+            if (k + 1 == CHANNEL_KEY_COUNT) {
+                for (size_t j = 0; j < CHANNEL_KEY_COUNT && used < sizeof(suffixes); j++) {
+                    channel_env_name(ch, &channel_keys[j], known, sizeof(known));
+                    used += dw_strlcpy(suffixes + used, j ? ", " : "", sizeof(suffixes) - used);
+                    if (used < sizeof(suffixes))
+                        used += dw_strlcpy(suffixes + used, known + strlen(prefix) + strlen(ch) + 1,
+                                           sizeof(suffixes) - used);
+                }
+                return fail(ld, &o, "unknown setting; DIST_CHANNEL_%s_ takes: %s", ch, suffixes);
+            }
+        }
+    }
+    return DW_OK;
+}
+
 static enum dw_err load_env(struct loader *ld, char *const *envp)
 {
     enum dw_err err;
+
+    if ((err = check_env_names(ld, envp)) != DW_OK)
+        return err;
 
     for (size_t k = 0; k < CONFIG_KEY_COUNT; k++) {
         const struct key *key = &config_keys[k];
@@ -1046,15 +1174,7 @@ static enum dw_err load_env(struct loader *ld, char *const *envp)
             const char *value;
             struct origin o;
 
-            if (key->env) {
-                dw_snprintf(name, sizeof(name), "DIST_CHANNEL_%s_%s", channel, key->env);
-            } else {
-                /* Any other key: its name in upper case. */
-                size_t n = (size_t)snprintf(name, sizeof(name), "DIST_CHANNEL_%s_", channel);
-                for (const char *p = key->name; *p && n + 1 < sizeof(name); p++)
-                    name[n++] = (char)toupper((unsigned char)*p);
-                name[n] = '\0';
-            }
+            channel_env_name(channel, key, name, sizeof(name));
             if (!(value = env_lookup(envp, name)))
                 continue;
             dw_snprintf(path, sizeof(path), "channels.%s.%s", channel, key->name);
@@ -1134,6 +1254,29 @@ static enum dw_err check_event_hubs(struct loader *ld)
     return DW_OK;
 }
 
+/* ca_file must be a readable file with at least one PEM certificate:
+ * found wrong here, it stops start-up; found wrong by libcurl, it would fail
+ * every call of the channel. */
+static enum dw_err check_ca_file(struct loader *ld, const char *path, const struct origin *o)
+{
+    static const char marker[] = "-----BEGIN CERTIFICATE-----";
+    FILE *fp = fopen(path, "r");
+    char line[512];
+    bool found = false;
+    enum dw_err err = DW_OK;
+
+    if (!fp)
+        return fail(ld, o, "cannot open \"%s\": %s", path, strerror(errno));
+    while (!found && fgets(line, sizeof(line), fp))
+        found = strncmp(line, marker, sizeof(marker) - 1) == 0;
+    if (ferror(fp))
+        err = fail(ld, o, "cannot read \"%s\": %s", path, strerror(errno));
+    else if (!found)
+        err = fail(ld, o, "\"%s\" holds no PEM certificate (%s)", path, marker);
+    fclose(fp);
+    return err;
+}
+
 /* Rules that span settings, checked once everything is in. */
 static enum dw_err check_final(struct loader *ld)
 {
@@ -1144,6 +1287,8 @@ static enum dw_err check_final(struct loader *ld)
     size_t max_k = channel_key_index("max_backoff_ms");
     size_t lmin_k = channel_key_index("limit_min");
     size_t cap_k = channel_key_index("max_concurrent");
+    size_t ca_k = channel_key_index("ca_file");
+    size_t version_k = channel_key_index("http_version");
 
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         const struct dw_channel_config *ch = &ld->cfg->channels[c];
@@ -1169,6 +1314,28 @@ static enum dw_err check_final(struct loader *ld)
         }
         /* limit.max stays unset here: the guard takes max_concurrent as
          * the ceiling, and starts a limit_initial above it at it. */
+    }
+    /* The transport, once every channel has its URL. */
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        const struct dw_channel_config *ch = &ld->cfg->channels[c];
+        /* A bearer token must not leave in clear text by accident. */
+        bool plain = strncasecmp(ch->url, "http://", 7) == 0;
+        if (plain && !ld->cfg->allow_insecure_http)
+            return fail(
+                ld, &ld->channel[c][url_k],
+                "\"%s\" is plain HTTP, refused: use https://, or set "
+                "channels.allow_insecure_http = true (DIST_CHANNELS_ALLOW_INSECURE_HTTP=true)"
+                " for development and tests only",
+                ch->url);
+        if (!plain && ch->http_version == DW_HTTP_H2C)
+            return fail(ld, &ld->channel[c][version_k],
+                        "h2c is HTTP/2 over plain http://, but the url is https:// (\"auto\" "
+                        "gives HTTP/2 over TLS where the server offers it)");
+        if (ch->ca_file && ch->ca_file[0]) {
+            enum dw_err err = check_ca_file(ld, ch->ca_file, &ld->channel[c][ca_k]);
+            if (err != DW_OK)
+                return err;
+        }
     }
 
     /* A DLQ that is the request topic would feed bad records back forever. */

@@ -54,6 +54,7 @@
 #include "dw/pace.h"
 #include "dw/request.h"
 #include "dw/transfer.h"
+#include "dw/transport.h"
 
 #define RESPONSE_CAP (64 * 1024) /* a channel answer larger than this is BAD_RESPONSE */
 #define IDLE_WAIT_MS 200
@@ -122,6 +123,10 @@ struct worker {
      * channel has no spare connection opens one, at the channel's pace. */
     int conns[DW_CHANNEL_COUNT];
     int calls[DW_CHANNEL_COUNT];
+    /* Per origin: its last call ran over HTTP/2, so calls share a
+     * connection (libcurl's PIPEWAIT makes them wait for one being made)
+     * and only the first needs a new one. */
+    bool multiplexed[DW_CHANNEL_COUNT];
 };
 
 /* What a breaker's observer needs to put its snapshots in the metrics. */
@@ -141,6 +146,7 @@ struct dw_pool {
     /* Per channel, the header lines that are the same on every call.
      * Read-only once the threads run. */
     struct dw_xfer_headers *headers[DW_CHANNEL_COUNT];
+    struct dw_transport *transport;       /* TLS and HTTP version per channel */
     _Atomic int limits[DW_CHANNEL_COUNT]; /* the last limit published to metrics */
     /* Per channel, the lowest channel with the same origin (scheme, host
      * and port): libcurl reuses a connection for any call to its origin,
@@ -483,9 +489,9 @@ static bool begin_try(struct worker *w, struct job *job, int64_t now_ms)
     return true;
 }
 
-/* Would a call of channel ch on this worker need a new connection? Every
- * call under way to its origin holds one (HTTP/1.1); a spare one is
- * reused. */
+/* Would a call of channel ch on this worker need a new connection? Over
+ * HTTP/1.1 every call under way to its origin holds one and a spare one
+ * is reused; over HTTP/2 calls share the connections there are. */
 static bool needs_connection(const struct worker *w, enum dw_channel_id ch)
 {
     const int *origin = w->pool->origin;
@@ -496,6 +502,8 @@ static bool needs_connection(const struct worker *w, enum dw_channel_id ch)
             conns += w->conns[c];
         }
     }
+    if (w->multiplexed[origin[ch]])
+        return conns == 0;
     return calls >= conns;
 }
 
@@ -677,6 +685,8 @@ static void on_call_done(void *owner, const struct dw_xfer_result *r)
     enum dw_errcode error;
 
     running_unlink(w, job);
+    if (r->outcome == DW_XFER_ANSWERED)
+        w->multiplexed[pool->origin[job->channel]] = r->multiplexed;
     if (r->new_connection || r->connect_timed_out) {
         struct origin_pace *op = &pool->paces[pool->origin[job->channel]];
         pthread_mutex_lock(&op->lock);
@@ -958,6 +968,9 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         err = DW_ERR_HTTP;
         goto out;
     }
+    err = dw_transport_create(opts->cfg, opts->log, &pool->transport, errbuf, errlen);
+    if (err)
+        goto out;
     /* The variables libcurl reads for a proxy (it ignores HTTP_PROXY in
      * capitals on purpose). */
     static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
@@ -979,6 +992,8 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
             .max_calls = w->max_running,
             .response_cap = RESPONSE_CAP,
             .env_proxy = env_proxy,
+            .transport = pool->transport,
+            .max_host_connections = opts->cfg->max_host_connections,
             .done = on_call_done,
             .conn = on_conn,
             .owner = w,
@@ -1123,6 +1138,9 @@ void dw_pool_stop(struct dw_pool *pool)
         pthread_mutex_destroy(&w->lock);
     }
     free(pool->workers);
+    /* After the loops: every easy handle that used its session caches is
+     * gone. */
+    dw_transport_destroy(pool->transport);
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         dw_xfer_headers_free(pool->headers[c]);
         dw_guard_destroy(pool->guards[c]);

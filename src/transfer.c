@@ -30,6 +30,8 @@
 
 #include <curl/curl.h>
 
+#include "dw/transport.h"
+
 /* Bits of loop->fds beside the EPOLL* event bits. */
 #define FD_IN_SET    (1u << 30)
 #define FD_WATCHED   (1u << 29)
@@ -58,6 +60,7 @@ struct slot {
     CURL *easy;
     void *opaque; /* while running */
     int tag;
+    int transport_tag; /* the tag dw_transport_apply last set it up for; -1: none */
     int64_t started_us;
     char error[CURL_ERROR_SIZE];
     struct dw_buf body;
@@ -261,6 +264,7 @@ static struct slot *slot_new(struct dw_xfer_loop *loop)
         return NULL;
     }
     dw_buf_init(&slot->body, loop->opts.response_cap);
+    slot->transport_tag = -1;
     CURL *easy = slot->easy;
     curl_easy_setopt(easy, CURLOPT_PRIVATE, slot);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
@@ -317,6 +321,16 @@ enum dw_err dw_xfer_start(struct dw_xfer_loop *loop, const struct dw_xfer_reques
     struct slot *slot = loop->nidle ? loop->idle[--loop->nidle] : slot_new(loop);
     if (!slot)
         return DW_ERR_HTTP;
+    /* Slots move between tags; their transport options follow (set only
+     * on a change: most calls reuse a slot of the same channel). */
+    if (loop->opts.transport && slot->transport_tag != req->tag) {
+        if (dw_transport_apply(loop->opts.transport, slot->easy, (enum dw_channel_id)req->tag) !=
+            DW_OK) {
+            slot_destroy(slot);
+            return DW_ERR_HTTP;
+        }
+        slot->transport_tag = req->tag;
+    }
 
     /* The call's own lines in front of the shared constant ones. */
     struct curl_slist *list = req->headers ? req->headers->list : NULL;
@@ -406,6 +420,9 @@ static void transfer_done(struct dw_xfer_loop *loop, struct slot *slot, CURLcode
      * dropping our SYN. A refused or reset connect is not: nothing
      * listens, and pacing would not help. */
     r.new_connection = connects > 0;
+    long version = 0;
+    curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &version);
+    r.multiplexed = version >= CURL_HTTP_VERSION_2_0;
     r.connect_timed_out = rc == CURLE_OPERATION_TIMEDOUT && pretransfer_us == 0;
     if (rc == CURLE_OK) {
         curl_off_t retry_after = 0;
@@ -525,6 +542,11 @@ enum dw_err dw_xfer_loop_create(const struct dw_xfer_options *opts, struct dw_xf
     curl_multi_setopt(loop->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(loop->multi, CURLMOPT_TIMERDATA, loop);
     dw_xfer_set_max_connections(loop, (long)opts->max_calls + 16);
+    if (dw_transport_multi_setup(loop->multi, opts->max_host_connections) != DW_OK) {
+        dw_snprintf(errbuf, errlen, "transfer loop: libcurl refused HTTP/2 multiplexing");
+        err = DW_ERR_HTTP;
+        goto out;
+    }
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event wev = {.events = EPOLLIN, .data.fd = loop->wakefd};

@@ -24,9 +24,21 @@ struct dw_kafka_prop {
     char *value;
 };
 
+/* channels.<NAME>.http_version, in the order of its names in config.c. */
+enum dw_http_version {
+    DW_HTTP_AUTO, /* "auto": HTTP/2 where TLS (ALPN) offers it, else HTTP/1.1 */
+    DW_HTTP_1_1,  /* "1.1": HTTP/1.1 only */
+    DW_HTTP_H2C,  /* "h2c": HTTP/2 with prior knowledge over plain http:// */
+};
+
 struct dw_channel_config {
     char *url;   /* base URL, no trailing slash; required */
     char *token; /* bearer token; may be "" */
+    /* PEM bundle the server's certificate is verified against instead of
+     * the system's CA store; NULL or "": the system's. Checked readable and
+     * holding a certificate at load. */
+    char *ca_file;
+    enum dw_http_version http_version;
     int connect_timeout_ms;
     int timeout_ms;   /* one whole HTTP call */
     int max_attempts; /* first try included, >= 1 */
@@ -102,6 +114,9 @@ struct dw_config {
     int drain_timeout_ms;
     int store_batch_max; /* status writes per database round trip */
     int result_hold_ms;  /* how long a request's channel results may wait for the rest */
+    /* Connections one engine thread keeps to one host:port; 0: no cap
+     * (src/transport.c, dw_transport_multi_setup). */
+    int max_host_connections;
 
     /* redrive (CONTRACT 2.4) */
     char *redrive_delays_ms;          /* as set; parsed into redrive */
@@ -110,6 +125,9 @@ struct dw_config {
     int redrive_lease_ms;             /* how long a claim keeps other workers off an event */
     struct dw_redrive_policy redrive; /* tiers = 0: off */
 
+    /* channels.allow_insecure_http: http:// channel URLs are refused at
+     * load unless this is true (development and tests only). */
+    bool allow_insecure_http;
     struct dw_channel_config channels[DW_CHANNEL_COUNT];
 };
 

@@ -65,6 +65,7 @@ struct dw_xfer_result {
     const char *error;      /* otherwise: libcurl's words */
     int64_t took_us;        /* from dw_xfer_start to the end */
     bool new_connection;    /* the call opened a connection, and it worked */
+    bool multiplexed;       /* it ran over HTTP/2: calls share connections */
     bool connect_timed_out; /* the connect (or TLS handshake) timed out */
 };
 
@@ -72,10 +73,17 @@ typedef void (*dw_xfer_done_fn)(void *owner, const struct dw_xfer_result *result
 /* A connection of tag opened (+1) or closed (-1). */
 typedef void (*dw_xfer_conn_fn)(void *owner, int tag, int delta);
 
+struct dw_transport;
+
 struct dw_xfer_options {
-    int max_calls;       /* calls at once; also the easy handles kept for reuse */
-    size_t response_cap; /* an answer body larger than this ends TOO_LARGE */
-    bool env_proxy;      /* a proxy variable is set: let libcurl read it */
+    int max_calls; /* calls at once; also the easy handles kept for reuse */
+    /* How each tag's server is reached (TLS, HTTP version, session cache:
+     * include/dw/transport.h, where a tag is a channel); NULL: libcurl's
+     * defaults. Outlives the loop. */
+    const struct dw_transport *transport;
+    int max_host_connections; /* dw_transport_multi_setup's cap; 0: none */
+    size_t response_cap;      /* an answer body larger than this ends TOO_LARGE */
+    bool env_proxy;           /* a proxy variable is set: let libcurl read it */
     dw_xfer_done_fn done;
     dw_xfer_conn_fn conn; /* may be NULL */
     void *owner;          /* the callbacks' first argument */

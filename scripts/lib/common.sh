@@ -7,7 +7,7 @@ DW_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DW_PACKAGES="build-essential cmake pkg-config clang clang-format libclang-rt-14-dev \
 librdkafka-dev libpq-dev libcurl4-openssl-dev libjson-c-dev libconfig-dev \
 libcmocka-dev libmicrohttpd-dev postgresql postgresql-client curl procps jq gnuplot-nox \
-yamllint python3-yaml graphviz time"
+yamllint python3-yaml graphviz time nginx openssl"
 
 dw_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 dw_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -108,4 +108,102 @@ dw_pg_stop() {
     local dir=$1
     [ -d "$dir/data" ] || return 0
     dw_as_pg "$(dw_pg_bindir)/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+}
+
+# ---- TLS in front of the channel simulator ----
+
+# dw_tls_certs DIR: a throwaway CA (DIR/ca.pem) and a server certificate for
+# the name "localhost" only (DIR/server.pem, DIR/server.key), made with
+# openssl for each run. Calls to https://localhost:PORT verify against
+# DIR/ca.pem; calls to https://127.0.0.1:PORT fail the host-name check.
+dw_tls_certs() {
+    local dir=$1
+    mkdir -p "$dir"
+    printf 'subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -keyout "$dir/ca.key" -out "$dir/ca.pem" -subj "/CN=distribution-worker test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=localhost" &&
+        openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+            -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.pem"
+    } >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; dw_die "openssl could not make the test certificates"; }
+}
+
+# dw_tls_start DIR SIM_PORT [WORKERS]: nginx (Debian's) in front of the
+# channel simulator on 127.0.0.1:SIM_PORT, with its own prefix, pid file,
+# logs and temp directories in DIR, on four free loopback ports:
+#   TLS_H2_PORT  TLS with HTTP/2 offered (ALPN h2, http/1.1)
+#   TLS_H1_PORT  TLS, HTTP/1.1 only
+#   H2C_PORT     plain HTTP/2 with prior knowledge (h2c)
+#   H1_PORT      plain HTTP/1.1
+# Each proxies to the simulator over kept-alive HTTP/1.1 connections.
+# DIR/access.log has one line per call: port, protocol, connection serial
+# number, requests on it so far, status, Idempotency-Key, and "r" where
+# the TLS session was resumed ("." where not, "" without TLS). Prints NAME=value lines (the four
+# ports, TLS_CA_FILE, NGINX_PID). Stop it with dw_tls_stop DIR.
+dw_tls_start() {
+    local dir=$1 sim_port=$2 workers=${3:-1} name
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || dw_die "nginx is missing (Debian package nginx)"
+    dw_tls_stop "$dir" 2>/dev/null || true
+    mkdir -p "$dir/tmp" "$dir/logs"
+    # Started as root, nginx's workers run as nobody: let them write temp files.
+    chmod 1777 "$dir/tmp"
+    dw_tls_certs "$dir"
+    local -A port
+    for name in TLS_H2_PORT TLS_H1_PORT H2C_PORT H1_PORT; do port[$name]=$(dw_free_port); done
+    local proxy="location / { proxy_pass http://sim; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host \$host; }"
+    cat >"$dir/nginx.conf" <<CONF
+# Made by dw_tls_start (scripts/lib/common.sh) for one run.
+daemon on;
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    log_format calls '\$server_port \$server_protocol \$connection \$connection_requests \$status \$http_idempotency_key \$ssl_session_reused';
+    access_log $dir/access.log calls buffer=64k flush=1s;
+    # Connections live as long as the worker keeps them: a test or a bench
+    # run counts the connections the worker opens, not the ones nginx closes.
+    keepalive_requests 10000000;
+    keepalive_timeout 600s;
+    http2_max_concurrent_streams 256;
+    ssl_certificate $dir/server.pem;
+    ssl_certificate_key $dir/server.key;
+    ssl_session_cache shared:dwtls:10m;
+    upstream sim { server 127.0.0.1:$sim_port; keepalive 512; keepalive_requests 10000000; }
+    server { listen 127.0.0.1:${port[TLS_H2_PORT]} ssl http2; $proxy }
+    server { listen 127.0.0.1:${port[TLS_H1_PORT]} ssl; $proxy }
+    server { listen 127.0.0.1:${port[H2C_PORT]} http2; $proxy }
+    server { listen 127.0.0.1:${port[H1_PORT]}; $proxy }
+}
+CONF
+    local bin
+    bin=$(command -v nginx || echo /usr/sbin/nginx)
+    "$bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" 2>"$dir/logs/start.log" ||
+        { cat "$dir/logs/start.log" "$dir/logs/error.log" >&2 2>/dev/null; dw_die "nginx did not start"; }
+    for name in TLS_H2_PORT TLS_H1_PORT H2C_PORT H1_PORT; do
+        dw_wait_port "${port[$name]}" 10 || dw_die "nginx does not listen on ${port[$name]}"
+        echo "$name=${port[$name]}"
+    done
+    echo "TLS_CA_FILE=$dir/ca.pem"
+    echo "NGINX_PID=$(cat "$dir/nginx.pid")"
+}
+
+dw_tls_stop() {
+    local dir=$1 pid i
+    [ -f "$dir/nginx.pid" ] || return 0
+    pid=$(cat "$dir/nginx.pid")
+    # QUIT: a graceful stop, which writes out the buffered access log.
+    kill -QUIT "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$dir/nginx.pid"
 }

@@ -43,7 +43,13 @@ expect "negative size names the setting and line" 2 "worker\.threads.*line" -- -
 
 awk '/^    KAKAO = \{/ {skip=1} skip && /url =/ {skip=0; next} {print}' "$conf" >"$tmp/nourl.conf"
 expect "missing URL is named" 2 "channels\.KAKAO\.url" -- -c "$tmp/nourl.conf" --check-config
-expect "the environment supplies a missing URL" 0 "configuration OK" DIST_CHANNEL_KAKAO_URL=http://127.0.0.1:9 -- -c "$tmp/nourl.conf" --check-config
+expect "the environment supplies a missing URL" 0 "configuration OK" DIST_CHANNEL_KAKAO_URL=https://127.0.0.1:9 -- -c "$tmp/nourl.conf" --check-config
+
+# Transport policy (CONTRACT section 3).
+expect "plain http:// is refused, naming the variable" 2 "DIST_CHANNEL_KAKAO_URL: \"http://127\.0\.0\.1:9\" is plain HTTP" DIST_CHANNEL_KAKAO_URL=http://127.0.0.1:9 -- -c "$conf" --check-config
+expect "plain http:// where allowed" 0 "configuration OK" DIST_CHANNEL_KAKAO_URL=http://127.0.0.1:9 DIST_CHANNELS_ALLOW_INSECURE_HTTP=true -- -c "$conf" --check-config
+expect "a missing CA file names its variable" 2 "DIST_CHANNEL_KAKAO_CA_FILE: cannot open" DIST_CHANNEL_KAKAO_CA_FILE=$tmp/none.pem -- -c "$conf" --check-config
+expect "an unknown channel variable is named" 2 "DIST_CHANNEL_KAKAO_CAFILE: unknown setting" DIST_CHANNEL_KAKAO_CAFILE=$tmp/ca.pem -- -c "$conf" --check-config
 
 # Secrets: a missing or empty channel token stops start-up naming it; a DSN
 # libpq cannot parse is refused without its password; an error quoting a

@@ -2,7 +2,9 @@
 # The integration fixture: starts (or stops) the real parts the integration
 # tests talk to, each on a free loopback port:
 #   PostgreSQL (initdb + pg_ctl as the postgres user), the dev broker
-#   (librdkafka's mock cluster) and the channel simulator.
+#   (librdkafka's mock cluster), the channel simulator, and nginx in front
+#   of it with TLS (HTTP/2 and HTTP/1.1), h2c and plain HTTP listeners and
+#   a CA made for this run (dw_tls_start in scripts/lib/common.sh).
 # Their addresses go to DIR/parts.env, read by tests/integration/itest.c.
 # usage: parts.sh start|stop|pg-stop|pg-start DIR BUILD_DIR
 set -euo pipefail
@@ -32,6 +34,7 @@ stop_all() {
             rm -f "$dir/$name.pid"
         fi
     done
+    dw_tls_stop "$dir/tls"
     dw_pg_stop "$dir/pg"
 }
 
@@ -49,6 +52,7 @@ start)
     start_bg sim "$dir/sim.out" "$build/tools/channel-sim" --port 0
     line=$(wait_line "$dir/sim.out" '^listening on ' 20) || { cat "$dir/sim.err" >&2; dw_die "channel simulator did not start"; }
     sim="http://${line#listening on }"
+    tls=$(dw_tls_start "$dir/tls" "${sim##*:}") || dw_die "nginx did not start"
 
     cat >"$dir/parts.env" <<ENV
 PG_DSN=$dsn
@@ -57,6 +61,8 @@ BROKERS=$brokers
 BROKER_PID=$(cat "$dir/broker.pid")
 SIM_URL=$sim
 SIM_PID=$(cat "$dir/sim.pid")
+$tls
+TLS_ACCESS_LOG=$dir/tls/access.log
 WORKER_BIN=$build/distribution-worker
 SOURCE_DIR=$DW_ROOT
 ENV

@@ -22,9 +22,9 @@
 /* Every channel's URL and token, so a case about something else loads. */
 #define ALL_URLS ALL_URLS_ONLY, ALL_TOKENS
 #define ALL_URLS_ONLY                                                                              \
-    "DIST_CHANNEL_URIDONGNETV_URL=http://u", "DIST_CHANNEL_GINITV_URL=http://g",                   \
-        "DIST_CHANNEL_RINGOBIZ_URL=http://r", "DIST_CHANNEL_INSTAGRAM_URL=http://i",               \
-        "DIST_CHANNEL_NAVER_URL=http://n", "DIST_CHANNEL_KAKAO_URL=http://k"
+    "DIST_CHANNEL_URIDONGNETV_URL=https://u", "DIST_CHANNEL_GINITV_URL=https://g",                 \
+        "DIST_CHANNEL_RINGOBIZ_URL=https://r", "DIST_CHANNEL_INSTAGRAM_URL=https://i",             \
+        "DIST_CHANNEL_NAVER_URL=https://n", "DIST_CHANNEL_KAKAO_URL=https://k"
 
 /* Every channel needs a non-empty token. */
 #define ALL_TOKENS                                                                                 \
@@ -35,12 +35,12 @@
 /* A channels group giving every channel a URL, for cases without env URLs. */
 #define FILE_URLS                                                                                  \
     "channels = {\n"                                                                               \
-    "  URIDONGNETV = { url = \"http://u\"; token = \"tu\"; };\n"                                   \
-    "  GINITV = { url = \"http://g\"; token = \"tg\"; };\n"                                        \
-    "  RINGOBIZ = { url = \"http://r\"; token = \"tr\"; };\n"                                      \
-    "  INSTAGRAM = { url = \"http://i\"; token = \"ti\"; };\n"                                     \
-    "  NAVER = { url = \"http://n\"; token = \"tn\"; };\n"                                         \
-    "  KAKAO = { url = \"http://k\"; token = \"tk\"; };\n"                                         \
+    "  URIDONGNETV = { url = \"https://u\"; token = \"tu\"; };\n"                                  \
+    "  GINITV = { url = \"https://g\"; token = \"tg\"; };\n"                                       \
+    "  RINGOBIZ = { url = \"https://r\"; token = \"tr\"; };\n"                                     \
+    "  INSTAGRAM = { url = \"https://i\"; token = \"ti\"; };\n"                                    \
+    "  NAVER = { url = \"https://n\"; token = \"tn\"; };\n"                                        \
+    "  KAKAO = { url = \"https://k\"; token = \"tk\"; };\n"                                        \
     "};\n"
 
 static char *const url_env[] = {ALL_URLS, NULL};
@@ -145,8 +145,8 @@ static void test_defaults(void **state)
         assert_int_equal(ch->max_retry_after_ms, 30000);
         assert_int_equal(ch->max_concurrent, 500);
     }
-    assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].url, "http://k");
-    assert_string_equal(cfg->channels[DW_CHANNEL_URIDONGNETV].url, "http://u");
+    assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].url, "https://k");
+    assert_string_equal(cfg->channels[DW_CHANNEL_URIDONGNETV].url, "https://u");
     dw_config_destroy(cfg);
 }
 
@@ -154,7 +154,7 @@ static void test_no_file_env_only(void **state)
 {
     (void)state;
     struct dw_config *cfg = load_ok(NULL, url_env);
-    assert_string_equal(cfg->channels[DW_CHANNEL_NAVER].url, "http://n");
+    assert_string_equal(cfg->channels[DW_CHANNEL_NAVER].url, "https://n");
     assert_int_equal(cfg->http_port, 8080);
     dw_config_destroy(cfg);
 
@@ -214,12 +214,12 @@ static void test_channel_overrides(void **state)
                                     "               initial_backoff_ms = 10; max_backoff_ms = 20;\n"
                                     "               max_retry_after_ms = 0; max_concurrent = 7;\n"
                                     "               multiplier = 1.0; };\n"
-                                    "  URIDONGNETV = { url = \"http://u\"; token = \"tu\"; };\n"
-                                    "  GINITV = { url = \"http://g\"; token = \"tg\";\n"
+                                    "  URIDONGNETV = { url = \"https://u\"; token = \"tu\"; };\n"
+                                    "  GINITV = { url = \"https://g\"; token = \"tg\";\n"
                                     "             max_concurrent = 9; };\n"
-                                    "  RINGOBIZ = { url = \"http://r\"; token = \"tr\"; };\n"
-                                    "  INSTAGRAM = { url = \"http://i\"; token = \"ti\"; };\n"
-                                    "  NAVER = { url = \"http://n\"; token = \"tn\"; };\n"
+                                    "  RINGOBIZ = { url = \"https://r\"; token = \"tr\"; };\n"
+                                    "  INSTAGRAM = { url = \"https://i\"; token = \"ti\"; };\n"
+                                    "  NAVER = { url = \"https://n\"; token = \"tn\"; };\n"
                                     "};\n",
                                     NULL);
     const struct dw_channel_config *kakao = &cfg->channels[DW_CHANNEL_KAKAO];
@@ -260,11 +260,11 @@ static void test_env_wins(void **state)
         "DIST_PG_DSN=postgresql://env/db",
         "DIST_HTTP_PORT=0",
         "DIST_LOG_LEVEL=DEBUG",
-        "DIST_CHANNEL_URIDONGNETV_URL=http://env-u/",
-        "DIST_CHANNEL_GINITV_URL=http://env-g",
-        "DIST_CHANNEL_RINGOBIZ_URL=http://env-r",
-        "DIST_CHANNEL_INSTAGRAM_URL=http://env-i",
-        "DIST_CHANNEL_NAVER_URL=http://env-n",
+        "DIST_CHANNEL_URIDONGNETV_URL=https://env-u/",
+        "DIST_CHANNEL_GINITV_URL=https://env-g",
+        "DIST_CHANNEL_RINGOBIZ_URL=https://env-r",
+        "DIST_CHANNEL_INSTAGRAM_URL=https://env-i",
+        "DIST_CHANNEL_NAVER_URL=https://env-n",
         "DIST_CHANNEL_KAKAO_URL=https://env-k:8443/base//",
         "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
         "DIST_CHANNEL_GINITV_TOKEN=tg",
@@ -275,9 +275,9 @@ static void test_env_wins(void **state)
         NULL,
     };
     static const char *const urls[DW_CHANNEL_COUNT] = {
-        [DW_CHANNEL_URIDONGNETV] = "http://env-u", [DW_CHANNEL_GINITV] = "http://env-g",
-        [DW_CHANNEL_RINGOBIZ] = "http://env-r",    [DW_CHANNEL_INSTAGRAM] = "http://env-i",
-        [DW_CHANNEL_NAVER] = "http://env-n",       [DW_CHANNEL_KAKAO] = "https://env-k:8443/base",
+        [DW_CHANNEL_URIDONGNETV] = "https://env-u", [DW_CHANNEL_GINITV] = "https://env-g",
+        [DW_CHANNEL_RINGOBIZ] = "https://env-r",    [DW_CHANNEL_INSTAGRAM] = "https://env-i",
+        [DW_CHANNEL_NAVER] = "https://env-n",       [DW_CHANNEL_KAKAO] = "https://env-k:8443/base",
     };
     static const char *const tokens[DW_CHANNEL_COUNT] = {
         [DW_CHANNEL_URIDONGNETV] = "tu", [DW_CHANNEL_GINITV] = "tg", [DW_CHANNEL_RINGOBIZ] = "tr",
@@ -290,12 +290,12 @@ static void test_env_wins(void **state)
                 "http = { port = 9000; };\n"
                 "log = { level = \"error\"; };\n"
                 "channels = {\n"
-                "  URIDONGNETV = { url = \"http://f\"; token = \"f\"; };\n"
-                "  GINITV = { url = \"http://f\"; token = \"f\"; };\n"
-                "  RINGOBIZ = { url = \"http://f\"; token = \"f\"; };\n"
-                "  INSTAGRAM = { url = \"http://f\"; token = \"f\"; };\n"
-                "  NAVER = { url = \"http://f\"; token = \"f\"; };\n"
-                "  KAKAO = { url = \"http://f\"; token = \"f\"; };\n"
+                "  URIDONGNETV = { url = \"https://f\"; token = \"f\"; };\n"
+                "  GINITV = { url = \"https://f\"; token = \"f\"; };\n"
+                "  RINGOBIZ = { url = \"https://f\"; token = \"f\"; };\n"
+                "  INSTAGRAM = { url = \"https://f\"; token = \"f\"; };\n"
+                "  NAVER = { url = \"https://f\"; token = \"f\"; };\n"
+                "  KAKAO = { url = \"https://f\"; token = \"f\"; };\n"
                 "};\n",
                 env);
 
@@ -350,13 +350,10 @@ static void test_trailing_slash(void **state)
 {
     (void)state;
     static char *const env[] = {
-        "DIST_CHANNEL_URIDONGNETV_URL=http://u/",
-        "DIST_CHANNEL_GINITV_URL=http://g:80/a/b/",
-        "DIST_CHANNEL_RINGOBIZ_URL=HTTPS://r",
-        "DIST_CHANNEL_INSTAGRAM_URL=http://i///",
-        "DIST_CHANNEL_NAVER_URL=https://n.example/x",
-        ALL_TOKENS,
-        NULL,
+        "DIST_CHANNEL_URIDONGNETV_URL=http://u/",     "DIST_CHANNEL_GINITV_URL=http://g:80/a/b/",
+        "DIST_CHANNEL_RINGOBIZ_URL=HTTPS://r",        "DIST_CHANNEL_INSTAGRAM_URL=http://i///",
+        "DIST_CHANNEL_NAVER_URL=https://n.example/x", ALL_TOKENS,
+        "DIST_CHANNELS_ALLOW_INSECURE_HTTP=true",     NULL,
     };
     struct dw_config *cfg =
         load_ok("channels = { KAKAO = { url = \"http://127.0.0.1:8090/\"; }; };\n", env);
@@ -451,17 +448,18 @@ static void test_bad_names(void **state)
              "  threadz = 4;\n"
              "};\n",
              url_env, "worker.threadz (line 3): unknown setting", "known: threads,", NULL);
-    load_bad("channels = {\n  KAKAO = { url = \"http://k\"; };\n  FACEBOOK = { url = \"http://f\"; "
-             "};\n};\n",
-             url_env, "channels.FACEBOOK (line 3): unknown channel",
-             "URIDONGNETV, GINITV, RINGOBIZ, INSTAGRAM, NAVER, KAKAO", NULL);
-    load_bad("channels = { kakao = { url = \"http://k\"; }; };\n", url_env,
+    load_bad(
+        "channels = {\n  KAKAO = { url = \"https://k\"; };\n  FACEBOOK = { url = \"https://f\"; "
+        "};\n};\n",
+        url_env, "channels.FACEBOOK (line 3): unknown channel",
+        "URIDONGNETV, GINITV, RINGOBIZ, INSTAGRAM, NAVER, KAKAO", NULL);
+    load_bad("channels = { kakao = { url = \"https://k\"; }; };\n", url_env,
              "channels.kakao (line 1): unknown channel", NULL);
-    load_bad("channels = { KAKAO = \"http://k\"; };\n", url_env,
+    load_bad("channels = { KAKAO = \"https://k\"; };\n", url_env,
              "channels.KAKAO (line 1): expected a group", NULL);
-    load_bad("channels = { KAKAO = { url = \"http://k\"; timeoutms = 1; }; };\n", url_env,
+    load_bad("channels = { KAKAO = { url = \"https://k\"; timeoutms = 1; }; };\n", url_env,
              "channels.KAKAO.timeoutms (line 1): unknown setting", "timeout_ms", NULL);
-    load_bad("channels = {\n defaults = {\n  url = \"http://all\"; }; };\n", url_env,
+    load_bad("channels = {\n defaults = {\n  url = \"https://all\"; }; };\n", url_env,
              "channels.defaults.url (line 3): unknown setting", "per channel", NULL);
     load_bad("channels = { defaults = { token = \"t\"; }; };\n", url_env,
              "channels.defaults.token (line 1): unknown setting", NULL);
@@ -472,11 +470,11 @@ static void test_bad_urls(void **state)
     (void)state;
     /* KAKAO missing, from the file's point of view. */
     load_bad("channels = {\n"
-             "  URIDONGNETV = { url = \"http://u\"; token = \"tu\"; };\n"
-             "  GINITV = { url = \"http://g\"; token = \"tg\"; };\n"
-             "  RINGOBIZ = { url = \"http://r\"; token = \"tr\"; };\n"
-             "  INSTAGRAM = { url = \"http://i\"; token = \"ti\"; };\n"
-             "  NAVER = { url = \"http://n\"; token = \"tn\"; };\n"
+             "  URIDONGNETV = { url = \"https://u\"; token = \"tu\"; };\n"
+             "  GINITV = { url = \"https://g\"; token = \"tg\"; };\n"
+             "  RINGOBIZ = { url = \"https://r\"; token = \"tr\"; };\n"
+             "  INSTAGRAM = { url = \"https://i\"; token = \"ti\"; };\n"
+             "  NAVER = { url = \"https://n\"; token = \"tn\"; };\n"
              "  KAKAO = { token = \"only a token\"; };\n"
              "};\n",
              NULL, "channels.KAKAO.url: missing (set it in the file or DIST_CHANNEL_KAKAO_URL)",
@@ -487,9 +485,9 @@ static void test_bad_urls(void **state)
              "channels.KAKAO.url (line 1): must not be empty", NULL);
     load_bad("channels = { KAKAO = { url = 8080; }; };\n", url_env,
              "channels.KAKAO.url (line 1): expected a string", NULL);
-    load_bad("channels = { NAVER = { url = \"http://\"; }; };\n", url_env,
+    load_bad("channels = { NAVER = { url = \"https://\"; }; };\n", url_env,
              "channels.NAVER.url (line 1)", "not an http", NULL);
-    load_bad("channels = { NAVER = { url = \"http://a b\"; }; };\n", url_env,
+    load_bad("channels = { NAVER = { url = \"https://a b\"; }; };\n", url_env,
              "channels.NAVER.url (line 1)", NULL);
 
     static char *const env_ftp[] = {ALL_URLS, "DIST_CHANNEL_GINITV_URL=ftp://g", NULL};
@@ -498,7 +496,7 @@ static void test_bad_urls(void **state)
     struct dw_config *cfg = load_ok(NULL, env_ftp);
     dw_config_destroy(cfg);
     load_bad(NULL, env_bad_first, "DIST_CHANNEL_GINITV_URL: \"ftp://g\" is not an http", NULL);
-    load_bad("channels = { GINITV = { url = \"http://g\"; }; };\n", env_bad_first,
+    load_bad("channels = { GINITV = { url = \"https://g\"; }; };\n", env_bad_first,
              "DIST_CHANNEL_GINITV_URL:", NULL);
 
     static char *const env_ctl[] = {"DIST_CHANNEL_KAKAO_TOKEN=abc\r\nX-Evil: 1", ALL_URLS, NULL};
@@ -664,12 +662,18 @@ static void test_include(void **state)
 
     /* Every channel's URL and token but KAKAO's token, which the file gives. */
     static char *const env[] = {
-        "DIST_CHANNEL_URIDONGNETV_URL=http://u", "DIST_CHANNEL_GINITV_URL=http://g",
-        "DIST_CHANNEL_RINGOBIZ_URL=http://r",    "DIST_CHANNEL_INSTAGRAM_URL=http://i",
-        "DIST_CHANNEL_NAVER_URL=http://n",       "DIST_CHANNEL_KAKAO_URL=http://k",
-        "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",     "DIST_CHANNEL_GINITV_TOKEN=tg",
-        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",        "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
-        "DIST_CHANNEL_NAVER_TOKEN=tn",           NULL,
+        "DIST_CHANNEL_URIDONGNETV_URL=https://u",
+        "DIST_CHANNEL_GINITV_URL=https://g",
+        "DIST_CHANNEL_RINGOBIZ_URL=https://r",
+        "DIST_CHANNEL_INSTAGRAM_URL=https://i",
+        "DIST_CHANNEL_NAVER_URL=https://n",
+        "DIST_CHANNEL_KAKAO_URL=https://k",
+        "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
+        "DIST_CHANNEL_GINITV_TOKEN=tg",
+        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",
+        "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
+        "DIST_CHANNEL_NAVER_TOKEN=tn",
+        NULL,
     };
     /* Relative to the main file's directory, whatever the working directory. */
     assert_int_equal(dw_config_load(main_path, env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
@@ -751,10 +755,14 @@ static void test_reference_conf(void **state)
             lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]);
         lower[i] = '\0';
         dw_snprintf(token, sizeof(token), "dev-token-%s", lower);
-        assert_string_equal(cfg->channels[c].url, "http://127.0.0.1:8090");
+        /* Production-like: https:// placeholders, verified with the system's store. */
+        assert_true(strncmp(cfg->channels[c].url, "https://", 8) == 0);
+        assert_null(cfg->channels[c].ca_file);
+        assert_int_equal(cfg->channels[c].http_version, DW_HTTP_AUTO);
         assert_string_equal(cfg->channels[c].token, token);
         assert_int_equal(cfg->channels[c].max_attempts, 3);
     }
+    assert_false(cfg->allow_insecure_http);
     assert_true(cfg->kafka_prop_count > 0);
     assert_true(cfg->consumer_prop_count > 0);
     assert_true(cfg->producer_prop_count > 0);
@@ -765,7 +773,7 @@ static void test_reference_conf(void **state)
 
     /* And the scripts' overrides still win over it. */
     static char *const env[] = {"DIST_CHANNEL_KAKAO_URL=http://127.0.0.1:39999", "DIST_HTTP_PORT=0",
-                                NULL};
+                                "DIST_CHANNELS_ALLOW_INSECURE_HTTP=true", NULL};
     assert_int_equal(dw_config_load(path, env, &cfg, err, sizeof(err)), DW_OK);
     assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].url, "http://127.0.0.1:39999");
     assert_int_equal(cfg->http_port, 0);
@@ -1052,6 +1060,187 @@ static void test_redrive_settings(void **state)
              "line 10", NULL);
 }
 
+/* http:// channel URLs are refused unless allowed, naming the URL's
+ * setting; channels.allow_insecure_http from the file or the environment
+ * allows them, the environment winning; anything but true or false is
+ * refused. */
+static void test_insecure_http_policy(void **state)
+{
+    (void)state;
+    char *const one_plain[] = {ALL_URLS, "DIST_CHANNEL_NAVER_URL=http://n", NULL};
+    char *const plain_allowed[] = {"DIST_CHANNEL_NAVER_URL=http://n", ALL_URLS,
+                                   "DIST_CHANNELS_ALLOW_INSECURE_HTTP=TRUE", NULL};
+    char *const plain_denied[] = {"DIST_CHANNEL_NAVER_URL=http://n", ALL_URLS,
+                                  "DIST_CHANNELS_ALLOW_INSECURE_HTTP=false", NULL};
+    char *const bad_bool[] = {ALL_URLS, "DIST_CHANNELS_ALLOW_INSECURE_HTTP=yes", NULL};
+
+    /* env_lookup takes the first match: one_plain's NAVER is https. */
+    struct dw_config *cfg = load_ok(NULL, one_plain);
+    assert_false(cfg->allow_insecure_http);
+    dw_config_destroy(cfg);
+
+    char *const others[] = {"DIST_CHANNEL_URIDONGNETV_URL=https://u",
+                            "DIST_CHANNEL_GINITV_URL=https://g",
+                            "DIST_CHANNEL_RINGOBIZ_URL=https://r",
+                            "DIST_CHANNEL_INSTAGRAM_URL=https://i",
+                            "DIST_CHANNEL_NAVER_URL=https://n",
+                            ALL_TOKENS,
+                            NULL};
+    load_bad("channels = {\n KAKAO = {\n  url = \"http://k\"; }; };\n", others,
+             "channels.KAKAO.url (line 3)", "\"http://k\" is plain HTTP, refused",
+             "channels.allow_insecure_http", "DIST_CHANNELS_ALLOW_INSECURE_HTTP", NULL);
+    load_bad(NULL, plain_denied, "DIST_CHANNEL_NAVER_URL: \"http://n\" is plain HTTP", NULL);
+    load_bad("channels = { allow_insecure_http = true; };\n", plain_denied,
+             "DIST_CHANNEL_NAVER_URL: \"http://n\" is plain HTTP", NULL);
+
+    cfg = load_ok(NULL, plain_allowed);
+    assert_true(cfg->allow_insecure_http);
+    assert_string_equal(cfg->channels[DW_CHANNEL_NAVER].url, "http://n");
+    dw_config_destroy(cfg);
+    cfg = load_ok("channels = {\n  allow_insecure_http = true;\n"
+                  "  KAKAO = { url = \"http://k\"; };\n};\n",
+                  others);
+    assert_true(cfg->allow_insecure_http);
+    assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].url, "http://k");
+    dw_config_destroy(cfg);
+
+    load_bad(NULL, bad_bool, "DIST_CHANNELS_ALLOW_INSECURE_HTTP: \"yes\" is not true or false",
+             NULL);
+    load_bad("channels = {\n  allow_insecure_http = 1;\n};\n", url_env,
+             "channels.allow_insecure_http (line 2): expected true or false", NULL);
+}
+
+/* A CA file that is there and holds a certificate. */
+static void write_pem(char *path, size_t len, const char *text)
+{
+    dw_strlcpy(path, "/tmp/dw-test-ca-XXXXXX", len);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    assert_int_equal(close(fd), 0);
+}
+
+/* ca_file: from defaults, a channel or DIST_CHANNEL_<CHANNEL>_CA_FILE;
+ * missing, unreadable or certificate-less files stop the load naming the
+ * setting; "" from the environment is the system's store again. */
+static void test_ca_file(void **state)
+{
+    (void)state;
+    char pem[64], junk[64], conf[256], env_ca[128], env_junk[128];
+    write_pem(pem, sizeof(pem),
+              "# a bundle\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    write_pem(junk, sizeof(junk), "not a certificate\n");
+
+    dw_snprintf(conf, sizeof(conf), "channels = { defaults = { ca_file = \"%s\"; }; };\n", pem);
+    struct dw_config *cfg = load_ok(conf, url_env);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++)
+        assert_string_equal(cfg->channels[c].ca_file, pem);
+    dw_config_destroy(cfg);
+
+    cfg = load_ok(FILE_URLS, NULL);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++)
+        assert_null(cfg->channels[c].ca_file);
+    dw_config_destroy(cfg);
+
+    dw_snprintf(env_ca, sizeof(env_ca), "DIST_CHANNEL_KAKAO_CA_FILE=%s", pem);
+    char *const env_one[] = {ALL_URLS, env_ca, NULL};
+    cfg = load_ok(NULL, env_one);
+    assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].ca_file, pem);
+    assert_null(cfg->channels[DW_CHANNEL_NAVER].ca_file);
+    dw_config_destroy(cfg);
+
+    char *const env_reset[] = {ALL_URLS, "DIST_CHANNEL_KAKAO_CA_FILE=", NULL};
+    cfg = load_ok(conf, env_reset);
+    assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].ca_file, "");
+    assert_string_equal(cfg->channels[DW_CHANNEL_NAVER].ca_file, pem);
+    dw_config_destroy(cfg);
+
+    char *const env_missing[] = {ALL_URLS, "DIST_CHANNEL_KAKAO_CA_FILE=/nonexistent/ca.pem", NULL};
+    load_bad(NULL, env_missing,
+             "DIST_CHANNEL_KAKAO_CA_FILE: cannot open \"/nonexistent/ca.pem\": No such file", NULL);
+    load_bad("channels = {\n  GINITV = {\n    ca_file = \"/nonexistent/ca.pem\";\n  };\n};\n",
+             url_env, "channels.GINITV.ca_file (line 3): cannot open", NULL);
+    /* A directory opens, and then cannot be read. */
+    char *const env_dir[] = {ALL_URLS, "DIST_CHANNEL_KAKAO_CA_FILE=/tmp", NULL};
+    load_bad(NULL, env_dir, "DIST_CHANNEL_KAKAO_CA_FILE: cannot read \"/tmp\"", NULL);
+    dw_snprintf(env_junk, sizeof(env_junk), "DIST_CHANNEL_KAKAO_CA_FILE=%s", junk);
+    char *const env_nocert[] = {ALL_URLS, env_junk, NULL};
+    load_bad(NULL, env_nocert, "DIST_CHANNEL_KAKAO_CA_FILE:", "holds no PEM certificate", NULL);
+
+    unlink(pem);
+    unlink(junk);
+}
+
+/* http_version: auto by default; 1.1 and h2c by name from the file or the
+ * environment; h2c on an https:// URL is refused naming http_version. */
+static void test_http_version(void **state)
+{
+    (void)state;
+    struct dw_config *cfg = load_ok(FILE_URLS, NULL);
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++)
+        assert_int_equal(cfg->channels[c].http_version, DW_HTTP_AUTO);
+    dw_config_destroy(cfg);
+
+    char *const env[] = {ALL_URLS, "DIST_CHANNEL_KAKAO_HTTP_VERSION=1.1", NULL};
+    cfg = load_ok("channels = { NAVER = { http_version = \"auto\"; }; };\n", env);
+    assert_int_equal(cfg->channels[DW_CHANNEL_KAKAO].http_version, DW_HTTP_1_1);
+    assert_int_equal(cfg->channels[DW_CHANNEL_NAVER].http_version, DW_HTTP_AUTO);
+    dw_config_destroy(cfg);
+
+    char *const h2c_env[] = {"DIST_CHANNEL_KAKAO_URL=http://k", ALL_URLS,
+                             "DIST_CHANNELS_ALLOW_INSECURE_HTTP=true",
+                             "DIST_CHANNEL_KAKAO_HTTP_VERSION=H2C", NULL};
+    cfg = load_ok(NULL, h2c_env);
+    assert_int_equal(cfg->channels[DW_CHANNEL_KAKAO].http_version, DW_HTTP_H2C);
+    dw_config_destroy(cfg);
+
+    load_bad("channels = {\n defaults = {\n  http_version = \"h2c\"; }; };\n", url_env,
+             "channels.defaults.http_version (line 3)", "h2c is HTTP/2 over plain http://", NULL);
+    char *const bad[] = {ALL_URLS, "DIST_CHANNEL_NAVER_HTTP_VERSION=2", NULL};
+    load_bad(NULL, bad, "DIST_CHANNEL_NAVER_HTTP_VERSION: \"2\" is not one of auto, 1.1, h2c",
+             NULL);
+
+    /* worker.max_host_connections: 0 (no cap) unless set, from the file or
+     * DIST_WORKER_MAX_HOST_CONNECTIONS. */
+    cfg = load_ok(FILE_URLS, NULL);
+    assert_int_equal(cfg->max_host_connections, 0);
+    dw_config_destroy(cfg);
+    char *const conns[] = {ALL_URLS, "DIST_WORKER_MAX_HOST_CONNECTIONS=8", NULL};
+    cfg = load_ok("worker = { max_host_connections = 2; };\n", conns);
+    assert_int_equal(cfg->max_host_connections, 8);
+    dw_config_destroy(cfg);
+    char *const bad_conns[] = {ALL_URLS, "DIST_WORKER_MAX_HOST_CONNECTIONS=-1", NULL};
+    load_bad(NULL, bad_conns,
+             "DIST_WORKER_MAX_HOST_CONNECTIONS: \"-1\" is not an integer in 0..100000", NULL);
+}
+
+/* A DIST_CHANNEL_* variable that names no setting or no channel stops the
+ * load naming it, as an unknown key in the file does. */
+static void test_unknown_channel_env(void **state)
+{
+    (void)state;
+    char *const typo[] = {ALL_URLS, "DIST_CHANNEL_KAKAO_CAFILE=/etc/ca.pem", NULL};
+    load_bad(NULL, typo, "DIST_CHANNEL_KAKAO_CAFILE: unknown setting",
+             "DIST_CHANNEL_KAKAO_ takes: URL, TOKEN, CA_FILE, HTTP_VERSION", "BREAKER,", NULL);
+    /* The breaker's variable is DIST_CHANNEL_<CHANNEL>_BREAKER, not _STATE. */
+    char *const long_name[] = {ALL_URLS, "DIST_CHANNEL_NAVER_BREAKER_STATE=disabled", NULL};
+    load_bad(NULL, long_name, "DIST_CHANNEL_NAVER_BREAKER_STATE: unknown setting", NULL);
+    char *const channel[] = {ALL_URLS, "DIST_CHANNEL_FACEBOOK_URL=https://f", NULL};
+    load_bad(NULL, channel, "DIST_CHANNEL_FACEBOOK_URL: unknown channel; known: URIDONGNETV", NULL);
+    char *const bare[] = {ALL_URLS, "DIST_CHANNEL_KAKAO=1", NULL};
+    load_bad(NULL, bare, "DIST_CHANNEL_KAKAO: unknown channel", NULL);
+    load_bad("channels = { KAKAO = { ca_fil = \"/x\"; }; };\n", url_env,
+             "channels.KAKAO.ca_fil (line 1): unknown setting", "ca_file", "http_version", NULL);
+
+    /* Every known one still loads. */
+    char *const known[] = {ALL_URLS, "DIST_CHANNEL_KAKAO_BREAKER=normal",
+                           "DIST_CHANNEL_KAKAO_TIMEOUT_MS=500",
+                           "DIST_CHANNELS_ALLOW_INSECURE_HTTP=false", NULL};
+    struct dw_config *cfg = load_ok(NULL, known);
+    assert_int_equal(cfg->channels[DW_CHANNEL_KAKAO].timeout_ms, 500);
+    dw_config_destroy(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1079,6 +1268,10 @@ int main(void)
         cmocka_unit_test(test_security_settings),
         cmocka_unit_test(test_commit_interval_and_event_hubs),
         cmocka_unit_test(test_redrive_settings),
+        cmocka_unit_test(test_insecure_http_policy),
+        cmocka_unit_test(test_ca_file),
+        cmocka_unit_test(test_http_version),
+        cmocka_unit_test(test_unknown_channel_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -278,12 +278,12 @@ static void test_config_secrets_path(void **state)
 {
     struct capture *c = *state;
     char *const env[] = {
-        "DIST_CHANNEL_URIDONGNETV_URL=http://u",
-        "DIST_CHANNEL_GINITV_URL=http://g",
-        "DIST_CHANNEL_RINGOBIZ_URL=http://r",
-        "DIST_CHANNEL_INSTAGRAM_URL=http://i",
-        "DIST_CHANNEL_NAVER_URL=http://n",
-        "DIST_CHANNEL_KAKAO_URL=http://k",
+        "DIST_CHANNEL_URIDONGNETV_URL=https://u",
+        "DIST_CHANNEL_GINITV_URL=https://g",
+        "DIST_CHANNEL_RINGOBIZ_URL=https://r",
+        "DIST_CHANNEL_INSTAGRAM_URL=https://i",
+        "DIST_CHANNEL_NAVER_URL=https://n",
+        "DIST_CHANNEL_KAKAO_URL=https://k",
         "DIST_CHANNEL_KAKAO_TOKEN=kakao-secret-token",
         "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
         "DIST_CHANNEL_GINITV_TOKEN=tg",

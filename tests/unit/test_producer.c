@@ -79,12 +79,12 @@ static int setup(void **state)
                 rd_kafka_mock_cluster_bootstraps(f->mc));
     char *const env[] = {
         brokers,
-        "DIST_CHANNEL_URIDONGNETV_URL=http://u",
-        "DIST_CHANNEL_GINITV_URL=http://g",
-        "DIST_CHANNEL_RINGOBIZ_URL=http://r",
-        "DIST_CHANNEL_INSTAGRAM_URL=http://i",
-        "DIST_CHANNEL_NAVER_URL=http://n",
-        "DIST_CHANNEL_KAKAO_URL=http://k",
+        "DIST_CHANNEL_URIDONGNETV_URL=https://u",
+        "DIST_CHANNEL_GINITV_URL=https://g",
+        "DIST_CHANNEL_RINGOBIZ_URL=https://r",
+        "DIST_CHANNEL_INSTAGRAM_URL=https://i",
+        "DIST_CHANNEL_NAVER_URL=https://n",
+        "DIST_CHANNEL_KAKAO_URL=https://k",
         "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
         "DIST_CHANNEL_GINITV_TOKEN=tg",
         "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",
