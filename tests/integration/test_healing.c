@@ -17,6 +17,8 @@
  *       KAKAO called exactly once per event after it heals;
  *   kafka_request_waits_for_a_redrive_elsewhere  the same requests sent
  *       again while their re-drives are calling: no second call;
+ *   instagram_publishes_the_stored_container  a worker killed mid-publish:
+ *       the next drive publishes the stored container, none is created;
  *   permanent_4xx_is_never_redriven  KAKAO 400 is left alone while a
  *       NAVER outage in the same events is healed;
  *   expired_request_is_left_failed  a request older than
@@ -472,6 +474,70 @@ static void kafka_request_waits_for_a_redrive_elsewhere(void **state)
     assert_int_equal(stop(&b, SIGTERM, 30000), 0);
 }
 
+/* The simulator's counters of one Idempotency-Key: calls and posts; -1
+ * when it has never seen the key. */
+static void key_counts(const char *key, int64_t *calls, int64_t *posts)
+{
+    char url[512];
+    snprintf(url, sizeof(url), "%s/_sim/keys/%s", itest_env("SIM_URL"), key);
+    long status = 0;
+    struct json_object *doc = itest_http_json(url, &status);
+    *calls = doc ? itest_json_int(doc, "calls") : -1;
+    *posts = doc ? itest_json_int(doc, "posts") : -1;
+    json_object_put(doc);
+}
+
+/* Instagram's container id is stored before publish: a worker killed while
+ * its publish is under way leaves it, and the next drive publishes that
+ * container instead of creating another one. */
+static void instagram_publishes_the_stored_container(void **state)
+{
+    (void)state;
+    struct itest_worker w;
+    sim_reset();
+    clean_schedule();
+    start(&w, "redrive-ig-1", worker_env);
+    itest_sim("/_sim/faults", "{\"channel\":\"INSTAGRAM\",\"latencyMs\":1500}");
+    send_batch("ig", 1, "\"INSTAGRAM\"", NULL);
+    char id[128], media[160], publish[192];
+    event_id(id, sizeof(id), "ig", 0);
+    snprintf(media, sizeof(media), "%s:INSTAGRAM", id);
+    snprintf(publish, sizeof(publish), "%s:INSTAGRAM:publish", id);
+    int64_t calls = -1, posts = -1;
+    int64_t until = (int64_t)time(NULL) + 30;
+    while (calls < 1 && (int64_t)time(NULL) < until) {
+        usleep(20 * 1000);
+        key_counts(publish, &calls, &posts);
+    }
+    assert_int_equal(calls, 1); /* the publish is on its way (answered in 1.5 s) */
+    assert_int_equal(count_sql("SELECT count(*) FROM channel_status WHERE event_id LIKE $1"
+                               " AND channel = 'INSTAGRAM' AND step_id IS NOT NULL",
+                               "ig"),
+                     1);
+    assert_int_equal(stop(&w, SIGKILL, 5000), 128 + SIGKILL);
+
+    /* The request was not committed: the next worker drives it again. */
+    itest_sim("/_sim/faults", "{\"channel\":\"INSTAGRAM\",\"latencyMs\":0}");
+    start(&w, "redrive-ig-2", worker_env);
+    char *ids[] = {id};
+    int n = itest_completions_await(completions, ids, 1, 1, 60000);
+    if (n < 1)
+        itest_worker_log_tail(&w, 30);
+    assert_int_equal(n, 1);
+    struct json_object *done = itest_completion(completions, id, 0);
+    assert_string_equal(str(done, "status"), "COMPLETED");
+    int64_t media_calls, media_posts, publish_calls, publish_posts;
+    key_counts(media, &media_calls, &media_posts);
+    key_counts(publish, &publish_calls, &publish_posts);
+    printf("  Instagram after SIGKILL mid-publish: media calls %lld, publish calls %lld, "
+           "publish posts %lld\n",
+           (long long)media_calls, (long long)publish_calls, (long long)publish_posts);
+    assert_int_equal(media_calls, 1); /* no second container */
+    assert_int_equal(publish_calls, 2);
+    assert_int_equal(publish_posts, 1);
+    assert_int_equal(stop(&w, SIGTERM, 30000), 0);
+}
+
 static void permanent_4xx_is_never_redriven(void **state)
 {
     (void)state;
@@ -572,6 +638,7 @@ int main(void)
         cmocka_unit_test_teardown(survives_sigkill_between_failure_and_redrive, case_teardown),
         cmocka_unit_test_teardown(two_workers_run_each_redrive_once, case_teardown),
         cmocka_unit_test_teardown(kafka_request_waits_for_a_redrive_elsewhere, case_teardown),
+        cmocka_unit_test_teardown(instagram_publishes_the_stored_container, case_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
