@@ -158,8 +158,6 @@ struct dw_dispatch {
     char owner[128]; /* this worker in the redrive table's claims */
 };
 
-static bool has_store_work(const struct dw_dispatch *d);
-
 /* ---- lists and the active table ---- */
 
 static void push(struct list *l, struct run *r)
@@ -840,8 +838,10 @@ static void do_claim(struct dw_dispatch *d)
     if (now < d->next_claim_at || cfg->redrive.tiers == 0 || atomic_load(&d->draining))
         return;
     d->next_claim_at = now + CLAIM_EVERY_MS;
-    if (has_store_work(d) || !store_usable(d))
-        return; /* requests first; the schedule waits half a second */
+    /* Not held back by other store work: under steady load there always
+     * is some, and a round trip every half second costs nothing. */
+    if (!store_usable(d))
+        return;
 
     long limit = REDRIVE_RUNS_MAX - d->redrive_runs;
     long room = (long)cfg->max_in_flight_requests - (long)atomic_load(&d->in_flight);
