@@ -95,6 +95,9 @@ struct run {
     unsigned kept_failed;   /* not called by a re-drive: stored FAILED for good (4xx...) */
     unsigned transient;     /* called and FAILED for a transient cause */
     int64_t begin_again_at; /* in blocked_q: when to begin again */
+    /* Tries of a channel's first step (Instagram's media) that belong to
+     * the try its next step continues; added to that step's attempts. */
+    int step_carry;
 };
 
 /* One channel result, from a pool thread until it is stored. The three
@@ -108,6 +111,7 @@ struct result_msg {
     enum dw_chstatus status;
     enum dw_errcode error;
     int attempts;
+    int step;                  /* the last step its job ran */
     const char *error_message; /* each points into text; "" when none */
     const char *external_id;
     const char *url;
@@ -142,6 +146,7 @@ struct dw_dispatch {
     struct list begin_q, finish_q, produce_q;
     struct result_msg *save_q;
     size_t save_len;
+    struct result_msg *step_q; /* first steps answered, their ids to store before the next */
     struct run *hold_head, *hold_tail; /* by hold_until, earliest first */
     int64_t reconnect_at;
     int reconnect_wait;
@@ -153,8 +158,6 @@ struct dw_dispatch {
     atomic_bool draining;
     char owner[128]; /* this worker in the redrive table's claims */
 };
-
-static bool has_store_work(const struct dw_dispatch *d);
 
 /* ---- lists and the active table ---- */
 
@@ -257,6 +260,7 @@ static void on_channel_done(void *opaque, const struct dw_call_result *result)
     m->status = result->status;
     m->error = result->error;
     m->attempts = result->attempts;
+    m->step = result->step;
     char *pos = m->text;
     m->error_message = put_text(&pos, result->error_message, message_len);
     m->external_id = put_text(&pos, result->external_id, id_len);
@@ -411,6 +415,29 @@ static void accept_new(struct dw_dispatch *d, struct list *in)
     }
 }
 
+/*
+ * Starts a channel's job. A channel of several steps whose first step's
+ * answer may be kept (Instagram's container, step_id_ttl_ms) runs one step
+ * per job: its first step alone, whose answer is stored before the next
+ * is asked for (take_results, do_steps), or, when an answer young enough
+ * is stored already, straight from the last step with it. So a retry, a
+ * re-drive or a drive after a crash publishes the same container.
+ */
+static enum dw_err submit(struct dw_dispatch *d, struct run *r, enum dw_channel_id ch,
+                          const struct dw_channel_state *st)
+{
+    const struct dw_channel_type *type = dw_channel_get(ch);
+    int last = type->steps - 1;
+    if (last == 0 || type->step_id_ttl_ms <= 0)
+        return dw_pool_submit(d->pool, r->req, ch, r);
+    if (st->present && st->step_id[0] && dw_wall_ms() - st->step_id_at_ms < type->step_id_ttl_ms) {
+        dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx_of(r, type->name),
+                     "going on from the stored step id %s", st->step_id);
+        return dw_pool_submit_steps(d->pool, r->req, ch, r, last, st->step_id, last);
+    }
+    return dw_pool_submit_steps(d->pool, r->req, ch, r, 0, NULL, 0);
+}
+
 static void do_begin(struct dw_dispatch *d)
 {
     size_t n = d->begin_q.len;
@@ -475,7 +502,7 @@ static void do_begin(struct dw_dispatch *d)
         for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
             if (!(r->called & (1u << ch)))
                 continue;
-            if (dw_pool_submit(d->pool, r->req, (enum dw_channel_id)ch, r) != DW_OK) {
+            if (submit(d, r, (enum dw_channel_id)ch, &items[i].status.channels[ch]) != DW_OK) {
                 /* Stopping: the run is abandoned with the pool. */
                 break;
             }
@@ -527,6 +554,40 @@ static void release_held(struct dw_dispatch *d, struct run *r)
     }
 }
 
+/* Stores the ids first steps answered, then asks for the next steps. */
+static void do_steps(struct dw_dispatch *d)
+{
+    if (!d->step_q || !store_usable(d))
+        return;
+    size_t n = 0;
+    for (struct result_msg *m = d->step_q; m; m = m->next)
+        n++;
+    struct dw_store_step *items = dw_xcalloc(n, sizeof(*items));
+    size_t i = 0;
+    for (struct result_msg *m = d->step_q; m; m = m->next, i++)
+        items[i] = (struct dw_store_step){m->run->req->event_id, m->channel, m->external_id};
+    enum dw_err err = dw_store_save_steps(d->store, items, n);
+    free(items);
+    if (err != DW_OK) {
+        store_failed(d, "saving step ids");
+        return;
+    }
+    store_worked(d);
+    struct result_msg *m;
+    while ((m = d->step_q)) {
+        d->step_q = m->next;
+        struct run *r = m->run;
+        int last = dw_channel_get(m->channel)->steps - 1;
+        /* The first step's successful try goes on as the next step's. */
+        r->step_carry = m->attempts - 1;
+        if (dw_pool_submit_steps(d->pool, r->req, m->channel, r, m->step + 1, m->external_id,
+                                 last) != DW_OK)
+            dw_log_write(d->opts.log, DW_LOG_DEBUG, ctx_of(r, dw_channel_get(m->channel)->name),
+                         "stopping; next step not started");
+        free(m);
+    }
+}
+
 /* Runs whose results have waited result_hold_ms: store what they have.
  * Every run holds for the same time, so the list is in deadline order. */
 static void release_due(struct dw_dispatch *d)
@@ -549,6 +610,16 @@ static void take_results(struct dw_dispatch *d, struct result_msg *in)
         in = m->next;
         struct run *r = m->run;
         struct dw_log_ctx ctx = ctx_of(r, dw_channel_get(m->channel)->name);
+        if (m->status == DW_CH_SUCCESS && m->step < dw_channel_get(m->channel)->steps - 1) {
+            /* A first step answered: its id is stored before the next. */
+            m->next = d->step_q;
+            d->step_q = m;
+            continue;
+        }
+        if (m->step > 0 && r->step_carry) {
+            m->attempts += r->step_carry;
+            r->step_carry = 0;
+        }
         if (r->redrive)
             dw_metrics_redrive_call(d->opts.metrics, m->channel, m->status == DW_CH_SUCCESS);
         if (m->status != DW_CH_SUCCESS && dw_redrive_transient(m->error))
@@ -780,8 +851,10 @@ static void do_claim(struct dw_dispatch *d)
     if (now < d->next_claim_at || cfg->redrive.tiers == 0 || atomic_load(&d->draining))
         return;
     d->next_claim_at = now + CLAIM_EVERY_MS;
-    if (has_store_work(d) || !store_usable(d))
-        return; /* requests first; the schedule waits half a second */
+    /* Not held back by other store work: under steady load there always
+     * is some, and a round trip every half second costs nothing. */
+    if (!store_usable(d))
+        return;
 
     long limit = REDRIVE_RUNS_MAX - d->redrive_runs;
     long room = (long)cfg->max_in_flight_requests - (long)atomic_load(&d->in_flight);
@@ -840,7 +913,7 @@ static void do_claim(struct dw_dispatch *d)
 
 static bool has_store_work(const struct dw_dispatch *d)
 {
-    return d->begin_q.len || d->save_q || d->finish_q.len;
+    return d->begin_q.len || d->save_q || d->finish_q.len || d->step_q;
 }
 
 /* With nothing else to do, check that the database still answers. */
@@ -917,6 +990,7 @@ static void *dispatch_main(void *arg)
         release_blocked(d);
         /* Write results and finishes before begins: finishing work first
          * keeps the in-flight count (and so memory) down under load. */
+        do_steps(d);
         do_write(d);
         do_produce(d);
         do_begin(d);
@@ -1027,6 +1101,11 @@ void dw_dispatch_stop(struct dw_dispatch *d)
     while (d->save_q) {
         struct result_msg *m = d->save_q;
         d->save_q = m->next;
+        free(m);
+    }
+    while (d->step_q) {
+        struct result_msg *m = d->step_q;
+        d->step_q = m->next;
         free(m);
     }
     free(d->active);

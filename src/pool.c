@@ -77,6 +77,7 @@ struct job {
     void *opaque;
 
     int step;
+    int last_step;   /* the job ends after this step (dw_pool_submit_steps) */
     bool new_try;    /* the next start begins a new try (asks the guards, counts an attempt) */
     bool connect_ok; /* its connect pace was waited for: start the call at once */
     int attempts;
@@ -421,6 +422,7 @@ static void finish(struct worker *w, struct job *job, enum dw_errcode error, con
     res.status = error == DW_EC_NONE ? DW_CH_SUCCESS : DW_CH_FAILED;
     res.error = error;
     res.attempts = job->attempts;
+    res.step = job->step;
     if (message)
         dw_strlcpy(res.error_message, message, sizeof(res.error_message));
     if (reply) {
@@ -736,7 +738,7 @@ static void on_call_done(void *owner, const struct dw_xfer_result *r)
     dw_metrics_channel_call(pool->opts.metrics, job->channel, error, r->took_us);
     dw_http_call_cleanup(&job->call);
 
-    if (error == DW_EC_NONE && job->step + 1 < type->steps) {
+    if (error == DW_EC_NONE && job->step < job->last_step) {
         /* The next step of the same try (Instagram's publish), under the
          * same permit and slot. */
         dw_strlcpy(job->prev_id, reply.external_id, sizeof(job->prev_id));
@@ -1021,12 +1023,27 @@ out:
 enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
                            enum dw_channel_id channel, void *opaque)
 {
+    return dw_pool_submit_steps(pool, req, channel, opaque, 0, NULL,
+                                dw_channel_get(channel)->steps - 1);
+}
+
+enum dw_err dw_pool_submit_steps(struct dw_pool *pool, const struct dw_request *req,
+                                 enum dw_channel_id channel, void *opaque, int from,
+                                 const char *prev_id, int to)
+{
     if (atomic_load(&pool->stopping))
         return DW_ERR_STOPPED;
+    int last = dw_channel_get(channel)->steps - 1;
+    if (from < 0 || to > last || from > to || (from > 0 && !(prev_id && *prev_id)))
+        return DW_ERR_INVALID;
     struct job *job = dw_xcalloc(1, sizeof(*job));
     job->req = req;
     job->channel = channel;
     job->opaque = opaque;
+    job->step = from;
+    job->last_step = to;
+    if (prev_id)
+        dw_strlcpy(job->prev_id, prev_id, sizeof(job->prev_id));
     job->new_try = true;
     dw_guard_want(pool->guards[channel], &job->ticket);
 

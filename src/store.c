@@ -135,6 +135,11 @@ static const struct migration migrations[] = {
      "    PRIMARY KEY (event_id)\n"
      ");\n"
      "CREATE INDEX redrive_next_at ON redrive (next_at);\n"},
+    {"channel_status: the id a first step returned (Instagram's container)",
+     /* Stored before the next step is sent, so any later attempt (a retry,
+      * a re-drive, after a crash) can go on from it (docs/schema.md). */
+     "ALTER TABLE channel_status ADD COLUMN step_id text,\n"
+     "                           ADD COLUMN step_id_at timestamptz;\n"},
 };
 
 /* The prepared statements; every one names its event_id(s). */
@@ -151,6 +156,7 @@ enum stmt_id {
     STMT_REDRIVE_CLAIM,
     STMT_REDRIVE_DUE,
     STMT_REDRIVE_READ,
+    STMT_SAVE_STEPS,
     STMT_COUNT
 };
 
@@ -171,6 +177,8 @@ enum load_col {
     COL_EXTERNAL_ID,
     COL_URL,
     COL_UPDATED,
+    COL_STEP_ID,
+    COL_STEP_AT,
 };
 
 #define LOAD_COLUMNS                                                                               \
@@ -178,7 +186,8 @@ enum load_col {
     "       floor(extract(epoch FROM d.started_at) * 1000)::int8,\n"                               \
     "       floor(extract(epoch FROM d.completed_at) * 1000)::int8,\n"                             \
     "       c.channel, c.status, c.attempts, c.error_code, c.error_message, c.external_id,\n"      \
-    "       c.distribution_url, floor(extract(epoch FROM c.updated_at) * 1000)::int8\n"            \
+    "       c.distribution_url, floor(extract(epoch FROM c.updated_at) * 1000)::int8,\n"           \
+    "       c.step_id, floor(extract(epoch FROM c.step_id_at) * 1000)::int8\n"                     \
     "  FROM distribution d\n"                                                                      \
     "  LEFT JOIN channel_status c ON c.event_id = d.event_id\n"
 
@@ -245,7 +254,8 @@ static const struct {
          "       d.failure_count, floor(extract(epoch FROM d.started_at) * 1000)::int8,\n"
          "       floor(extract(epoch FROM d.completed_at) * 1000)::int8,\n"
          "       c.channel, c.status, c.attempts, c.error_code, c.error_message, c.external_id,\n"
-         "       c.distribution_url, floor(extract(epoch FROM c.updated_at) * 1000)::int8\n"
+         "       c.distribution_url, floor(extract(epoch FROM c.updated_at) * 1000)::int8,\n"
+         "       c.step_id, floor(extract(epoch FROM c.step_id_at) * 1000)::int8\n"
          "  FROM unnest($1::text[]) AS k(event_id)\n"
          "  CROSS JOIN LATERAL (SELECT * FROM distribution\n"
          "                       WHERE event_id = k.event_id OFFSET 0) d\n"
@@ -304,6 +314,11 @@ static const struct {
         {"dw_redrive_read",
          "SELECT floor(extract(epoch FROM next_at) * 1000)::int8, channels::text[]\n"
          "  FROM redrive WHERE event_id = $1"},
+    [STMT_SAVE_STEPS] =
+        {"dw_save_steps",
+         "UPDATE channel_status c SET step_id = r.step_id, step_id_at = now()\n"
+         "  FROM unnest($1::text[], $2::text[], $3::text[]) AS r(event_id, channel, step_id)\n"
+         " WHERE c.event_id = r.event_id AND c.channel = r.channel"},
 };
 
 /* ---- errors and the connection ---------------------------------------- */
@@ -848,6 +863,8 @@ static void fill_row(struct dw_store *store, struct dw_status *st, const PGresul
     get_text(res, row, COL_EXTERNAL_ID, cs->external_id, sizeof(cs->external_id));
     get_text(res, row, COL_URL, cs->url, sizeof(cs->url));
     cs->updated_at_ms = get_i64(res, row, COL_UPDATED);
+    get_text(res, row, COL_STEP_ID, cs->step_id, sizeof(cs->step_id));
+    cs->step_id_at_ms = get_i64(res, row, COL_STEP_AT);
 }
 
 /*
@@ -1538,6 +1555,41 @@ static void fill_next_attempt(struct dw_status *st, const PGresult *res)
         if (listed && cs->present && cs->status != DW_CH_SUCCESS)
             cs->next_attempt_ms = next_at;
     }
+}
+
+enum dw_err dw_store_save_steps(struct dw_store *store, const struct dw_store_step *items, size_t n)
+{
+    if (n == 0)
+        return DW_OK;
+    struct pgarray cols[3];
+    for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++)
+        array_init(&cols[c]);
+    enum dw_err err = DW_ERR_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        if (!event_id_ok(items[i].event_id) || (unsigned)items[i].channel >= DW_CHANNEL_COUNT ||
+            !items[i].step_id || !*items[i].step_id)
+            goto out;
+        array_add_text(&cols[0], items[i].event_id);
+        array_add_text(&cols[1], dw_channel_get(items[i].channel)->name);
+        array_add_text(&cols[2], items[i].step_id);
+    }
+    struct step steps[3];
+    steps[0] = sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
+    steps[1] = exec_step(STMT_SAVE_STEPS);
+    steps[2] = sql_step("COMMIT");
+    err = DW_ERR_NOMEM;
+    if (!set_columns(&steps[1], cols, DW_ARRAY_LEN(cols)))
+        goto out;
+    err = ensure_session(store, "saving step ids");
+    if (err)
+        goto out;
+    err = run_pipeline(store, "saving step ids", steps, DW_ARRAY_LEN(steps));
+    if (!err)
+        clear_results(steps, DW_ARRAY_LEN(steps));
+out:
+    for (size_t c = DW_ARRAY_LEN(cols); c-- > 0;)
+        array_cleanup(&cols[c]);
+    return err;
 }
 
 void dw_store_set_owner(struct dw_store *store, const char *owner, int lease_ms)

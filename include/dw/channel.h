@@ -10,6 +10,7 @@
 #define DW_CHANNEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dw/common.h"
 #include "dw/status.h"
@@ -54,6 +55,10 @@ struct dw_channel_type {
     const char *kind;         /* "TV", "CALL" or "SNS" */
     const char *display_name; /* "Kakao Channel" */
     int steps;                /* HTTP calls per post: 1, or 2 for Instagram */
+    /* With several steps: how long what step 0 answered (stored before the
+     * next step is sent) may be used by a later attempt instead of calling
+     * step 0 again; 0: never. Instagram: its containers live 24 hours. */
+    int64_t step_id_ttl_ms;
 
     /* Builds call `step` (0-based) for req. prev_id is the external_id the
      * previous step returned (NULL at step 0). On DW_OK the caller owns

@@ -35,6 +35,7 @@ struct dw_call_result {
     char error_message[DW_ERRMSG_MAX];
     char external_id[DW_EXTERNAL_ID_MAX];
     char url[DW_URL_MAX];
+    int step; /* the last step the job ran (dw_pool_submit_steps) */
 };
 
 /* Called on a pool thread when a job ends; must be quick and thread-safe
@@ -73,6 +74,15 @@ struct dw_pool_flow {
     int waiting; /* jobs that want to start a try */
 };
 void dw_pool_channel_flow(struct dw_pool *pool, enum dw_channel_id ch, struct dw_pool_flow *out);
+/* Like dw_pool_submit, for part of a channel of several steps (Instagram):
+ * the job starts at step `from` (prev_id: what the step before answered;
+ * NULL when from is 0), and ends after step `to`; on success the result's
+ * external_id is what step `to` answered. The caller stores what a step
+ * gave before asking for the next, so a later attempt can go on from it. */
+enum dw_err dw_pool_submit_steps(struct dw_pool *pool, const struct dw_request *req,
+                                 enum dw_channel_id channel, void *opaque, int from,
+                                 const char *prev_id, int to) DW_MUST_CHECK;
+
 /* How many calls channel's breaker would let through now without changing
  * it (dw_breaker_free_permits: -1 any number, 0 none). Thread-safe; for
  * work that can wait (the automatic re-drive). */

@@ -36,6 +36,11 @@ struct dw_channel_state {
     /* When an automatic re-drive will call this channel again (wall
      * clock), 0 when none is planned. Filled by dw_store_read only. */
     int64_t next_attempt_ms;
+    /* What the first step of a two-step channel answered (Instagram's
+     * container id), stored before the next step was sent; "" when none.
+     * Kept after the channel ends. */
+    char step_id[DW_EXTERNAL_ID_MAX];
+    int64_t step_id_at_ms; /* wall clock, when it was stored */
 };
 
 /* One event, as stored. */
@@ -158,6 +163,17 @@ enum dw_err dw_store_finish(struct dw_store *store, struct dw_store_finish *item
 enum dw_err dw_store_save_and_finish(struct dw_store *store, const struct dw_store_result *results,
                                      size_t nres, struct dw_store_finish *finishes,
                                      size_t nfin) DW_MUST_CHECK;
+
+/* Stores what a first step answered (dw_channel_state.step_id) for each
+ * (event, channel), before the next step may be sent. A channel row must
+ * exist (dw_store_begin made it). One transaction, one round trip. */
+struct dw_store_step {
+    const char *event_id;
+    enum dw_channel_id channel;
+    const char *step_id;
+};
+enum dw_err dw_store_save_steps(struct dw_store *store, const struct dw_store_step *items,
+                                size_t n) DW_MUST_CHECK;
 
 /* Who this store's drives are, in the redrive table's claims (up to 127
  * bytes; unique per process), and how long a claim lasts. Call once before

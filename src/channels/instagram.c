@@ -5,6 +5,14 @@
  * publishes that container, with the idempotency suffix ":publish" so the
  * two calls carry different keys. Stateless; any thread: the creation id
  * travels through the caller (prev_id), not through this file.
+ *
+ * Publishing is made idempotent by construction: the dispatch stores the
+ * creation id before it asks for the publish, and every later attempt
+ * (a retry, a re-drive, a drive after a crash) publishes that container
+ * while it is younger than step_id_ttl_ms, so one post can never become
+ * two containers published. Instagram expires a container after 24 hours,
+ * counted from its creation, a little before we store it: 23 hours leaves
+ * a publish in flight room to finish.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -69,6 +77,7 @@ const struct dw_channel_type dw_channel_instagram = {
     .kind = "SNS",
     .display_name = "Instagram",
     .steps = 2,
+    .step_id_ttl_ms = 23LL * 3600 * 1000,
     .build = build,
     .parse = parse,
 };
