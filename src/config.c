@@ -1075,6 +1075,13 @@ static enum dw_err check_final(struct loader *ld)
         }
     }
 
+    /* Two listeners cannot share a port. */
+    if (cfg->http_management_port && cfg->http_management_port == cfg->http_port) {
+        size_t k = config_key_index("http", "management_port");
+        return fail(ld, &ld->global[k], "%d is also http.port; the ports must differ",
+                    cfg->http_management_port);
+    }
+
     /* A DLQ that is the request topic would feed bad records back forever. */
     for (size_t i = 0; i < DW_ARRAY_LEN(topics); i++) {
         for (size_t j = i + 1; j < DW_ARRAY_LEN(topics); j++) {
