@@ -596,7 +596,7 @@ static void postgres_hangs(void **state)
     atomic_init(&reader.stop, false);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, status_reads, &reader), 0);
-    int probes = 0, probes_ok = 0;
+    int probes = 0, probes_ok = 0, not_ready = 0;
     long last_h = 0, last_r = 0, last_hs = 0;
     int64_t until = dw_now_ms() + 8000;
     while (dw_now_ms() < until) {
@@ -604,6 +604,7 @@ static void postgres_hangs(void **state)
         long r = get_within(ready, PROBE_PATIENCE_MS);
         long hs = get_within(live_status_port, PROBE_PATIENCE_MS);
         probes++;
+        not_ready += r == 503;
         if (h == 200 && (r == 200 || r == 503) && hs == 200)
             probes_ok++;
         else
@@ -615,10 +616,15 @@ static void postgres_hangs(void **state)
     atomic_store(&reader.stop, true);
     pthread_join(t, NULL);
     printf("  PostgreSQL hung 8 s: probes answered %d of %d rounds (last miss: healthz %ld, "
-           "readyz %ld, status port healthz %ld), status reads 503 %d of %d, worker alive %d\n",
-           probes_ok, probes, last_h, last_r, last_hs, reader.unavailable, reader.reads, still);
+           "readyz %ld, status port healthz %ld), /readyz 503 in %d, status reads 503 %d of %d, "
+           "worker alive %d\n",
+           probes_ok, probes, last_h, last_r, last_hs, not_ready, reader.unavailable, reader.reads,
+           still);
     assert_true(still);
     assert_int_equal(probes_ok, probes);
+    /* Readiness notices a database that stopped answering (a ping with a
+     * time limit), while liveness stays 200. */
+    assert_true(not_ready > 0);
     /* Every read made during the hang ended, and said UNAVAILABLE; the last
      * one may have met the thawed database. */
     assert_true(reader.reads >= 2);
