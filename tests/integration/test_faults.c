@@ -245,8 +245,9 @@ static void verdict(const char *name, const struct ledger *l, int dlq, int64_t r
     assert_true(nsnaps > 0);
     int64_t dup = duplicate_posts();
     printf("  %s: sent %d, completed %d, on DLQ %d, lost %d, duplicate posts %lld, re-sent "
-           "in-flight calls %lld\n",
-           name, l->n + dlq, completed(l), dlq, lost_n, (long long)dup, (long long)resent);
+           "in-flight calls %lld (at most %lld)\n",
+           name, l->n + dlq, completed(l), dlq, lost_n, (long long)dup, (long long)resent,
+           (long long)max_resent);
     fflush(stdout);
     assert_int_equal(lost_n, 0);
     assert_int_equal(dup, 0);
