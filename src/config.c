@@ -1281,6 +1281,7 @@ static enum dw_err check_ca_file(struct loader *ld, const char *path, const stru
 static enum dw_err check_final(struct loader *ld)
 {
     static const char *const topics[] = {"request_topic", "completed_topic", "dlq_topic"};
+    const struct dw_config *cfg = ld->cfg;
     size_t url_k = channel_key_index("url");
     size_t token_k = channel_key_index("token");
     size_t init_k = channel_key_index("initial_backoff_ms");
@@ -1336,6 +1337,13 @@ static enum dw_err check_final(struct loader *ld)
             if (err != DW_OK)
                 return err;
         }
+    }
+
+    /* Two listeners cannot share a port. */
+    if (cfg->http_management_port && cfg->http_management_port == cfg->http_port) {
+        size_t k = config_key_index("http", "management_port");
+        return fail(ld, &ld->global[k], "%d is also http.port; the ports must differ",
+                    cfg->http_management_port);
     }
 
     /* A DLQ that is the request topic would feed bad records back forever. */

@@ -107,8 +107,9 @@ struct dw_http {
     struct dw_http_options opts; /* a copy; the pointers are borrowed; defaults filled */
     struct port status_port;
     struct port management_port; /* daemon NULL when none */
-    struct warn_limit warn_5xx;
-    struct warn_limit warn_mhd;
+    struct warn_limit warn_5xx;  /* answers of 5xx */
+    struct warn_limit warn_db;   /* the status reader's PostgreSQL trouble */
+    struct warn_limit warn_mhd;  /* libmicrohttpd's own (aborted connections...) */
 
     /* Readiness: written by the readiness thread, read by handlers. */
     pthread_mutex_t ready_lock;
@@ -247,7 +248,7 @@ static enum dw_err read_status(struct dw_http *http, const char *event_id, struc
                 http->store = NULL;
                 http->store_retry_at_ms = dw_now_ms() + STORE_RETRY_MS;
                 dw_metrics_count(http->opts.metrics, DW_COUNTER_DB_ERRORS, 1);
-                warn_limited(http, &http->warn_5xx,
+                warn_limited(http, &http->warn_db,
                              "status read: PostgreSQL unavailable (%s); next attempt in %d ms",
                              errbuf, STORE_RETRY_MS);
                 return err;
@@ -267,8 +268,7 @@ static enum dw_err read_status(struct dw_http *http, const char *event_id, struc
             http->store_retry_at_ms = dw_now_ms() + STORE_RETRY_MS;
             return err;
         }
-        warn_limited(http, &http->warn_5xx,
-                     "status read: PostgreSQL connection lost; reconnecting");
+        warn_limited(http, &http->warn_db, "status read: PostgreSQL connection lost; reconnecting");
     }
     return DW_ERR_DB;
 }

@@ -48,6 +48,9 @@
  * loop comes round every POLL_MS; the longest legitimate gap (a revoke
  * waiting for in-flight work) beats too, through serve_deliveries. */
 #define LIVENESS_STALL_MS 5000
+/* Readiness pings PostgreSQL on its own connection; a server that stops
+ * answering (hung, SIGSTOPped) fails the ping after this long. */
+#define READY_PING_TIMEOUT_MS 1000
 
 extern char **environ;
 
@@ -70,6 +73,7 @@ struct app {
     struct dw_consumer *consumer;
     struct dw_http *http;
     _Atomic int64_t heartbeat_ms; /* the poll loop's last round; read by /healthz */
+    struct dw_store *ready_store; /* the readiness thread's own; NULL after a failure */
 };
 
 static void beat(struct app *app)
@@ -115,10 +119,28 @@ static bool live(void *opaque, char *why, size_t whylen)
     return true;
 }
 
+/* A round trip to PostgreSQL within READY_PING_TIMEOUT_MS. The writer's
+ * state alone misses a server that hangs while the writer is idle.
+ * Readiness thread only (it owns ready_store). */
+static bool pg_answers(struct app *app)
+{
+    if (!app->ready_store) {
+        if (dw_store_open(app->cfg->pg_dsn, NULL, &app->ready_store, NULL, 0) != DW_OK)
+            return false;
+        dw_store_set_timeout(app->ready_store, READY_PING_TIMEOUT_MS);
+    }
+    if (dw_store_ping(app->ready_store) == DW_OK)
+        return true;
+    dw_store_destroy(app->ready_store);
+    app->ready_store = NULL;
+    return false;
+}
+
+/* Called on the listener's readiness thread, about once a second. */
 static bool ready(void *opaque, char *why, size_t whylen)
 {
     struct app *app = opaque;
-    if (!app->dispatch || !dw_dispatch_store_ok(app->dispatch)) {
+    if (!app->dispatch || !dw_dispatch_store_ok(app->dispatch) || !pg_answers(app)) {
         dw_snprintf(why, whylen, "PostgreSQL unreachable");
         return false;
     }
@@ -418,6 +440,7 @@ out:
     /* Reverse order of start. The HTTP listener goes first so /readyz
      * stops answering 200 while the rest shuts down. */
     dw_http_stop(app.http);
+    dw_store_destroy(app.ready_store);
     dw_dispatch_stop(app.dispatch);
     if (app.producer)
         dw_producer_destroy(app.producer, 5000);

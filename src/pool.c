@@ -59,7 +59,8 @@
 #define RESPONSE_CAP (64 * 1024) /* a channel answer larger than this is BAD_RESPONSE */
 #define IDLE_WAIT_MS 200
 /* How often a worker brings its connection cache's size to the limits. */
-#define CONN_CAP_EVERY_MS 100
+#define CONN_CAP_EVERY_MS         100
+#define BREAKER_SNAPSHOT_EVERY_MS 1000
 
 enum job_wait {
     WAIT_NONE,    /* inbox, ready, running */
@@ -119,6 +120,7 @@ struct worker {
     int max_running;
     uint64_t rnd;
     int64_t conn_cap_ms; /* when the connection cache was last sized */
+    int64_t snapshot_ms; /* worker 0: when the breakers were last snapshot */
     /* Per channel, on this worker's loop: connections its calls opened
      * and that are still open, and its calls running. A call whose
      * channel has no spare connection opens one, at the channel's pace. */
@@ -429,7 +431,13 @@ static void finish(struct worker *w, struct job *job, enum dw_errcode error, con
         dw_strlcpy(res.external_id, reply->external_id, sizeof(res.external_id));
         dw_strlcpy(res.url, reply->url, sizeof(res.url));
     }
-    dw_metrics_retry_call(pool->opts.metrics, job->channel, error == DW_EC_NONE, job->attempts > 1);
+    /* Resilience4j's split: a success by whether it was retried, a failure
+     * by whether its last error was retryable (failedCallsWithRetryAttempt
+     * counts a retryable error even with maxAttempts = 1). */
+    bool with_retry = error == DW_EC_NONE
+                          ? job->attempts > 1
+                          : dw_errcode_transient(error) || error == DW_EC_RETRIES_EXHAUSTED;
+    dw_metrics_retry_call(pool->opts.metrics, job->channel, error == DW_EC_NONE, with_retry);
     pool->opts.done(job->opaque, &res);
     job_free(job);
 }
@@ -839,6 +847,22 @@ static void take_grants(struct worker *w)
 
 /* ---- the worker thread ---- */
 
+/* Worker 0, about once a second: each breaker's snapshot to the metrics,
+ * so a HALF_OPEN past half_open_max_wait_ms shows OPEN even when no call
+ * comes to move it (the snapshot makes that transition). */
+static void snapshot_breakers(struct worker *w, int64_t now)
+{
+    struct dw_pool *pool = w->pool;
+    if (w != &pool->workers[0] || now - w->snapshot_ms < BREAKER_SNAPSHOT_EVERY_MS)
+        return;
+    w->snapshot_ms = now;
+    for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
+        struct dw_breaker_snapshot snap;
+        dw_guard_breaker_snapshot(pool->guards[c], now, &snap);
+        dw_metrics_breaker(pool->opts.metrics, (enum dw_channel_id)c, &snap);
+    }
+}
+
 /* Keeps the loop's connection cache near what the limits use: busy
  * connections are at most the calls the limits allow, and idle ones beyond
  * them are closed oldest first. */
@@ -888,6 +912,7 @@ static void *worker_main(void *arg)
 
         now = dw_now_ms();
         size_connection_cache(w, now);
+        snapshot_breakers(w, now);
         int64_t wait = IDLE_WAIT_MS;
         int64_t curl_due = dw_xfer_due_ms(w->loop);
         if (w->ntimers > 0 && w->timers[0]->due_ms - now < wait)

@@ -137,6 +137,11 @@ void dw_guard_after_failure(struct dw_guard *g, struct dw_guard_ticket *t, int a
 struct dw_bulkhead_waiter *dw_guard_release(struct dw_guard *g,
                                             struct dw_guard_ticket *t) DW_MUST_CHECK;
 
+/* The breaker's state and window as of now_ms (dw_breaker_snapshot: a
+ * HALF_OPEN past its maximum wait turns OPEN here). */
+void dw_guard_breaker_snapshot(struct dw_guard *g, int64_t now_ms,
+                               struct dw_breaker_snapshot *snap);
+
 /* How many calls the breaker would let through now without changing it
  * (dw_breaker_free_permits: -1 any number, 0 none). */
 int dw_guard_free_permits(struct dw_guard *g, int64_t now_ms);

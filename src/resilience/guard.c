@@ -294,6 +294,11 @@ struct dw_bulkhead_waiter *dw_guard_release(struct dw_guard *g, struct dw_guard_
     return dw_bulkhead_release(g->bulkhead);
 }
 
+void dw_guard_breaker_snapshot(struct dw_guard *g, int64_t now_ms, struct dw_breaker_snapshot *snap)
+{
+    dw_breaker_snapshot(g->breaker, now_ms, snap);
+}
+
 int dw_guard_free_permits(struct dw_guard *g, int64_t now_ms)
 {
     return dw_breaker_free_permits(g->breaker, now_ms);

@@ -74,7 +74,14 @@ stop)
 pg-stop | pg-start) # for fault tests: the same server, same port and data
     dw_pg_ctl "$dir/pg" "${cmd#pg-}"
     ;;
+pg-freeze | pg-thaw) # a server that stops answering: SIGSTOP every process of it
+    pm=$(head -n 1 "$dir/pg/data/postmaster.pid") || dw_die "no postmaster.pid under $dir/pg/data"
+    sig=STOP
+    [ "$cmd" = pg-thaw ] && sig=CONT
+    # The postmaster and its children (backends, background workers), by pid.
+    kill -s "$sig" "$pm" $(ps -o pid= --ppid "$pm") || dw_die "cannot $cmd PostgreSQL ($pm)"
+    ;;
 *)
-    dw_die "usage: parts.sh start|stop|pg-stop|pg-start DIR BUILD_DIR"
+    dw_die "usage: parts.sh start|stop|pg-stop|pg-start|pg-freeze|pg-thaw DIR BUILD_DIR"
     ;;
 esac

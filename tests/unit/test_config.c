@@ -406,6 +406,23 @@ static void test_bad_dsn_is_refused_without_its_password(void **state)
     assert_null(strstr(err, "Hunter22"));
 }
 
+static void test_management_port_must_differ(void **state)
+{
+    (void)state;
+    static char *const env[] = {ALL_URLS, "DIST_HTTP_PORT=9000", "DIST_HTTP_MANAGEMENT_PORT=9000",
+                                NULL};
+    load_bad(NULL, env, "DIST_HTTP_MANAGEMENT_PORT: 9000 is also http.port", NULL);
+    load_bad("http = { port = 8080; management_port = 8080; };\n", url_env,
+             "http.management_port (line 1): 8080 is also http.port", NULL);
+    struct dw_config *cfg = load_ok("http = { management_port = 8081; };\n", url_env);
+    assert_int_equal(cfg->http_management_port, 8081);
+    assert_int_equal(cfg->http_max_connections, 256);
+    assert_int_equal(cfg->http_max_connections_per_client, 16);
+    assert_int_equal(cfg->http_idle_timeout_s, 10);
+    assert_int_equal(cfg->max_in_flight_bytes, 268435456);
+    dw_config_destroy(cfg);
+}
+
 /* Errors quote what they refuse; a secret in it is masked. */
 static void test_errors_mask_secrets(void **state)
 {
@@ -1254,6 +1271,7 @@ int main(void)
         cmocka_unit_test(test_missing_token),
         cmocka_unit_test(test_bad_dsn_is_refused_without_its_password),
         cmocka_unit_test(test_errors_mask_secrets),
+        cmocka_unit_test(test_management_port_must_differ),
         cmocka_unit_test(test_bad_file_syntax),
         cmocka_unit_test(test_bad_names),
         cmocka_unit_test(test_bad_urls),

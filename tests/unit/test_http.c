@@ -9,6 +9,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,6 +30,7 @@
 
 #include "dw/common.h"
 #include "dw/http.h"
+#include "dw/log.h"
 #include "dw/metrics.h"
 
 /* A probe that gets no answer within this is starved. */
@@ -430,6 +432,55 @@ static void test_probes_answer_while_the_status_port_is_held(void **state)
             close(slow[i]);
 }
 
+/* Every 5xx wrote a warn line: a client asking for statuses during an
+ * outage could fill the log. At most one line per kind per 10 s now, with
+ * the count of the rest. */
+static void test_5xx_warn_lines_are_rate_limited(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(fcntl(fds[0], F_SETFL, O_NONBLOCK), 0);
+    struct dw_log *log = dw_log_create(fds[1], DW_LOG_WARN);
+    struct fixture g = {0};
+    atomic_init(&g.ready, true);
+    atomic_init(&g.live, true);
+    atomic_init(&g.ready_hangs, false);
+    g.metrics = dw_metrics_create();
+    dw_snprintf(g.dsn, sizeof(g.dsn), "host=127.0.0.1 port=%d dbname=dw connect_timeout=2",
+                unused_port());
+    char errbuf[256];
+    struct dw_http *http = NULL;
+    enum dw_err err = DW_ERR_IO;
+    for (int attempt = 0; attempt < 10 && err == DW_ERR_IO; attempt++) {
+        g.port = unused_port();
+        struct dw_http_options opts = options(&g, g.port);
+        opts.log = log;
+        err = dw_http_start(&opts, &http, errbuf, sizeof(errbuf));
+    }
+    assert_int_equal(err, DW_OK);
+    for (int i = 0; i < 30; i++) {
+        struct answer a;
+        fetch_on(g.port, "GET", "/distribution/evt-1/status", 10000, &a);
+        assert_int_equal(a.status, 503);
+        answer_cleanup(&a);
+    }
+    dw_http_stop(http);
+    char text[65536];
+    ssize_t n = read(fds[0], text, sizeof(text) - 1);
+    text[n > 0 ? n : 0] = '\0';
+    int warn_lines = 0;
+    for (const char *p = text; (p = strstr(p, "\"level\":\"warn\"")) != NULL; p++)
+        warn_lines++;
+    if (warn_lines > 4)
+        fail_msg("%d warn lines for 30 failed status reads:\n%s", warn_lines, text);
+    assert_non_null(strstr(text, "answered 503"));
+    dw_log_destroy(log);
+    dw_metrics_destroy(g.metrics);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 struct hanging_read {
     int port;
     long status;
@@ -672,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_management_port_routes),
         cmocka_unit_test(test_probes_answer_while_the_status_port_is_held),
         cmocka_unit_test(test_probes_answer_while_a_status_read_hangs),
+        cmocka_unit_test(test_5xx_warn_lines_are_rate_limited),
         cmocka_unit_test(test_metrics_endpoint),
         cmocka_unit_test(test_status_rejects_bad_event_ids),
         cmocka_unit_test(test_status_without_database_is_unavailable),

@@ -824,8 +824,43 @@ static void breaker_opens_and_fails_fast(void **state)
     assert_true(metric_is(f, "resilience4j_circuitbreaker_failure_rate{name=\"NAVER\"}", "-1"));
     assert_true(metric_is(
         f, "resilience4j_circuitbreaker_calls_seconds_count{name=\"KAKAO\",kind=\"failed\"}", "2"));
+    /* Split as Resilience4j: the two 503s were retryable (with
+     * max_attempts 1), the five refusals were not. */
     assert_true(metric_is(
-        f, "resilience4j_retry_calls_total{name=\"KAKAO\",kind=\"failed_without_retry\"}", "7"));
+        f, "resilience4j_retry_calls_total{name=\"KAKAO\",kind=\"failed_with_retry\"}", "2"));
+    assert_true(metric_is(
+        f, "resilience4j_retry_calls_total{name=\"KAKAO\",kind=\"failed_without_retry\"}", "5"));
+}
+
+/* A HALF_OPEN breaker whose trial outlives half_open_max_wait_ms shows
+ * OPEN within about a second although no call comes to move it: the pool
+ * snapshots every breaker once a second. */
+static void stuck_half_open_shows_open_without_traffic(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_KAKAO];
+    cc->max_attempts = 1;
+    cc->timeout_ms = 5000;
+    cc->breaker.window_size = 2;
+    cc->breaker.minimum_calls = 2;
+    cc->breaker.open_wait_ms = 1;
+    cc->breaker.half_open_calls = 1;
+    cc->breaker.half_open_max_wait_ms = 200;
+    struct reply bad[] = {{503, "{}", NULL, 0}};
+    script(&f->server, 1, bad);
+    start_pool(f, 1, 4);
+    run_one(f, DW_CHANNEL_KAKAO);
+    run_one(f, DW_CHANNEL_KAKAO);
+    struct reply slow[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 3000}};
+    script(&f->server, 1, slow);
+    usleep(5000);
+    submit(f, DW_CHANNEL_KAKAO); /* the half-open trial, answered in 3 s */
+    for (int i = 0; i < 200 && !metric_is(f, "dw_breaker_state{channel=\"KAKAO\"}", "1"); i++)
+        usleep(5000);
+    assert_true(metric_is(f, "dw_breaker_state{channel=\"KAKAO\"}", "1"));
+    usleep(1500 * 1000); /* past the 200 ms limit and a snapshot, before the answer */
+    assert_true(metric_is(f, "dw_breaker_state{channel=\"KAKAO\"}", "2"));
+    wait_results(&f->results, 3);
 }
 
 /* After open_wait_ms the next job is a half-open trial; its success closes
@@ -1079,6 +1114,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(retry_budget_stops_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(deadline_cuts_the_job_short, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_with_parked_and_running_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(stuck_half_open_shows_open_without_traffic, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(adaptive_limit_keeps_a_burst_within_capacity, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(retry_after_pauses_the_whole_channel, setup, teardown),

@@ -27,7 +27,8 @@
 /* How long a test waits for a delivery report before it calls it lost. */
 #define WAIT_MS 8000
 /* Kafka protocol ApiKey of Produce (librdkafka keeps its own enum private). */
-#define API_PRODUCE 0
+#define API_PRODUCE          0
+#define API_INIT_PRODUCER_ID 22
 
 struct fixture {
     rd_kafka_t *owner; /* owns the mock cluster */
@@ -263,12 +264,36 @@ static void test_permanent_delivery_error_is_final(void **state)
     rd_kafka_mock_clear_request_errors(f->mc, API_PRODUCE);
 }
 
+/* A fatal error of the idempotent producer (here: the cluster refuses it
+ * a producer id) is what /healthz reports; before it, none. */
+static void test_fatal_error_is_reported(void **state)
+{
+    struct fixture *f = *state;
+    char why[256] = "";
+    assert_false(dw_producer_fatal(f->producer, why, sizeof(why)));
+    dw_producer_destroy(f->producer, 0);
+    f->producer = NULL;
+
+    rd_kafka_mock_push_request_errors(f->mc, API_INIT_PRODUCER_ID, 1,
+                                      RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED);
+    char err[512];
+    assert_int_equal(dw_producer_create(f->cfg, NULL, f->metrics, on_delivered, f, &f->producer,
+                                        err, sizeof(err)),
+                     DW_OK);
+    int64_t until = dw_now_ms() + WAIT_MS;
+    while (!dw_producer_fatal(f->producer, why, sizeof(why)) && dw_now_ms() < until)
+        dw_producer_poll(f->producer, 50);
+    assert_true(dw_producer_fatal(f->producer, why, sizeof(why)));
+    assert_true(why[0] != '\0');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_oversized_dlq_value_is_truncated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_small_dlq_value_is_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_permanent_delivery_error_is_final, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fatal_error_is_reported, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
