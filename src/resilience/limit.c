@@ -147,6 +147,22 @@ static void rebaseline(struct dw_limit *l)
     l->rebaselines++;
 }
 
+/* Drops drove the limit to its floor: the channel is down, or as good as.
+ * What was learnt of its latency may not hold when it answers again (a
+ * restarted or failed-over backend), so start over as with a new channel:
+ * warm up a fresh baseline and climb by slow start, as TCP does after a
+ * timeout, instead of one call more per round trip (at 2 s a call, a
+ * minute to reach 30). */
+static void forget(struct dw_limit *l)
+{
+    l->samples = 0;
+    l->smoothed_us = 0;
+    l->baseline_us = 0;
+    l->latency_streak = 0;
+    l->interval_min_us = 0;
+    l->slow_start = true;
+}
+
 int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int inflight,
                     enum dw_limit_signal sig)
 {
@@ -158,8 +174,11 @@ int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infl
     if (sig == DW_LIMIT_DROP) {
         /* Not a latency sample: a 503 answers fast, a timeout slow, and
          * neither says how long the work takes. */
-        if (may_decrease(l, now_us, rtt_us))
+        if (may_decrease(l, now_us, rtt_us)) {
             decrease(l, now_us);
+            if (dw_limit_get(l) <= l->cfg.min)
+                forget(l);
+        }
         return dw_limit_get(l);
     }
 

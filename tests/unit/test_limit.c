@@ -115,6 +115,30 @@ static void unused_limit_does_not_grow(void **state)
     dw_limit_destroy(l);
 }
 
+/* After an outage drove the limit to its floor, a channel that answers
+ * again (slowly: 2 s a call) gets its limit back by slow start: doubling
+ * per round trip, 32 in five round trips, not one call more per trip. */
+static void after_an_outage_slow_start_again(void **state)
+{
+    (void)state;
+    struct dw_limit_config c = adaptive(8, 1, 500);
+    struct dw_limit *l = dw_limit_create(&c);
+    int64_t now = 0;
+    for (int i = 0; i < 30; i++) { /* grow a little first, then the outage */
+        now += 20 * MS;
+        dw_limit_sample(l, now, 20 * MS, dw_limit_get(l), DW_LIMIT_OK);
+    }
+    for (int i = 0; i < 200 && dw_limit_get(l) > 1; i++) {
+        now += 50 * MS;
+        dw_limit_sample(l, now, 1 * MS, 1, DW_LIMIT_DROP);
+    }
+    assert_int_equal(dw_limit_get(l), 1);
+    for (int round = 0; round < 5; round++)
+        one_round(l, &now, 2000 * MS);
+    assert_true(dw_limit_get(l) >= 32);
+    dw_limit_destroy(l);
+}
+
 /* A channel that answers in 0.2 ms: latency rising to 3 ms (15 times the
  * baseline, but within DW_LIMIT_LATENCY_FLOOR_US) is the client's own
  * noise and the limit keeps growing; rising to 10 ms is a queue, and it
@@ -626,6 +650,7 @@ int main(void)
         cmocka_unit_test(slow_start_doubles_per_rtt),
         cmocka_unit_test(unused_limit_does_not_grow),
         cmocka_unit_test(sub_millisecond_noise_is_not_congestion),
+        cmocka_unit_test(after_an_outage_slow_start_again),
         cmocka_unit_test(drops_decrease_once_per_overloaded_moment),
         cmocka_unit_test(clamped_to_min_and_max),
         cmocka_unit_test(latency_step_rebaselines),
