@@ -3,32 +3,19 @@
  * src/channels/ exporting one `const struct dw_channel_type`; it knows how to
  * turn a request into the HTTP call(s) of its API (CONTRACT section 3) and
  * how to read a 2xx answer. It does no I/O: the pool makes the calls.
- * Adding a seventh channel: one file, one enum value, one registry line in
- * channel.c.
+ * The vocabulary (ids, names, field caps) is include/dw/channel_id.h; a
+ * module that only names channels includes that, not this.
  */
 #ifndef DW_CHANNEL_H
 #define DW_CHANNEL_H
 
 #include <stddef.h>
 
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/status.h"
 
 struct dw_request;
-
-enum dw_channel_id {
-    DW_CHANNEL_URIDONGNETV,
-    DW_CHANNEL_GINITV,
-    DW_CHANNEL_RINGOBIZ,
-    DW_CHANNEL_INSTAGRAM,
-    DW_CHANNEL_NAVER,
-    DW_CHANNEL_KAKAO,
-    DW_CHANNEL_COUNT
-};
-
-#define DW_EXTERNAL_ID_MAX 128
-#define DW_URL_MAX         512
-#define DW_ERRMSG_MAX      256
 
 /* One HTTP call a channel wants made: POST base_url + path. */
 struct dw_http_call {
@@ -50,10 +37,10 @@ struct dw_channel_reply {
 
 struct dw_channel_type {
     enum dw_channel_id id;
-    const char *name;         /* wire name, "KAKAO" */
-    const char *kind;         /* "TV", "CALL" or "SNS" */
-    const char *display_name; /* "Kakao Channel" */
-    int steps;                /* HTTP calls per post: 1, or 2 for Instagram */
+    /* The wire name, dw_channel_name(id) for a registered channel; here too
+     * because request decoding reads the names of the types it is given. */
+    const char *name;
+    int steps; /* HTTP calls per post: 1, or 2 for Instagram */
 
     /* Builds call `step` (0-based) for req. prev_id is the external_id the
      * previous step returned (NULL at step 0). On DW_OK the caller owns
@@ -70,9 +57,6 @@ struct dw_channel_type {
 
 /* The registry; id must be < DW_CHANNEL_COUNT. Never NULL. */
 const struct dw_channel_type *dw_channel_get(enum dw_channel_id id);
-
-/* The id of a wire name, or -1 when unknown (case-sensitive). */
-int dw_channel_from_name(const char *name);
 
 /* Classifies an HTTP status: 2xx DW_EC_NONE; 408 DW_EC_TIMEOUT; 429
  * DW_EC_RATE_LIMITED; 5xx DW_EC_HTTP_5XX; any other status DW_EC_HTTP_4XX

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/status.h"
 
 #define DW_REQUEST_MAX_BYTES (1024 * 1024)

@@ -1,6 +1,6 @@
 /*
  * The channel registry and what every channel shares: the table of the six
- * channel types in enum order, name lookup, the HTTP status classification
+ * channel types in enum order, the HTTP status classification
  * of CONTRACT section 3, and the JSON helpers the channel files build their
  * bodies and read their replies with (declared in channel_internal.h).
  *
@@ -45,17 +45,6 @@ _Static_assert(DW_ARRAY_LEN(registry) == DW_CHANNEL_COUNT, "one registry entry p
 const struct dw_channel_type *dw_channel_get(enum dw_channel_id id)
 {
     return registry[id];
-}
-
-int dw_channel_from_name(const char *name)
-{
-    if (!name)
-        return -1;
-    for (size_t i = 0; i < DW_ARRAY_LEN(registry); i++) {
-        if (strcmp(registry[i]->name, name) == 0)
-            return (int)i;
-    }
-    return -1;
 }
 
 enum dw_errcode dw_channel_classify_http(long status)

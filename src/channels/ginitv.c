@@ -36,8 +36,6 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_ginitv = {
     .id = DW_CHANNEL_GINITV,
     .name = "GINITV",
-    .kind = "TV",
-    .display_name = "Genie TV",
     .steps = 1,
     .build = build,
     .parse = parse,

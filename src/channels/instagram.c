@@ -66,8 +66,6 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_instagram = {
     .id = DW_CHANNEL_INSTAGRAM,
     .name = "INSTAGRAM",
-    .kind = "SNS",
-    .display_name = "Instagram",
     .steps = 2,
     .build = build,
     .parse = parse,

@@ -34,8 +34,6 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_kakao = {
     .id = DW_CHANNEL_KAKAO,
     .name = "KAKAO",
-    .kind = "SNS",
-    .display_name = "Kakao Channel",
     .steps = 1,
     .build = build,
     .parse = parse,

@@ -39,8 +39,6 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_ringobiz = {
     .id = DW_CHANNEL_RINGOBIZ,
     .name = "RINGOBIZ",
-    .kind = "CALL",
-    .display_name = "Ringo Biz",
     .steps = 1,
     .build = build,
     .parse = parse,

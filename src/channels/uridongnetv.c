@@ -37,8 +37,6 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_uridongnetv = {
     .id = DW_CHANNEL_URIDONGNETV,
     .name = "URIDONGNETV",
-    .kind = "TV",
-    .display_name = "Uri-dongne TV",
     .steps = 1,
     .build = build,
     .parse = parse,
