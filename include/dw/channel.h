@@ -9,6 +9,7 @@
 #ifndef DW_CHANNEL_H
 #define DW_CHANNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "dw/channel_id.h"
@@ -35,12 +36,39 @@ struct dw_channel_reply {
     char url[DW_URL_MAX]; /* "" when the API gives none */
 };
 
+/* CONTRACT 2.1: a channelSettings value holds at most 200 code points. */
+#define DW_CHANNEL_SETTING_MAX_CHARS 200
+
+/* One value a channel reads from channelSettings.<NAME>.<key>. Request
+ * decoding reads and checks the settings of every registered type (a
+ * request is valid or not whatever its channel list) and keeps the present
+ * ones; "" counts as absent. */
+struct dw_channel_setting {
+    const char *key; /* "phoneNumber" */
+    bool required;   /* a request naming the channel without it: INVALID_FIELD */
+    int max_chars;   /* code points; the contract's 200 applies when larger or 0 */
+};
+
+/* Optional request fields a channel cannot post without. */
+enum dw_channel_need {
+    DW_CHANNEL_NEEDS_CONTENT = 1u << 0,
+    DW_CHANNEL_NEEDS_IMAGE_URL = 1u << 1,
+};
+
 struct dw_channel_type {
     enum dw_channel_id id;
     /* The wire name, dw_channel_name(id) for a registered channel; here too
      * because request decoding reads the names of the types it is given. */
     const char *name;
     int steps; /* HTTP calls per post: 1, or 2 for Instagram */
+
+    /* What a request naming this channel must or may carry for it: its
+     * settings (NULL when none) and the optional fields it needs (enum
+     * dw_channel_need bits), with why for the DLQ message (NULL for none). */
+    const struct dw_channel_setting *settings;
+    int setting_count;
+    unsigned needs;
+    const char *needs_why;
 
     /* Builds call `step` (0-based) for req. prev_id is the external_id the
      * previous step returned (NULL at step 0). On DW_OK the caller owns
@@ -57,6 +85,9 @@ struct dw_channel_type {
 
 /* The registry; id must be < DW_CHANNEL_COUNT. Never NULL. */
 const struct dw_channel_type *dw_channel_get(enum dw_channel_id id);
+
+/* The whole registry: DW_CHANNEL_COUNT types, registry[i]->id == i. */
+const struct dw_channel_type *const *dw_channel_registry(void);
 
 /* Classifies an HTTP status: 2xx DW_EC_NONE; 408 DW_EC_TIMEOUT; 429
  * DW_EC_RATE_LIMITED; 5xx DW_EC_HTTP_5XX; any other status DW_EC_HTTP_4XX

@@ -47,6 +47,11 @@ const struct dw_channel_type *dw_channel_get(enum dw_channel_id id)
     return registry[id];
 }
 
+const struct dw_channel_type *const *dw_channel_registry(void)
+{
+    return registry;
+}
+
 enum dw_errcode dw_channel_classify_http(long status)
 {
     if (status >= 200 && status <= 299)
@@ -102,11 +107,14 @@ struct json_object *dw_channel_json_new(void)
 }
 
 struct json_object *dw_channel_json_from_fields(const struct dw_request *req,
+                                                enum dw_channel_id channel,
                                                 const struct dw_channel_field *fields, size_t count)
 {
     struct json_object *obj = dw_channel_json_new();
     for (size_t i = 0; i < count; i++) {
-        const char *value = *(char *const *)((const char *)req + fields[i].offset);
+        const char *value = fields[i].setting
+                                ? dw_request_setting(req, channel, fields[i].setting)
+                                : *(char *const *)((const char *)req + fields[i].offset);
         if (dw_channel_present(value))
             dw_channel_json_put(obj, fields[i].key, value, strlen(value));
     }

@@ -23,6 +23,13 @@
 #define CONTENT "Visit us this weekend \"now\" at https://x.example/a/b"
 #define IMAGE   "https://cdn.example.com/e/0001.png"
 
+/* The channel settings of a full request. */
+static struct dw_request_setting full_settings[] = {
+    {DW_CHANNEL_URIDONGNETV, "radius", "1km"},
+    {DW_CHANNEL_GINITV, "region", "Seoul/Gangnam"},
+    {DW_CHANNEL_RINGOBIZ, "phoneNumber", "02-1234-5678"},
+};
+
 /* A request with every optional field present. */
 static struct dw_request full_request(void)
 {
@@ -31,9 +38,8 @@ static struct dw_request full_request(void)
         .title = TITLE,
         .content = CONTENT,
         .image_url = IMAGE,
-        .radius = "1km",
-        .region = "Seoul/Gangnam",
-        .phone_number = "02-1234-5678",
+        .settings = full_settings,
+        .setting_count = (int)DW_ARRAY_LEN(full_settings),
         .channels = (1u << DW_CHANNEL_COUNT) - 1,
         .channel_count = DW_CHANNEL_COUNT,
     };
@@ -220,7 +226,9 @@ static void test_empty_optional_left_out(void **state)
     struct dw_request req = bare_request();
     req.content = "";
     req.image_url = "";
-    req.radius = "";
+    struct dw_request_setting radius = {DW_CHANNEL_URIDONGNETV, "radius", ""};
+    req.settings = &radius;
+    req.setting_count = 1;
     const struct expect expect[] = {
         {"campaignId", "evt-2"}, {"title", "Hello"}, {"content", NULL},
         {"imageUrl", NULL},      {"radius", NULL},
