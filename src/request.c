@@ -50,6 +50,9 @@
 /* Channel names longer than this are not echoed in error messages. */
 #define ECHO_MAX 32
 
+/* A request holds its channels as bits of an unsigned. */
+_Static_assert(DW_CHANNEL_COUNT <= 32, "dw_request.channels has a bit per channel");
+
 /* The channel types decoding reads (types[i]->id == i), and where a
  * human-readable reason goes; errbuf may be NULL or errlen 0. */
 struct decode {
