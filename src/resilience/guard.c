@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "dw/channel_id.h"
 #include "dw/ratelimit.h"
 
 struct dw_guard {
