@@ -798,7 +798,7 @@ static void apply_defaults(struct loader *ld)
         dw_snprintf(ld->global[k].path, sizeof(ld->global[k].path), "%s.%s", key->group, key->name);
     }
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
-        const char *channel = dw_channel_get((enum dw_channel_id)c)->name;
+        const char *channel = dw_channel_name((enum dw_channel_id)c);
         for (size_t k = 0; k < CHANNEL_KEY_COUNT; k++) {
             struct origin *o = &ld->channel[c][k];
             set_default(&channel_keys[k], &ld->cfg->channels[c]);
@@ -855,7 +855,7 @@ static void list_channels(char *buf, size_t len)
     for (int c = 0; c < DW_CHANNEL_COUNT && used < len; c++) {
         used += dw_strlcpy(buf + used, used ? ", " : "", len - used);
         if (used < len)
-            used += dw_strlcpy(buf + used, dw_channel_get((enum dw_channel_id)c)->name, len - used);
+            used += dw_strlcpy(buf + used, dw_channel_name((enum dw_channel_id)c), len - used);
     }
 }
 
@@ -1112,7 +1112,7 @@ static enum dw_err check_env_names(struct loader *ld, char *const *envp)
             continue;
         dw_snprintf(name, sizeof(name), "%.*s", (int)(eq - var), var);
         for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
-            const char *ch = dw_channel_get((enum dw_channel_id)c)->name;
+            const char *ch = dw_channel_name((enum dw_channel_id)c);
             size_t len = strlen(ch);
             if (strncmp(name + sizeof(prefix) - 1, ch, len) == 0 &&
                 name[sizeof(prefix) - 1 + len] == '_')
@@ -1124,7 +1124,7 @@ static enum dw_err check_env_names(struct loader *ld, char *const *envp)
             list_channels(known, sizeof(known));
             return fail(ld, &o, "unknown channel; known: %s", known);
         }
-        const char *ch = dw_channel_get((enum dw_channel_id)channel)->name;
+        const char *ch = dw_channel_name((enum dw_channel_id)channel);
         suffixes[0] = '\0';
         for (size_t k = 0; k < CHANNEL_KEY_COUNT; k++) {
             char known[128];
@@ -1166,7 +1166,7 @@ static enum dw_err load_env(struct loader *ld, char *const *envp)
         ld->global[k] = o;
     }
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
-        const char *channel = dw_channel_get((enum dw_channel_id)c)->name;
+        const char *channel = dw_channel_name((enum dw_channel_id)c);
         for (size_t k = 0; k < CHANNEL_KEY_COUNT; k++) {
             const struct key *key = &channel_keys[k];
             char name[64];
@@ -1293,7 +1293,7 @@ static enum dw_err check_final(struct loader *ld)
 
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         const struct dw_channel_config *ch = &ld->cfg->channels[c];
-        const char *channel = dw_channel_get((enum dw_channel_id)c)->name;
+        const char *channel = dw_channel_name((enum dw_channel_id)c);
         if (!ch->url)
             return fail(ld, &ld->channel[c][url_k],
                         "missing (set it in the file or DIST_CHANNEL_%s_URL)", channel);

@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dw/channel.h"
 #include "dw/pool.h"
 #include "dw/redrive.h"
 #include "dw/report.h"

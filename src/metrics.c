@@ -74,7 +74,7 @@ static const char *dlq_code_value(int i)
 
 static const char *channel_value(int i)
 {
-    return dw_channel_get((enum dw_channel_id)i)->name;
+    return dw_channel_name((enum dw_channel_id)i);
 }
 
 /* Index 0 (DW_EC_NONE) is a success; the others are the error code names. */

@@ -50,6 +50,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dw/channel.h"
 #include "dw/guard.h"
 #include "dw/pace.h"
 #include "dw/request.h"

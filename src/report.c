@@ -15,7 +15,7 @@
 
 #include <json-c/json.h>
 
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/status.h"
 
@@ -79,11 +79,10 @@ static char *finish(struct json_object *root)
 static struct json_object *completion_channel(enum dw_channel_id id,
                                               const struct dw_channel_state *cs)
 {
-    const struct dw_channel_type *type = dw_channel_get(id);
     struct json_object *obj = json_object_new_object();
 
-    add_string(obj, "channel", type->name);
-    add_string(obj, "channelType", type->kind);
+    add_string(obj, "channel", dw_channel_name(id));
+    add_string(obj, "channelType", dw_channel_kind(id));
     add_string(obj, "status", dw_chstatus_name(cs->status));
     if (cs->external_id[0])
         add_string(obj, "externalId", cs->external_id);
@@ -135,11 +134,10 @@ char *dw_report_completion(const struct dw_status *st, unsigned channel_mask,
 
 static struct json_object *status_channel(enum dw_channel_id id, const struct dw_channel_state *cs)
 {
-    const struct dw_channel_type *type = dw_channel_get(id);
     struct json_object *obj = json_object_new_object();
 
-    add_string(obj, "channel", type->name);
-    add_string(obj, "channelType", type->kind);
+    add_string(obj, "channel", dw_channel_name(id));
+    add_string(obj, "channelType", dw_channel_kind(id));
     add_string(obj, "status", dw_chstatus_name(cs->status));
     add_int(obj, "attempts", cs->attempts);
     add_string_or_null(obj, "externalId", cs->external_id);

@@ -9,7 +9,11 @@
  * - The rules run in a fixed order and the first broken one decides the code:
  *   size, null value, the bytes (UTF-8 and strict JSON), eventId, title,
  *   content, imageUrl, channels, channelSettings, what a requested channel
- *   needs (RINGOBIZ a phoneNumber, INSTAGRAM an imageUrl), requestedAt.
+ *   needs (its required settings, then the optional fields its type names:
+ *   RINGOBIZ a phoneNumber, INSTAGRAM an imageUrl), requestedAt.
+ * - What is per channel (names, settings, needs) comes from the channel
+ *   types (include/dw/channel.h), walked in registry order; nothing here
+ *   names a channel.
  * - json-c 0.16 is lenient even in strict mode (it takes overlong UTF-8,
  *   encoded surrogates, raw control characters in strings, 'single quotes',
  *   NaN, Infinity, "1." and "-01"), so the bytes are checked here first
@@ -40,29 +44,33 @@
 #define TITLE_MAX     200
 #define CONTENT_MAX   10000
 #define IMAGE_URL_MAX 2048 /* code points (CONTRACT 2.1) */
-#define SETTING_MAX   200  /* code points of each channelSettings value */
 /* Nesting json-c accepts; the request itself needs 3 levels, the rest is
  * room for unknown fields. Deeper input is INVALID_JSON. */
 #define JSON_DEPTH_MAX 64
 /* Channel names longer than this are not echoed in error messages. */
 #define ECHO_MAX 32
 
-/* Where a human-readable reason goes; errbuf may be NULL or errlen 0. */
+/* A request holds its channels as bits of an unsigned. */
+_Static_assert(DW_CHANNEL_COUNT <= 32, "dw_request.channels has a bit per channel");
+
+/* The channel types decoding reads (types[i]->id == i), and where a
+ * human-readable reason goes; errbuf may be NULL or errlen 0. */
 struct decode {
+    const struct dw_channel_type *const *types;
+    int count;
     char *errbuf;
     size_t errlen;
 };
 
-/* channelSettings values the adapters use: a table, so a new setting is one
- * line here and one field in struct dw_request. */
-static const struct setting {
-    const char *channel;
-    const char *key;
+/* The optional request fields a channel type may need (enum
+ * dw_channel_need), in the order they are checked. */
+static const struct need {
+    unsigned bit;
+    const char *field;
     size_t offset; /* of the char * in struct dw_request */
-} settings[] = {
-    {"URIDONGNETV", "radius", offsetof(struct dw_request, radius)},
-    {"GINITV", "region", offsetof(struct dw_request, region)},
-    {"RINGOBIZ", "phoneNumber", offsetof(struct dw_request, phone_number)},
+} needs[] = {
+    {DW_CHANNEL_NEEDS_CONTENT, "content", offsetof(struct dw_request, content)},
+    {DW_CHANNEL_NEEDS_IMAGE_URL, "imageUrl", offsetof(struct dw_request, image_url)},
 };
 
 static enum dw_dlq_code fail(struct decode *d, enum dw_dlq_code code, const char *fmt, ...)
@@ -488,6 +496,16 @@ static bool echoable(const char *s, size_t len)
     return true;
 }
 
+/* The id of the type named name, or -1. */
+static int type_of(const struct decode *d, const char *name)
+{
+    for (int i = 0; i < d->count; i++) {
+        if (strcmp(d->types[i]->name, name) == 0)
+            return i;
+    }
+    return -1;
+}
+
 static enum dw_dlq_code read_channels(struct json_object *root, struct dw_request *req,
                                       struct decode *d)
 {
@@ -514,8 +532,8 @@ static enum dw_dlq_code read_channels(struct json_object *root, struct dw_reques
         name = json_object_get_string(v);
         len = (size_t)json_object_get_string_len(v);
         /* A name cut short by "\u0000" is no name. */
-        id = strlen(name) == len ? dw_channel_from_name(name) : -1;
-        if (id < 0 || id >= DW_CHANNEL_COUNT) {
+        id = strlen(name) == len ? type_of(d, name) : -1;
+        if (id < 0) {
             if (echoable(name, len))
                 return fail(d, DW_DLQ_INVALID_CHANNELS,
                             "channels[%zu]: \"%s\" is not a channel name (names are upper case)", i,
@@ -530,56 +548,101 @@ static enum dw_dlq_code read_channels(struct json_object *root, struct dw_reques
     return DW_DLQ_NONE;
 }
 
+/* Keeps a present setting value (an owned copy). */
+static void keep_setting(struct dw_request *req, int channel, const char *key, const char *s,
+                         size_t len, int capacity)
+{
+    if (!req->settings)
+        req->settings = dw_xcalloc((size_t)capacity, sizeof(*req->settings));
+    struct dw_request_setting *one = &req->settings[req->setting_count++];
+    one->channel = channel;
+    one->key = key;
+    one->value = dw_xstrndup(s, len);
+}
+
+/* A setting's cap: the type's, never more than the contract's. */
+static int setting_cap(const struct dw_channel_setting *st)
+{
+    return st->max_chars > 0 && st->max_chars < DW_CHANNEL_SETTING_MAX_CHARS
+               ? st->max_chars
+               : DW_CHANNEL_SETTING_MAX_CHARS;
+}
+
 static enum dw_dlq_code read_settings(struct json_object *root, struct dw_request *req,
                                       struct decode *d)
 {
     struct json_object *all = member(root, "channelSettings");
+    int capacity = 0;
 
     if (!all)
         return DW_DLQ_NONE;
     if (!json_object_is_type(all, json_type_object))
         return fail(d, DW_DLQ_INVALID_FIELD, "channelSettings: must be an object, not %s",
                     json_type_to_name(json_object_get_type(all)));
+    for (int ch = 0; ch < d->count; ch++)
+        capacity += d->types[ch]->setting_count;
     /* Settings of channels not requested are read and checked the same way:
-     * a request is valid or not whatever its channel list. */
-    for (size_t i = 0; i < DW_ARRAY_LEN(settings); i++) {
-        const struct setting *st = &settings[i];
-        struct json_object *one = member(all, st->channel);
-        char field[64];
-        const char *s;
-        size_t len;
-        enum dw_dlq_code code;
+     * a request is valid or not whatever its channel list. Channels that
+     * declare no settings are not looked at. */
+    for (int ch = 0; ch < d->count; ch++) {
+        const struct dw_channel_type *type = d->types[ch];
+        struct json_object *one;
 
-        if (!one)
+        if (type->setting_count == 0 || !(one = member(all, type->name)))
             continue;
         if (!json_object_is_type(one, json_type_object))
             return fail(d, DW_DLQ_INVALID_FIELD, "channelSettings.%s: must be an object, not %s",
-                        st->channel, json_type_to_name(json_object_get_type(one)));
-        dw_snprintf(field, sizeof(field), "channelSettings.%s.%s", st->channel, st->key);
-        code = get_string(one, st->key, field, DW_DLQ_INVALID_FIELD, &s, &len, d);
-        if (code)
-            return code;
-        size_t count = 0;
-        if (s && (code = count_chars(field, s, len, &count, d)) != DW_DLQ_NONE)
-            return code;
-        if (count > SETTING_MAX)
-            return fail(d, DW_DLQ_INVALID_FIELD, "%s: %zu characters, at most %d allowed", field,
-                        count, SETTING_MAX);
-        if (s && len > 0) /* "" is absent */
-            *(char **)((char *)req + st->offset) = dw_xstrndup(s, len);
+                        type->name, json_type_to_name(json_object_get_type(one)));
+        for (int i = 0; i < type->setting_count; i++) {
+            const struct dw_channel_setting *st = &type->settings[i];
+            char field[128];
+            const char *s;
+            size_t len, count = 0;
+            enum dw_dlq_code code;
+
+            dw_snprintf(field, sizeof(field), "channelSettings.%s.%s", type->name, st->key);
+            code = get_string(one, st->key, field, DW_DLQ_INVALID_FIELD, &s, &len, d);
+            if (code)
+                return code;
+            if (s && (code = count_chars(field, s, len, &count, d)) != DW_DLQ_NONE)
+                return code;
+            if (count > (size_t)setting_cap(st))
+                return fail(d, DW_DLQ_INVALID_FIELD, "%s: %zu characters, at most %d allowed",
+                            field, count, setting_cap(st));
+            if (s && len > 0) /* "" is absent */
+                keep_setting(req, ch, st->key, s, len, capacity);
+        }
     }
     return DW_DLQ_NONE;
 }
 
+/* Per requested channel, in registry order: its required settings, then the
+ * optional fields it needs. */
 static enum dw_dlq_code check_channel_needs(const struct dw_request *req, struct decode *d)
 {
-    if (dw_request_has(req, DW_CHANNEL_RINGOBIZ) && !req->phone_number)
-        return fail(d, DW_DLQ_INVALID_FIELD,
-                    "channelSettings.RINGOBIZ.phoneNumber: required when RINGOBIZ is requested");
-    if (dw_request_has(req, DW_CHANNEL_INSTAGRAM) && !req->image_url)
-        return fail(d, DW_DLQ_INVALID_FIELD,
-                    "imageUrl: required when INSTAGRAM is requested (Instagram posts need an "
-                    "image)");
+    for (int ch = 0; ch < d->count; ch++) {
+        const struct dw_channel_type *type = d->types[ch];
+
+        if (!dw_request_has(req, ch))
+            continue;
+        for (int i = 0; i < type->setting_count; i++) {
+            const struct dw_channel_setting *st = &type->settings[i];
+            if (st->required && !dw_request_setting(req, ch, st->key))
+                return fail(d, DW_DLQ_INVALID_FIELD,
+                            "channelSettings.%s.%s: required when %s is requested", type->name,
+                            st->key, type->name);
+        }
+        for (size_t i = 0; i < DW_ARRAY_LEN(needs); i++) {
+            if (!(type->needs & needs[i].bit) ||
+                *(char *const *)((const char *)req + needs[i].offset))
+                continue;
+            if (type->needs_why)
+                return fail(d, DW_DLQ_INVALID_FIELD, "%s: required when %s is requested (%s)",
+                            needs[i].field, type->name, type->needs_why);
+            return fail(d, DW_DLQ_INVALID_FIELD, "%s: required when %s is requested",
+                        needs[i].field, type->name);
+        }
+    }
     return DW_DLQ_NONE;
 }
 
@@ -730,15 +793,25 @@ static size_t str_bytes(const char *s)
 static size_t footprint(const struct dw_request *req)
 {
     size_t strings = str_bytes(req->event_id) + str_bytes(req->title) + str_bytes(req->content) +
-                     str_bytes(req->image_url) + str_bytes(req->requested_at) +
-                     str_bytes(req->radius) + str_bytes(req->region) + str_bytes(req->phone_number);
-    return sizeof(*req) + strings * (1 + (size_t)req->channel_count);
+                     str_bytes(req->image_url) + str_bytes(req->requested_at);
+    for (int i = 0; i < req->setting_count; i++)
+        strings += str_bytes(req->settings[i].value);
+    return sizeof(*req) + (size_t)req->setting_count * sizeof(*req->settings) +
+           strings * (1 + (size_t)req->channel_count);
 }
 
 enum dw_dlq_code dw_request_decode(const char *value, size_t len, struct dw_request **out,
                                    char *errbuf, size_t errlen)
 {
-    struct decode d = {errbuf, errlen};
+    return dw_request_decode_types(dw_channel_registry(), DW_CHANNEL_COUNT, value, len, out, errbuf,
+                                   errlen);
+}
+
+enum dw_dlq_code dw_request_decode_types(const struct dw_channel_type *const *types, int count,
+                                         const char *value, size_t len, struct dw_request **out,
+                                         char *errbuf, size_t errlen)
+{
+    struct decode d = {types, count, errbuf, errlen};
     struct json_object *root = NULL;
     struct dw_request *req = NULL;
     enum dw_dlq_code code;
@@ -784,6 +857,12 @@ static void put_string(struct json_object *obj, const char *key, const char *val
 
 char *dw_request_encode(const struct dw_request *req)
 {
+    return dw_request_encode_types(dw_channel_registry(), DW_CHANNEL_COUNT, req);
+}
+
+char *dw_request_encode_types(const struct dw_channel_type *const *types, int count,
+                              const struct dw_request *req)
+{
     struct json_object *root = json_object_new_object();
     struct json_object *channels = json_object_new_array();
     struct json_object *settings = json_object_new_object();
@@ -792,28 +871,20 @@ char *dw_request_encode(const struct dw_request *req)
     put_string(root, "title", req->title);
     put_string(root, "content", req->content);
     put_string(root, "imageUrl", req->image_url);
-    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
-        if (dw_request_has(req, (enum dw_channel_id)ch))
-            json_object_array_add(
-                channels, json_object_new_string(dw_channel_get((enum dw_channel_id)ch)->name));
+    for (int ch = 0; ch < count; ch++) {
+        if (dw_request_has(req, ch))
+            json_object_array_add(channels, json_object_new_string(types[ch]->name));
     }
     json_object_object_add(root, "channels", channels);
-    static const struct {
-        enum dw_channel_id channel;
-        const char *key;
-        size_t offset;
-    } fields[] = {
-        {DW_CHANNEL_URIDONGNETV, "radius", offsetof(struct dw_request, radius)},
-        {DW_CHANNEL_GINITV, "region", offsetof(struct dw_request, region)},
-        {DW_CHANNEL_RINGOBIZ, "phoneNumber", offsetof(struct dw_request, phone_number)},
-    };
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        const char *value = *(char *const *)((const char *)req + fields[i].offset);
-        if (!value)
-            continue;
-        struct json_object *one = json_object_new_object();
-        put_string(one, fields[i].key, value);
-        json_object_object_add(settings, dw_channel_get(fields[i].channel)->name, one);
+    /* req->settings is in registry order: one object per channel. */
+    struct json_object *one = NULL;
+    for (int i = 0; i < req->setting_count; i++) {
+        const struct dw_request_setting *st = &req->settings[i];
+        if (i == 0 || st->channel != req->settings[i - 1].channel) {
+            one = json_object_new_object();
+            json_object_object_add(settings, types[st->channel]->name, one);
+        }
+        put_string(one, st->key, st->value);
     }
     json_object_object_add(root, "channelSettings", settings);
     put_string(root, "requestedAt", req->requested_at);
@@ -822,6 +893,15 @@ char *dw_request_encode(const struct dw_request *req)
         root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(root);
     return text;
+}
+
+const char *dw_request_setting(const struct dw_request *req, int channel, const char *key)
+{
+    for (int i = 0; i < req->setting_count; i++) {
+        if (req->settings[i].channel == channel && strcmp(req->settings[i].key, key) == 0)
+            return req->settings[i].value;
+    }
+    return NULL;
 }
 
 void dw_request_destroy(struct dw_request *req)
@@ -833,8 +913,8 @@ void dw_request_destroy(struct dw_request *req)
     free(req->content);
     free(req->image_url);
     free(req->requested_at);
-    free(req->radius);
-    free(req->region);
-    free(req->phone_number);
+    for (int i = 0; i < req->setting_count; i++)
+        free(req->settings[i].value);
+    free(req->settings);
     free(req);
 }

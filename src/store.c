@@ -734,7 +734,7 @@ static void channel_list(unsigned mask, char *buf, size_t len)
     for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
         if (!(mask & (1u << ch)))
             continue;
-        const char *name = dw_channel_get((enum dw_channel_id)ch)->name;
+        const char *name = dw_channel_name((enum dw_channel_id)ch);
         dw_snprintf(buf + used, len - used, "%s%s", used ? "," : "", name);
         used += strlen(buf + used);
     }
@@ -1279,7 +1279,7 @@ enum dw_err dw_store_begin(struct dw_store *store, struct dw_store_begin *items,
         for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
             if (wanted & (1u << ch)) {
                 array_add_text(&channel_events, event_id);
-                array_add_text(&channels, dw_channel_get((enum dw_channel_id)ch)->name);
+                array_add_text(&channels, dw_channel_name((enum dw_channel_id)ch));
             }
         }
     }
@@ -1367,7 +1367,7 @@ static void save_batch_build(struct save_batch *b, const struct dw_store_result 
             }
         }
         array_add_text(&b->cols[0], row->event_id);
-        array_add_text(&b->cols[1], dw_channel_get(row->channel)->name);
+        array_add_text(&b->cols[1], dw_channel_name(row->channel));
         array_add_text(&b->cols[2], dw_chstatus_name(row->status));
         array_add_int(&b->cols[3], attempts);
         array_add_text(&b->cols[4], dw_errcode_name(row->error));
@@ -1547,7 +1547,7 @@ static void fill_next_attempt(struct dw_status *st, const PGresult *res)
     const char *list = PQgetvalue(res, 0, 1); /* "{KAKAO,NAVER}" */
     for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
         struct dw_channel_state *cs = &st->channels[ch];
-        const char *name = dw_channel_get((enum dw_channel_id)ch)->name;
+        const char *name = dw_channel_name((enum dw_channel_id)ch);
         size_t len = strlen(name);
         bool listed = false;
         for (const char *p = strstr(list, name); p && !listed; p = strstr(p + 1, name))
@@ -1570,7 +1570,7 @@ enum dw_err dw_store_save_steps(struct dw_store *store, const struct dw_store_st
             !items[i].step_id || !*items[i].step_id)
             goto out;
         array_add_text(&cols[0], items[i].event_id);
-        array_add_text(&cols[1], dw_channel_get(items[i].channel)->name);
+        array_add_text(&cols[1], dw_channel_name(items[i].channel));
         array_add_text(&cols[2], items[i].step_id);
     }
     struct step steps[3];
@@ -1615,7 +1615,7 @@ enum dw_err dw_store_redrive_claim(struct dw_store *store, unsigned blocked, int
     array_init(&names);
     for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
         if (blocked & (1u << ch))
-            array_add_text(&names, dw_channel_get((enum dw_channel_id)ch)->name);
+            array_add_text(&names, dw_channel_name((enum dw_channel_id)ch));
     }
     char limit_text[16];
     dw_snprintf(limit_text, sizeof(limit_text), "%d", limit > 0 ? limit : 0);

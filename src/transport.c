@@ -160,7 +160,7 @@ enum dw_err dw_transport_create(const struct dw_config *cfg, struct dw_log *log,
     unsigned version = curl_version_info(CURLVERSION_NOW)->version_num;
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         const struct dw_channel_config *cc = &cfg->channels[c];
-        const char *name = dw_channel_get((enum dw_channel_id)c)->name;
+        const char *name = dw_channel_name((enum dw_channel_id)c);
 
         t->choice[c] = dw_transport_choose(cc, version);
         if (t->choice[c].forbid_reuse)

@@ -3,33 +3,21 @@
  * src/channels/ exporting one `const struct dw_channel_type`; it knows how to
  * turn a request into the HTTP call(s) of its API (CONTRACT section 3) and
  * how to read a 2xx answer. It does no I/O: the pool makes the calls.
- * Adding a seventh channel: one file, one enum value, one registry line in
- * channel.c.
+ * The vocabulary (ids, names, field caps) is include/dw/channel_id.h; a
+ * module that only names channels includes that, not this.
  */
 #ifndef DW_CHANNEL_H
 #define DW_CHANNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/status.h"
 
 struct dw_request;
-
-enum dw_channel_id {
-    DW_CHANNEL_URIDONGNETV,
-    DW_CHANNEL_GINITV,
-    DW_CHANNEL_RINGOBIZ,
-    DW_CHANNEL_INSTAGRAM,
-    DW_CHANNEL_NAVER,
-    DW_CHANNEL_KAKAO,
-    DW_CHANNEL_COUNT
-};
-
-#define DW_EXTERNAL_ID_MAX 128
-#define DW_URL_MAX         512
-#define DW_ERRMSG_MAX      256
 
 /* One HTTP call a channel wants made: POST base_url + path. */
 struct dw_http_call {
@@ -49,16 +37,43 @@ struct dw_channel_reply {
     char url[DW_URL_MAX]; /* "" when the API gives none */
 };
 
+/* CONTRACT 2.1: a channelSettings value holds at most 200 code points. */
+#define DW_CHANNEL_SETTING_MAX_CHARS 200
+
+/* One value a channel reads from channelSettings.<NAME>.<key>. Request
+ * decoding reads and checks the settings of every registered type (a
+ * request is valid or not whatever its channel list) and keeps the present
+ * ones; "" counts as absent. */
+struct dw_channel_setting {
+    const char *key; /* "phoneNumber" */
+    bool required;   /* a request naming the channel without it: INVALID_FIELD */
+    int max_chars;   /* code points; the contract's 200 applies when larger or 0 */
+};
+
+/* Optional request fields a channel cannot post without. */
+enum dw_channel_need {
+    DW_CHANNEL_NEEDS_CONTENT = 1u << 0,
+    DW_CHANNEL_NEEDS_IMAGE_URL = 1u << 1,
+};
+
 struct dw_channel_type {
     enum dw_channel_id id;
-    const char *name;         /* wire name, "KAKAO" */
-    const char *kind;         /* "TV", "CALL" or "SNS" */
-    const char *display_name; /* "Kakao Channel" */
-    int steps;                /* HTTP calls per post: 1, or 2 for Instagram */
+    /* The wire name, dw_channel_name(id) for a registered channel; here too
+     * because request decoding reads the names of the types it is given. */
+    const char *name;
+    int steps; /* HTTP calls per post: 1, or 2 for Instagram */
     /* With several steps: how long what step 0 answered (stored before the
      * next step is sent) may be used by a later attempt instead of calling
      * step 0 again; 0: never. Instagram: its containers live 24 hours. */
     int64_t step_id_ttl_ms;
+
+    /* What a request naming this channel must or may carry for it: its
+     * settings (NULL when none) and the optional fields it needs (enum
+     * dw_channel_need bits), with why for the DLQ message (NULL for none). */
+    const struct dw_channel_setting *settings;
+    int setting_count;
+    unsigned needs;
+    const char *needs_why;
 
     /* Builds call `step` (0-based) for req. prev_id is the external_id the
      * previous step returned (NULL at step 0). On DW_OK the caller owns
@@ -76,8 +91,8 @@ struct dw_channel_type {
 /* The registry; id must be < DW_CHANNEL_COUNT. Never NULL. */
 const struct dw_channel_type *dw_channel_get(enum dw_channel_id id);
 
-/* The id of a wire name, or -1 when unknown (case-sensitive). */
-int dw_channel_from_name(const char *name);
+/* The whole registry: DW_CHANNEL_COUNT types, registry[i]->id == i. */
+const struct dw_channel_type *const *dw_channel_registry(void);
 
 /* Classifies an HTTP status: 2xx DW_EC_NONE; 408 DW_EC_TIMEOUT; 429
  * DW_EC_RATE_LIMITED; 5xx DW_EC_HTTP_5XX; any other status DW_EC_HTTP_4XX

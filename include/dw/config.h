@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 #include "dw/breaker.h"
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/limit.h"
 #include "dw/log.h"

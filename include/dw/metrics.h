@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "dw/breaker.h"
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/status.h"
 

@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/config.h"
 #include "dw/log.h"

@@ -8,10 +8,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/status.h"
 
 #define DW_REQUEST_MAX_BYTES (1024 * 1024)
+
+struct dw_channel_type;
+
+/* One channelSettings value a channel's type declares, present in the
+ * request (include/dw/channel.h, struct dw_channel_setting). */
+struct dw_request_setting {
+    int channel;     /* enum dw_channel_id of the channel it belongs to */
+    const char *key; /* the type's key, static: "phoneNumber" */
+    char *value;     /* owned, non-empty UTF-8 */
+};
 
 /* A valid request. All strings are owned, NUL-terminated UTF-8. */
 struct dw_request {
@@ -25,10 +35,10 @@ struct dw_request {
                                 consumer's caller, not by decoding) */
     unsigned channels;       /* bit (1u << enum dw_channel_id) per requested channel */
     int channel_count;
-    /* channelSettings values the adapters use; NULL when absent. */
-    char *radius;       /* URIDONGNETV.radius */
-    char *region;       /* GINITV.region */
-    char *phone_number; /* RINGOBIZ.phoneNumber */
+    /* The present channelSettings values the channel types declare, in
+     * registry order, then each type's order; read with dw_request_setting. */
+    struct dw_request_setting *settings;
+    int setting_count;
     /* An estimate of the memory the request holds while in flight: the
      * struct and its strings, once for the request and once more per
      * requested channel (each channel's call body carries them). For the
@@ -45,15 +55,33 @@ struct dw_request {
 enum dw_dlq_code dw_request_decode(const char *value, size_t len, struct dw_request **out,
                                    char *errbuf, size_t errlen);
 
+/*
+ * dw_request_decode against a given table of channel types instead of the
+ * registry (dw_channel_registry): the channel names, the settings and the
+ * needs are the table's. types[i]->id == i; 1 <= count <= 32 (the width of
+ * dw_request.channels). dw_request_decode is this with the registry; tests
+ * use it to show that a new type is all a new channel needs.
+ */
+enum dw_dlq_code dw_request_decode_types(const struct dw_channel_type *const *types, int count,
+                                         const char *value, size_t len, struct dw_request **out,
+                                         char *errbuf, size_t errlen);
+
 /* The request as JSON that dw_request_decode reads back to an equal
  * request (the schedule of an automatic re-drive keeps it so). Only what
  * decoding keeps is written: unknown fields and unused settings are gone.
  * The caller frees the string. */
 char *dw_request_encode(const struct dw_request *req);
 
+/* dw_request_encode for a request decoded with dw_request_decode_types. */
+char *dw_request_encode_types(const struct dw_channel_type *const *types, int count,
+                              const struct dw_request *req);
+
+/* The value of channelSettings.<channel's name>.<key>, or NULL when absent. */
+const char *dw_request_setting(const struct dw_request *req, int channel, const char *key);
+
 void dw_request_destroy(struct dw_request *req);
 
-static inline int dw_request_has(const struct dw_request *req, enum dw_channel_id ch)
+static inline int dw_request_has(const struct dw_request *req, int ch)
 {
     return (req->channels >> ch) & 1u;
 }

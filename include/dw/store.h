@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/log.h"
 #include "dw/status.h"

@@ -19,7 +19,7 @@
 
 #include <curl/curl.h>
 
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/config.h"
 #include "dw/log.h"

@@ -1,6 +1,6 @@
 /*
  * The channel registry and what every channel shares: the table of the six
- * channel types in enum order, name lookup, the HTTP status classification
+ * channel types in enum order, the HTTP status classification
  * of CONTRACT section 3, and the JSON helpers the channel files build their
  * bodies and read their replies with (declared in channel_internal.h).
  *
@@ -47,15 +47,9 @@ const struct dw_channel_type *dw_channel_get(enum dw_channel_id id)
     return registry[id];
 }
 
-int dw_channel_from_name(const char *name)
+const struct dw_channel_type *const *dw_channel_registry(void)
 {
-    if (!name)
-        return -1;
-    for (size_t i = 0; i < DW_ARRAY_LEN(registry); i++) {
-        if (strcmp(registry[i]->name, name) == 0)
-            return (int)i;
-    }
-    return -1;
+    return registry;
 }
 
 enum dw_errcode dw_channel_classify_http(long status)
@@ -113,11 +107,14 @@ struct json_object *dw_channel_json_new(void)
 }
 
 struct json_object *dw_channel_json_from_fields(const struct dw_request *req,
+                                                enum dw_channel_id channel,
                                                 const struct dw_channel_field *fields, size_t count)
 {
     struct json_object *obj = dw_channel_json_new();
     for (size_t i = 0; i < count; i++) {
-        const char *value = *(char *const *)((const char *)req + fields[i].offset);
+        const char *value = fields[i].setting
+                                ? dw_request_setting(req, channel, fields[i].setting)
+                                : *(char *const *)((const char *)req + fields[i].offset);
         if (dw_channel_present(value))
             dw_channel_json_put(obj, fields[i].key, value, strlen(value));
     }

@@ -25,19 +25,32 @@ static inline bool dw_channel_present(const char *value)
     return value && value[0] != '\0';
 }
 
-/* One body field taken verbatim from a request string field:
- * { "title", offsetof(struct dw_request, title) }. */
+/* One body field taken verbatim from a request string field, or from one
+ * of the channel's settings: DW_CHANNEL_FIELD("title", title),
+ * DW_CHANNEL_SETTING("phoneNumber", "phoneNumber"). */
 struct dw_channel_field {
     const char *key;
-    size_t offset; /* of a `char *` member of struct dw_request */
+    size_t offset;       /* of a `char *` member of struct dw_request */
+    const char *setting; /* or, when not NULL, this setting's key */
 };
+
+#define DW_CHANNEL_FIELD(key, member)                                                              \
+    {                                                                                              \
+        (key), offsetof(struct dw_request, member), NULL                                           \
+    }
+#define DW_CHANNEL_SETTING(key, setting)                                                           \
+    {                                                                                              \
+        (key), 0, (setting)                                                                        \
+    }
 
 /* A new empty JSON object; the caller holds its one reference. */
 struct json_object *dw_channel_json_new(void);
 
 /* A new JSON object (the caller holds its one reference) with one string
- * member per field whose request value is present, in table order. */
+ * member per field whose request value is present, in table order; settings
+ * are channel's. */
 struct json_object *dw_channel_json_from_fields(const struct dw_request *req,
+                                                enum dw_channel_id channel,
                                                 const struct dw_channel_field *fields,
                                                 size_t count);
 

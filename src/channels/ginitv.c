@@ -7,12 +7,15 @@
 #include "channel_internal.h"
 #include "dw/request.h"
 
+/* channelSettings.GINITV.region. */
+static const struct dw_channel_setting settings[] = {
+    {"region", false, DW_CHANNEL_SETTING_MAX_CHARS},
+};
+
 static const struct dw_channel_field fields[] = {
-    {"campaignId", offsetof(struct dw_request, event_id)},
-    {"title", offsetof(struct dw_request, title)},
-    {"content", offsetof(struct dw_request, content)},
-    {"imageUrl", offsetof(struct dw_request, image_url)},
-    {"region", offsetof(struct dw_request, region)},
+    DW_CHANNEL_FIELD("campaignId", event_id), DW_CHANNEL_FIELD("title", title),
+    DW_CHANNEL_FIELD("content", content),     DW_CHANNEL_FIELD("imageUrl", image_url),
+    DW_CHANNEL_SETTING("region", "region"),
 };
 
 static enum dw_err build(const struct dw_request *req, int step, const char *prev_id,
@@ -21,8 +24,9 @@ static enum dw_err build(const struct dw_request *req, int step, const char *pre
     (void)prev_id;
     if (step != 0)
         return DW_ERR_INVALID;
-    dw_channel_json_call(dw_channel_json_from_fields(req, fields, DW_ARRAY_LEN(fields)),
-                         "/api/v1/campaigns", "", call);
+    dw_channel_json_call(
+        dw_channel_json_from_fields(req, DW_CHANNEL_GINITV, fields, DW_ARRAY_LEN(fields)),
+        "/api/v1/campaigns", "", call);
     return DW_OK;
 }
 
@@ -36,9 +40,9 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_ginitv = {
     .id = DW_CHANNEL_GINITV,
     .name = "GINITV",
-    .kind = "TV",
-    .display_name = "Genie TV",
     .steps = 1,
+    .settings = settings,
+    .setting_count = (int)DW_ARRAY_LEN(settings),
     .build = build,
     .parse = parse,
 };

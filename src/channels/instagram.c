@@ -24,13 +24,13 @@
 enum { STEP_MEDIA, STEP_PUBLISH };
 
 static const struct dw_channel_field media_fields[] = {
-    {"image_url", offsetof(struct dw_request, image_url)},
+    DW_CHANNEL_FIELD("image_url", image_url),
 };
 
 static void build_media(const struct dw_request *req, struct dw_http_call *call)
 {
-    struct json_object *body =
-        dw_channel_json_from_fields(req, media_fields, DW_ARRAY_LEN(media_fields));
+    struct json_object *body = dw_channel_json_from_fields(req, DW_CHANNEL_INSTAGRAM, media_fields,
+                                                           DW_ARRAY_LEN(media_fields));
     if (dw_channel_present(req->content)) {
         size_t title_len = strlen(req->title);
         size_t content_len = strlen(req->content);
@@ -74,10 +74,10 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_instagram = {
     .id = DW_CHANNEL_INSTAGRAM,
     .name = "INSTAGRAM",
-    .kind = "SNS",
-    .display_name = "Instagram",
     .steps = 2,
     .step_id_ttl_ms = 23LL * 3600 * 1000,
+    .needs = DW_CHANNEL_NEEDS_IMAGE_URL,
+    .needs_why = "Instagram posts need an image",
     .build = build,
     .parse = parse,
 };

@@ -8,9 +8,9 @@
 #include "dw/request.h"
 
 static const struct dw_channel_field fields[] = {
-    {"title", offsetof(struct dw_request, title)},
-    {"content", offsetof(struct dw_request, content)},
-    {"imageUrl", offsetof(struct dw_request, image_url)},
+    DW_CHANNEL_FIELD("title", title),
+    DW_CHANNEL_FIELD("content", content),
+    DW_CHANNEL_FIELD("imageUrl", image_url),
 };
 
 static enum dw_err build(const struct dw_request *req, int step, const char *prev_id,
@@ -19,8 +19,9 @@ static enum dw_err build(const struct dw_request *req, int step, const char *pre
     (void)prev_id;
     if (step != 0)
         return DW_ERR_INVALID;
-    dw_channel_json_call(dw_channel_json_from_fields(req, fields, DW_ARRAY_LEN(fields)),
-                         "/v1/api/talk/channels/posts", "", call);
+    dw_channel_json_call(
+        dw_channel_json_from_fields(req, DW_CHANNEL_KAKAO, fields, DW_ARRAY_LEN(fields)),
+        "/v1/api/talk/channels/posts", "", call);
     return DW_OK;
 }
 
@@ -34,8 +35,6 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_kakao = {
     .id = DW_CHANNEL_KAKAO,
     .name = "KAKAO",
-    .kind = "SNS",
-    .display_name = "Kakao Channel",
     .steps = 1,
     .build = build,
     .parse = parse,

@@ -64,8 +64,6 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_naver = {
     .id = DW_CHANNEL_NAVER,
     .name = "NAVER",
-    .kind = "SNS",
-    .display_name = "Naver Blog",
     .steps = 1,
     .build = build,
     .parse = parse,

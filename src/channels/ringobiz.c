@@ -11,9 +11,14 @@
 
 #define MESSAGE_MAX_CHARS 60
 
+/* channelSettings.RINGOBIZ.phoneNumber, required when RINGOBIZ is requested. */
+static const struct dw_channel_setting settings[] = {
+    {"phoneNumber", true, DW_CHANNEL_SETTING_MAX_CHARS},
+};
+
 static const struct dw_channel_field fields[] = {
-    {"campaignId", offsetof(struct dw_request, event_id)},
-    {"phoneNumber", offsetof(struct dw_request, phone_number)},
+    DW_CHANNEL_FIELD("campaignId", event_id),
+    DW_CHANNEL_SETTING("phoneNumber", "phoneNumber"),
 };
 
 static enum dw_err build(const struct dw_request *req, int step, const char *prev_id,
@@ -22,7 +27,8 @@ static enum dw_err build(const struct dw_request *req, int step, const char *pre
     (void)prev_id;
     if (step != 0)
         return DW_ERR_INVALID;
-    struct json_object *body = dw_channel_json_from_fields(req, fields, DW_ARRAY_LEN(fields));
+    struct json_object *body =
+        dw_channel_json_from_fields(req, DW_CHANNEL_RINGOBIZ, fields, DW_ARRAY_LEN(fields));
     dw_channel_json_put(body, "message", req->title,
                         dw_channel_utf8_prefix(req->title, MESSAGE_MAX_CHARS));
     dw_channel_json_call(body, "/api/v1/ringback", "", call);
@@ -39,9 +45,9 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_ringobiz = {
     .id = DW_CHANNEL_RINGOBIZ,
     .name = "RINGOBIZ",
-    .kind = "CALL",
-    .display_name = "Ringo Biz",
     .steps = 1,
+    .settings = settings,
+    .setting_count = (int)DW_ARRAY_LEN(settings),
     .build = build,
     .parse = parse,
 };

@@ -8,12 +8,15 @@
 #include "channel_internal.h"
 #include "dw/request.h"
 
+/* channelSettings.URIDONGNETV.radius. */
+static const struct dw_channel_setting settings[] = {
+    {"radius", false, DW_CHANNEL_SETTING_MAX_CHARS},
+};
+
 static const struct dw_channel_field fields[] = {
-    {"campaignId", offsetof(struct dw_request, event_id)},
-    {"title", offsetof(struct dw_request, title)},
-    {"content", offsetof(struct dw_request, content)},
-    {"imageUrl", offsetof(struct dw_request, image_url)},
-    {"radius", offsetof(struct dw_request, radius)},
+    DW_CHANNEL_FIELD("campaignId", event_id), DW_CHANNEL_FIELD("title", title),
+    DW_CHANNEL_FIELD("content", content),     DW_CHANNEL_FIELD("imageUrl", image_url),
+    DW_CHANNEL_SETTING("radius", "radius"),
 };
 
 static enum dw_err build(const struct dw_request *req, int step, const char *prev_id,
@@ -22,8 +25,9 @@ static enum dw_err build(const struct dw_request *req, int step, const char *pre
     (void)prev_id;
     if (step != 0)
         return DW_ERR_INVALID;
-    dw_channel_json_call(dw_channel_json_from_fields(req, fields, DW_ARRAY_LEN(fields)),
-                         "/api/v1/ads", "", call);
+    dw_channel_json_call(
+        dw_channel_json_from_fields(req, DW_CHANNEL_URIDONGNETV, fields, DW_ARRAY_LEN(fields)),
+        "/api/v1/ads", "", call);
     return DW_OK;
 }
 
@@ -37,9 +41,9 @@ static enum dw_errcode parse(int step, const char *body, size_t len, struct dw_c
 const struct dw_channel_type dw_channel_uridongnetv = {
     .id = DW_CHANNEL_URIDONGNETV,
     .name = "URIDONGNETV",
-    .kind = "TV",
-    .display_name = "Uri-dongne TV",
     .steps = 1,
+    .settings = settings,
+    .setting_count = (int)DW_ARRAY_LEN(settings),
     .build = build,
     .parse = parse,
 };

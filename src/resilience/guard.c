@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "dw/channel_id.h"
 #include "dw/ratelimit.h"
 
 struct dw_guard {
@@ -106,7 +107,7 @@ void dw_guard_begin(struct dw_guard *g, struct dw_guard_ticket *t, int64_t now_m
                     struct dw_guard_verdict *v)
 {
     const struct dw_channel_config *cc = g->cc;
-    const char *name = dw_channel_get(g->channel)->name;
+    const char *name = dw_channel_name(g->channel);
 
     *v = (struct dw_guard_verdict){.step = DW_GUARD_GO};
     if (t->deadline_ms && now_ms >= t->deadline_ms) {

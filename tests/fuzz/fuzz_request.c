@@ -29,7 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (id_len == 0 || id_len > 64 || req->channel_count < 1 ||
             req->channel_count > DW_CHANNEL_COUNT || !req->title[0])
             abort();
-        if (dw_request_has(req, DW_CHANNEL_RINGOBIZ) && !req->phone_number)
+        if (dw_request_has(req, DW_CHANNEL_RINGOBIZ) &&
+            !dw_request_setting(req, DW_CHANNEL_RINGOBIZ, "phoneNumber"))
             abort();
         if (dw_request_has(req, DW_CHANNEL_INSTAGRAM) && !req->image_url)
             abort();

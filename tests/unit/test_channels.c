@@ -23,6 +23,13 @@
 #define CONTENT "Visit us this weekend \"now\" at https://x.example/a/b"
 #define IMAGE   "https://cdn.example.com/e/0001.png"
 
+/* The channel settings of a full request. */
+static struct dw_request_setting full_settings[] = {
+    {DW_CHANNEL_URIDONGNETV, "radius", "1km"},
+    {DW_CHANNEL_GINITV, "region", "Seoul/Gangnam"},
+    {DW_CHANNEL_RINGOBIZ, "phoneNumber", "02-1234-5678"},
+};
+
 /* A request with every optional field present. */
 static struct dw_request full_request(void)
 {
@@ -31,9 +38,8 @@ static struct dw_request full_request(void)
         .title = TITLE,
         .content = CONTENT,
         .image_url = IMAGE,
-        .radius = "1km",
-        .region = "Seoul/Gangnam",
-        .phone_number = "02-1234-5678",
+        .settings = full_settings,
+        .setting_count = (int)DW_ARRAY_LEN(full_settings),
         .channels = (1u << DW_CHANNEL_COUNT) - 1,
         .channel_count = DW_CHANNEL_COUNT,
     };
@@ -220,7 +226,9 @@ static void test_empty_optional_left_out(void **state)
     struct dw_request req = bare_request();
     req.content = "";
     req.image_url = "";
-    req.radius = "";
+    struct dw_request_setting radius = {DW_CHANNEL_URIDONGNETV, "radius", ""};
+    req.settings = &radius;
+    req.setting_count = 1;
     const struct expect expect[] = {
         {"campaignId", "evt-2"}, {"title", "Hello"}, {"content", NULL},
         {"imageUrl", NULL},      {"radius", NULL},
@@ -670,10 +678,12 @@ static void test_registry(void **state)
         assert_non_null(ch);
         assert_int_equal(ch->id, i);
         assert_string_equal(ch->name, names[i]);
-        assert_string_equal(ch->kind, kinds[i]);
+        /* The adapter's name is the vocabulary's (include/dw/channel_id.h). */
+        assert_string_equal(dw_channel_name((enum dw_channel_id)i), names[i]);
+        assert_string_equal(dw_channel_kind((enum dw_channel_id)i), kinds[i]);
         assert_int_equal(ch->steps, steps[i]);
-        assert_non_null(ch->display_name);
-        assert_true(ch->display_name[0] != '\0');
+        assert_non_null(dw_channel_display_name((enum dw_channel_id)i));
+        assert_true(dw_channel_display_name((enum dw_channel_id)i)[0] != '\0');
         assert_non_null(ch->build);
         assert_non_null(ch->parse);
         assert_int_equal(dw_channel_from_name(ch->name), i);

@@ -766,7 +766,7 @@ static void test_reference_conf(void **state)
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         char token[64];
         char lower[32];
-        const char *name = dw_channel_get((enum dw_channel_id)c)->name;
+        const char *name = dw_channel_name((enum dw_channel_id)c);
         size_t i;
         for (i = 0; name[i] && i + 1 < sizeof(lower); i++)
             lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]);

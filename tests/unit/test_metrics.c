@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/metrics.h"
 #include "dw/status.h"
@@ -79,7 +79,7 @@ static void test_fresh_has_every_series_at_zero(void **state)
     assert_int_equal(count_lines_starting(text, "dw_dlq_total{"), 5);
 
     for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
-        const char *name = dw_channel_get((enum dw_channel_id)ch)->name;
+        const char *name = dw_channel_name((enum dw_channel_id)ch);
         for (int o = 0; o < DW_EC_COUNT; o++) {
             const char *outcome = o ? dw_errcode_name((enum dw_errcode)o) : "success";
             dw_snprintf(line, sizeof(line),

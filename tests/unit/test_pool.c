@@ -318,7 +318,10 @@ static struct dw_request *make_request(const char *event_id)
     r->title = dw_xstrdup("Grand opening");
     r->content = dw_xstrdup("Visit us");
     r->image_url = dw_xstrdup("https://cdn.example.com/1.png");
-    r->phone_number = dw_xstrdup("02-1234-5678");
+    r->settings = dw_xcalloc(1, sizeof(*r->settings));
+    r->settings[0] =
+        (struct dw_request_setting){DW_CHANNEL_RINGOBIZ, "phoneNumber", dw_xstrdup("02-1234-5678")};
+    r->setting_count = 1;
     r->channels = (1u << DW_CHANNEL_COUNT) - 1;
     r->channel_count = DW_CHANNEL_COUNT;
     return r;

@@ -20,10 +20,15 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "dw/channel.h"
+#include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/request.h"
 #include "dw/status.h"
+
+/* The channel settings the registered types declare. */
+#define RADIUS(req)       dw_request_setting((req), DW_CHANNEL_URIDONGNETV, "radius")
+#define REGION(req)       dw_request_setting((req), DW_CHANNEL_GINITV, "region")
+#define PHONE_NUMBER(req) dw_request_setting((req), DW_CHANNEL_RINGOBIZ, "phoneNumber")
 
 /* The example of CONTRACT 2.1, verbatim. */
 static const char full_example[] =
@@ -234,9 +239,9 @@ static void test_full_example_every_field(void **state)
     assert_int_equal(req->channel_count, 6);
     for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++)
         assert_true(dw_request_has(req, (enum dw_channel_id)ch));
-    assert_string_equal(req->radius, "1km");
-    assert_string_equal(req->region, "Seoul/Gangnam");
-    assert_string_equal(req->phone_number, "02-1234-5678");
+    assert_string_equal(RADIUS(req), "1km");
+    assert_string_equal(REGION(req), "Seoul/Gangnam");
+    assert_string_equal(PHONE_NUMBER(req), "02-1234-5678");
     dw_request_destroy(req);
 }
 
@@ -254,9 +259,9 @@ static void test_minimal_request(void **state)
     assert_int_equal(req->channels, 1u << DW_CHANNEL_NAVER);
     assert_int_equal(req->channel_count, 1);
     assert_false(dw_request_has(req, DW_CHANNEL_KAKAO));
-    assert_null(req->radius);
-    assert_null(req->region);
-    assert_null(req->phone_number);
+    assert_null(RADIUS(req));
+    assert_null(REGION(req));
+    assert_null(PHONE_NUMBER(req));
     dw_request_destroy(req);
 }
 
@@ -830,7 +835,7 @@ static void test_settings_optional(void **state)
     struct dw_request *req =
         decode_ok("{\"eventId\":\"e1\",\"title\":\"t\",\"channels\":[\"KAKAO\"],"
                   "\"channelSettings\":null}");
-    assert_null(req->radius);
+    assert_null(RADIUS(req));
     dw_request_destroy(req);
     req = decode_ok("{\"eventId\":\"e1\",\"title\":\"t\",\"channels\":[\"KAKAO\"],"
                     "\"channelSettings\":{}}");
@@ -860,19 +865,19 @@ static void test_settings_empty_or_null_are_absent(void **state)
 {
     (void)state;
     struct dw_request *req = ok_with_string(full_example, "channelSettings.URIDONGNETV.radius", "");
-    assert_null(req->radius);
+    assert_null(RADIUS(req));
     dw_request_destroy(req);
 
     char *text = variant_of(full_example, "channelSettings.GINITV.region", NULL, false);
     req = decode_ok(text);
-    assert_null(req->region);
-    assert_string_equal(req->radius, "1km");
+    assert_null(REGION(req));
+    assert_string_equal(RADIUS(req), "1km");
     dw_request_destroy(req);
     free(text);
 
     text = variant_of(full_example, "channelSettings.GINITV", NULL, false);
     req = decode_ok(text);
-    assert_null(req->region);
+    assert_null(REGION(req));
     dw_request_destroy(req);
     free(text);
 }
@@ -883,8 +888,8 @@ static void test_settings_of_channels_not_requested(void **state)
     char *text = variant_of(full_example, "channels", json_tokener_parse("[\"KAKAO\"]"), false);
     struct dw_request *req = decode_ok(text);
     /* Read and kept; the adapters of the requested channels ignore them. */
-    assert_string_equal(req->radius, "1km");
-    assert_string_equal(req->phone_number, "02-1234-5678");
+    assert_string_equal(RADIUS(req), "1km");
+    assert_string_equal(PHONE_NUMBER(req), "02-1234-5678");
     assert_int_equal(req->channels, 1u << DW_CHANNEL_KAKAO);
     dw_request_destroy(req);
     free(text);
@@ -1029,7 +1034,7 @@ static void test_unknown_fields_ignored(void **state)
         "\"unit\":\"km\"},\"TWITTER\":7},\"price\":1.5e3,\"nothing\":null,\"Title\":7}");
     assert_string_equal(req->event_id, "e1");
     assert_string_equal(req->title, "t");
-    assert_string_equal(req->radius, "2km");
+    assert_string_equal(RADIUS(req), "2km");
     dw_request_destroy(req);
 }
 
@@ -1215,10 +1220,13 @@ static void assert_same_request(const struct dw_request *a, const struct dw_requ
     SAME_STR(content);
     SAME_STR(image_url);
     SAME_STR(requested_at);
-    SAME_STR(radius);
-    SAME_STR(region);
-    SAME_STR(phone_number);
 #undef SAME_STR
+    assert_int_equal(a->setting_count, b->setting_count);
+    for (int i = 0; i < a->setting_count; i++) {
+        assert_int_equal(a->settings[i].channel, b->settings[i].channel);
+        assert_string_equal(a->settings[i].key, b->settings[i].key);
+        assert_string_equal(a->settings[i].value, b->settings[i].value);
+    }
     assert_true(a->requested_at_ms == b->requested_at_ms);
     assert_int_equal(a->channels, b->channels);
     assert_int_equal(a->channel_count, b->channel_count);
