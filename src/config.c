@@ -223,7 +223,7 @@ static const struct key channel_keys[] = {
     CH_DOUBLE("limit_backoff", limit.backoff, 0.9, 0.1, 0.99),
     CH_INT("limit_for_period", limit_for_period, 0, 0, 1000000),
     CH_INT("limit_refresh_period_ms", limit_refresh_period_ms, 1000, 1, 86400000),
-    CH_INT("max_connects_per_second", max_connects_per_second, 200, 0, 1000000),
+    CH_INT("max_connects_per_second", max_connects_per_second, 2000, 0, 1000000),
     /* Resilience (docs/resilience.md): bulkhead wait, retry budget, deadline, breaker. */
     CH_INT("bulkhead_max_wait_ms", bulkhead_max_wait_ms, 60000, 0, 3600000),
     CH_INT("budget_max_tokens", budget_max_tokens, 100, 0, 1000000),

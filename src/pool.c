@@ -27,8 +27,9 @@
  *
  * Invariants:
  * - A job is in exactly one of: the inbox, the ready list, the timer heap
- *   (wait RETRY, CONNECT, or SLOT: also queued in the bulkhead), running
- *   (a call in the transfer loop), or the grant list. The one overlap: a
+ *   (wait RETRY, or SLOT: also queued in the bulkhead), a connect queue
+ *   (wait CONNECT, holding its slot), running (a call in the transfer
+ *   loop), or the grant list. The one overlap: a
  *   parked job handed a slot is on the heap and in the grant list until
  *   its worker takes it from both (or, if its timer fired first, only in
  *   the list, wait GRANTED).
@@ -66,7 +67,7 @@
 enum job_wait {
     WAIT_NONE,    /* inbox, ready, running */
     WAIT_RETRY,   /* on the heap until due_ms, then a new try (back-off, 429 pause, rate) */
-    WAIT_CONNECT, /* on the heap until due_ms, holding its slot: the channel's connect pace */
+    WAIT_CONNECT, /* in its worker's connect queue of its origin, holding its slot */
     WAIT_SLOT,    /* on the heap and in the bulkhead's queue until a slot or due_ms */
     WAIT_GRANTED, /* its timer fired after a slot was handed over: in the grant list */
 };
@@ -131,6 +132,11 @@ struct worker {
      * connection (libcurl's PIPEWAIT makes them wait for one being made)
      * and only the first needs a new one. */
     bool multiplexed[DW_CHANNEL_COUNT];
+    /* Per origin: jobs that hold a slot and need a new connection, which
+     * the origin's pace has no token for yet. The first starts when a
+     * connection there frees up or a token comes, whichever is first. */
+    struct job *connq_head[DW_CHANNEL_COUNT], *connq_tail[DW_CHANNEL_COUNT];
+    int64_t connq_due_ms; /* the next token of a non-empty queue; INT64_MAX: none */
 };
 
 /* What a breaker's observer needs to put its snapshots in the metrics. */
@@ -495,7 +501,7 @@ static bool begin_try(struct worker *w, struct job *job, int64_t now_ms)
         dw_metrics_bulkhead_change(m, job->channel, 1, 0);
     job->attempts++;
     job->new_try = false;
-    job->try_started_us = dw_now_us();
+    job->try_started_us = 0; /* set when its first call starts */
     dw_metrics_retry_attempt(m, job->channel, job->attempts > 1);
     return true;
 }
@@ -516,6 +522,44 @@ static bool needs_connection(const struct worker *w, enum dw_channel_id ch)
     if (w->multiplexed[origin[ch]])
         return conns == 0;
     return calls >= conns;
+}
+
+static void start(struct worker *w, struct job *job);
+
+/* 0 when a call of channel ch may start now on this worker: a connection
+ * to its origin is free, or the origin's pace gives a token for a new one
+ * (taken). Else the ms until the next token. */
+static int64_t connection_wait(struct worker *w, enum dw_channel_id ch, int64_t now)
+{
+    if (!needs_connection(w, ch))
+        return 0;
+    struct origin_pace *op = &w->pool->paces[w->pool->origin[ch]];
+    pthread_mutex_lock(&op->lock);
+    int64_t wait = dw_pace_take(&op->pace, now);
+    pthread_mutex_unlock(&op->lock);
+    return wait;
+}
+
+/* Starts the queued jobs that can go now, per origin in order: each on a
+ * connection that freed up or with a new token. Notes when to look again. */
+static void start_connq(struct worker *w, int64_t now)
+{
+    w->connq_due_ms = INT64_MAX;
+    for (int o = 0; o < DW_CHANNEL_COUNT; o++) {
+        struct job *job;
+        while ((job = w->connq_head[o])) {
+            int64_t wait = connection_wait(w, job->channel, now);
+            if (wait > 0) {
+                if (now + wait < w->connq_due_ms)
+                    w->connq_due_ms = now + wait;
+                break;
+            }
+            list_pop(&w->connq_head[o], &w->connq_tail[o]);
+            job->wait = WAIT_NONE;
+            job->connect_ok = true;
+            start(w, job);
+        }
+    }
 }
 
 /* The length of url's origin: "https://host:port" without the path. */
@@ -583,17 +627,23 @@ static void start(struct worker *w, struct job *job)
 
     if (job->new_try && !begin_try(w, job, now))
         return;
-    if (!job->connect_ok && needs_connection(w, job->channel)) {
-        struct origin_pace *op = &pool->paces[pool->origin[job->channel]];
-        pthread_mutex_lock(&op->lock);
-        int64_t wait = dw_pace_take(&op->pace, now);
-        pthread_mutex_unlock(&op->lock);
+    /* The connect pace, holding the slot: only a job the limit lets call
+     * waits for a connection, so a burst queues no more than the limit has
+     * slots. The wait is not part of the try (try_started_us is set when
+     * its first call starts), or the breaker would see a slow call. */
+    if (!job->connect_ok) {
+        int o = pool->origin[job->channel];
+        int64_t wait = connection_wait(w, job->channel, now);
         if (wait > 0) {
-            job->connect_ok = true; /* the token is reserved for it */
-            park(w, job, WAIT_CONNECT, now + wait);
+            job->wait = WAIT_CONNECT;
+            list_push(&w->connq_head[o], &w->connq_tail[o], job);
+            if (now + wait < w->connq_due_ms)
+                w->connq_due_ms = now + wait;
             return;
         }
     }
+    if (!job->try_started_us)
+        job->try_started_us = dw_now_us();
     job->connect_ok = false;
     if (type->build(job->req, job->step, job->step ? job->prev_id : NULL, &job->call) != DW_OK) {
         finish(w, job, DW_EC_BAD_RESPONSE, "could not build the channel request", NULL);
@@ -794,11 +844,6 @@ static void timer_fired(struct worker *w, struct job *job)
         list_push(&w->ready_head, &w->ready_tail, job);
         return;
     }
-    if (job->wait == WAIT_CONNECT) {
-        job->wait = WAIT_NONE;
-        list_push_front(&w->ready_head, &w->ready_tail, job);
-        return;
-    }
     /* WAIT_SLOT: no slot came in time. */
     if (!dw_guard_cancel_wait(pool->guards[job->channel], &job->ticket)) {
         /* A release handed it one just now; the grant is on its way. */
@@ -903,6 +948,7 @@ static void *worker_main(void *arg)
         int64_t now = dw_now_ms();
         while (w->ntimers > 0 && w->timers[0]->due_ms <= now)
             timer_fired(w, heap_pop(w));
+        start_connq(w, now);
 
         while (w->ready_head && w->running < w->max_running)
             start(w, list_pop(&w->ready_head, &w->ready_tail));
@@ -920,6 +966,8 @@ static void *worker_main(void *arg)
             wait = w->timers[0]->due_ms - now;
         if (curl_due >= 0 && curl_due - now < wait)
             wait = curl_due - now;
+        if (w->connq_due_ms - now < wait)
+            wait = w->connq_due_ms - now;
         /* Grants and new jobs interrupt the wait through dw_xfer_wake. */
         dw_xfer_wait(w->loop, wait < 0 ? 0 : (int)wait);
     }
@@ -1015,6 +1063,7 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         w->max_running = opts->max_calls / opts->threads;
         w->rnd = (seed + (uint64_t)i * 0x2545F4914F6CDD1DULL) | 1;
         w->conn_cap_ms = INT64_MIN / 2;
+        w->connq_due_ms = INT64_MAX;
         pthread_mutex_init(&w->lock, NULL);
         struct dw_xfer_options xo = {
             .max_calls = w->max_running,
@@ -1163,6 +1212,10 @@ void dw_pool_stop(struct dw_pool *pool)
             abandon(pool, job);
         while ((job = list_pop(&w->ready_head, &w->ready_tail)))
             abandon(pool, job);
+        for (int o = 0; o < DW_CHANNEL_COUNT; o++) {
+            while ((job = list_pop(&w->connq_head[o], &w->connq_tail[o])))
+                abandon(pool, job);
+        }
         for (size_t k = 0; k < w->ntimers; k++) {
             if (w->timers[k]->wait != WAIT_GRANTED)
                 abandon(pool, w->timers[k]);

@@ -3,11 +3,11 @@
  * bucket whose rate adapts. A server accepts connections at a finite rate
  * from a finite accept queue (Node.js: 511; Linux somaxconn: 4096); SYNs
  * beyond it are dropped and the client's connect times out after the SYN
- * retry, 1 s and then 3 s later. So new connections take a token, at most
- * max_per_s a second with a burst of a twentieth of that; a connect that
- * times out halves the rate, at most once per
- * DW_PACE_CUT_MS, and every connect that works raises it by a twentieth
- * again, up to max_per_s.
+ * retry, 1 s and then 3 s later. So new connections take a token: from
+ * DW_PACE_START_RATE a second, raised by a hundredth per connect that
+ * works, up to max_per_s, in bursts of a twentieth (at most
+ * DW_PACE_MAX_BURST); a connect that times out halves the rate, at most
+ * once per DW_PACE_CUT_MS.
  *
  * Pure logic: no clock (now_ms is monotonic, passed in), no threads, no
  * locks: the caller serialises calls on one pace (the pool's lock per
@@ -18,6 +18,14 @@
 
 #include <stdint.h>
 
+/* A pace starts here (or at max_per_s when lower) and climbs by a
+ * hundredth per connect that works: a server that accepts fast is soon at
+ * max_per_s, one that accepts slowly from a small backlog is not flooded
+ * before the first timeout can say so (a second or more later). */
+#define DW_PACE_START_RATE 200.0
+/* Never more SYNs at once than this: Linux's default accept backlog is
+ * 4096, Node.js's 511, but a busy server's may be a handful. */
+#define DW_PACE_MAX_BURST 10.0
 /* Failures closer together than this are one overload: one cut. */
 #define DW_PACE_CUT_MS 500
 /* The rate never falls below one connection a second. */
@@ -26,15 +34,17 @@
 struct dw_pace {
     double max_rate; /* per second; <= 0: unpaced */
     double rate;
-    double tokens; /* may go negative: tokens promised to waiters */
+    double tokens;
     int64_t refill_ms;
     int64_t cut_ms; /* the last cut; INT64_MIN: none */
 };
 
 void dw_pace_init(struct dw_pace *p, double max_per_s, int64_t now_ms);
 
-/* Takes a token for one new connection: 0, open it now; else the ms to
- * wait for the token reserved for it (then open it without asking again). */
+/* Takes a token for one new connection: 0, open it now; else nothing is
+ * taken and the result is the ms until a token is there (ask again then;
+ * the caller keeps such calls queued, so a connection that frees up
+ * meanwhile serves one without a new connect). */
 int64_t dw_pace_take(struct dw_pace *p, int64_t now_ms);
 
 /* A new connection was made. */

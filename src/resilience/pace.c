@@ -2,21 +2,21 @@
  * The pace of new connections (include/dw/pace.h): a token bucket with an
  * AIMD rate.
  *
- * Invariants: DW_PACE_MIN_RATE <= rate <= max_rate when paced; tokens <=
- * the burst (rate / 20, at least 1).
+ * Invariants: DW_PACE_MIN_RATE <= rate <= max_rate when paced;
+ * 0 <= tokens <= the burst (rate / 20, between 1 and DW_PACE_MAX_BURST).
  */
 #include "dw/pace.h"
 
 static double burst_of(const struct dw_pace *p)
 {
     double b = p->rate / 20.0;
-    return b < 1.0 ? 1.0 : b;
+    return b < 1.0 ? 1.0 : b > DW_PACE_MAX_BURST ? DW_PACE_MAX_BURST : b;
 }
 
 void dw_pace_init(struct dw_pace *p, double max_per_s, int64_t now_ms)
 {
     p->max_rate = max_per_s;
-    p->rate = max_per_s;
+    p->rate = max_per_s < DW_PACE_START_RATE ? max_per_s : DW_PACE_START_RATE;
     p->tokens = max_per_s > 0 ? burst_of(p) : 0;
     p->refill_ms = now_ms;
     p->cut_ms = INT64_MIN;
@@ -37,13 +37,13 @@ int64_t dw_pace_take(struct dw_pace *p, int64_t now_ms)
     if (p->max_rate <= 0)
         return 0;
     refill(p, now_ms);
-    /* Reserved even when none is left: each waiter waits for its own
-     * token, so a crowd is let through at the pace, not all at once when
-     * the first token comes back. */
-    p->tokens -= 1.0;
-    if (p->tokens >= 0)
+    if (p->tokens >= 1.0) {
+        p->tokens -= 1.0;
         return 0;
-    return (int64_t)(-p->tokens * 1000.0 / p->rate) + 1;
+    }
+    /* Nothing is reserved: the caller keeps its call queued and asks
+     * again, and meanwhile a connection that frees up serves it instead. */
+    return (int64_t)((1.0 - p->tokens) * 1000.0 / p->rate) + 1;
 }
 
 void dw_pace_connected(struct dw_pace *p, int64_t now_ms)
@@ -51,7 +51,7 @@ void dw_pace_connected(struct dw_pace *p, int64_t now_ms)
     if (p->max_rate <= 0)
         return;
     refill(p, now_ms);
-    p->rate += p->rate / 20.0 < 1.0 ? 1.0 : p->rate / 20.0;
+    p->rate += p->rate / 100.0 < 1.0 ? 1.0 : p->rate / 100.0;
     if (p->rate > p->max_rate)
         p->rate = p->max_rate;
 }
@@ -67,8 +67,6 @@ void dw_pace_failed(struct dw_pace *p, int64_t now_ms)
     p->rate /= 2.0;
     if (p->rate < DW_PACE_MIN_RATE)
         p->rate = DW_PACE_MIN_RATE;
-    /* Promises made at the old rate stand; no new burst until they are
-     * kept. */
-    if (p->tokens > 0)
-        p->tokens = 0;
+    /* No new burst at the old rate. */
+    p->tokens = 0;
 }

@@ -814,7 +814,7 @@ static void test_flow_settings(void **state)
         assert_true(ch->limit.backoff == 0.9);
         assert_int_equal(ch->limit_for_period, 0);
         assert_int_equal(ch->limit_refresh_period_ms, 1000);
-        assert_int_equal(ch->max_connects_per_second, 200);
+        assert_int_equal(ch->max_connects_per_second, 2000);
     }
     dw_config_destroy(cfg);
 

@@ -1,6 +1,6 @@
 /*
  * The pace of new connections (src/resilience/pace.c) with a fake clock:
- * the burst, then one token per 1/rate; waiters reserve tokens in turn; a
+ * the burst, then one token per 1/rate, nothing reserved by asking; a
  * failed connect halves the rate once per overload; connects that work
  * bring it back; 0 is unpaced.
  */
@@ -20,17 +20,22 @@ static void burst_then_the_rate(void **state)
     dw_pace_init(&p, 200, 1000); /* a burst of 10, then one per 5 ms */
     for (int i = 0; i < 10; i++)
         assert_int_equal(dw_pace_take(&p, 1000), 0);
-    /* Waiters reserve tokens in turn: 5, 10, 15 ms. */
-    int64_t w1 = dw_pace_take(&p, 1000);
-    int64_t w2 = dw_pace_take(&p, 1000);
-    int64_t w3 = dw_pace_take(&p, 1000);
-    assert_in_range(w1, 5, 6);
-    assert_in_range(w2, 10, 11);
-    assert_in_range(w3, 15, 16);
-    /* 100 ms later the debt is paid and a burst is back, no bigger. */
-    for (int i = 0; i < 10; i++)
-        assert_int_equal(dw_pace_take(&p, 1115), 0);
-    assert_true(dw_pace_take(&p, 1115) > 0);
+    /* Empty: the next token in 5 ms, and asking again takes nothing. */
+    assert_in_range(dw_pace_take(&p, 1000), 5, 6);
+    assert_in_range(dw_pace_take(&p, 1000), 5, 6);
+    assert_int_equal(dw_pace_take(&p, 1005), 0);
+    assert_true(dw_pace_take(&p, 1005) > 0);
+    /* One token per 5 ms: 20 in the next 100 ms, never more. */
+    int got = 0;
+    for (int64_t t = 1006; t <= 1105; t++)
+        while (dw_pace_take(&p, t) == 0)
+            got++;
+    assert_in_range(got, 19, 20);
+    /* Idle, the bucket fills up to the burst, no more. */
+    int burst = 0;
+    while (dw_pace_take(&p, 5000) == 0)
+        burst++;
+    assert_int_equal(burst, 10);
 }
 
 static void a_failed_connect_halves_the_rate_once_per_overload(void **state)
@@ -67,9 +72,34 @@ static void connects_that_work_bring_the_rate_back(void **state)
         n++;
     }
     assert_true(p.rate == 200); /* never above the setting */
-    assert_true(n < 40);        /* a twentieth at a time: fast, not one by one */
+    assert_in_range(n, 100, 150); /* a hundredth at a time: 1.01^139 = 4 */
     dw_pace_connected(&p, 10000);
     assert_true(p.rate == 200);
+}
+
+/* A pace of 2000 starts at 200 with a burst of 10, and climbs to 2000 as
+ * connects work (about 230 of them); the burst never passes 10. */
+static void starts_low_and_climbs(void **state)
+{
+    (void)state;
+    struct dw_pace p;
+    dw_pace_init(&p, 2000, 0);
+    assert_true(p.rate == DW_PACE_START_RATE);
+    int burst = 0;
+    while (dw_pace_take(&p, 0) == 0)
+        burst++;
+    assert_int_equal(burst, 10);
+    int n = 0;
+    while (p.rate < 2000 && n < 1000) {
+        dw_pace_connected(&p, 0);
+        n++;
+    }
+    assert_true(p.rate == 2000);
+    assert_in_range(n, 200, 260);
+    burst = 0;
+    while (dw_pace_take(&p, 60000) == 0)
+        burst++;
+    assert_int_equal(burst, (int)DW_PACE_MAX_BURST);
 }
 
 static void zero_is_unpaced(void **state)
@@ -89,6 +119,7 @@ int main(void)
         cmocka_unit_test(burst_then_the_rate),
         cmocka_unit_test(a_failed_connect_halves_the_rate_once_per_overload),
         cmocka_unit_test(connects_that_work_bring_the_rate_back),
+        cmocka_unit_test(starts_low_and_climbs),
         cmocka_unit_test(zero_is_unpaced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
