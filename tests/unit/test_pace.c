@@ -71,7 +71,7 @@ static void connects_that_work_bring_the_rate_back(void **state)
         dw_pace_connected(&p, 10000);
         n++;
     }
-    assert_true(p.rate == 200); /* never above the setting */
+    assert_true(p.rate == 200);   /* never above the setting */
     assert_in_range(n, 100, 150); /* a hundredth at a time: 1.01^139 = 4 */
     dw_pace_connected(&p, 10000);
     assert_true(p.rate == 200);
