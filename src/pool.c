@@ -690,7 +690,7 @@ static void start(struct worker *w, struct job *job)
 /* The try ended (its last step answered, or a step failed): its outcome
  * to the breaker and the budget, its slot back. */
 static void end_try(struct worker *w, struct job *job, enum dw_errcode error,
-                    int64_t retry_after_ms)
+                    int64_t retry_after_ms, bool overload)
 {
     struct dw_pool *pool = w->pool;
     struct dw_guard *g = pool->guards[job->channel];
@@ -698,8 +698,8 @@ static void end_try(struct worker *w, struct job *job, enum dw_errcode error,
     bool had_slot = job->ticket.has_slot;
     struct dw_breaker_transition t;
 
-    struct dw_bulkhead_waiter *handed =
-        dw_guard_end(g, &job->ticket, error, took_us / 1000, dw_now_ms(), retry_after_ms, &t);
+    struct dw_bulkhead_waiter *handed = dw_guard_end(g, &job->ticket, error, took_us / 1000,
+                                                     dw_now_ms(), retry_after_ms, overload, &t);
     report(pool, job->channel, &t);
     dw_metrics_breaker_call(pool->opts.metrics, job->channel,
                             error == DW_EC_NONE           ? DW_BREAKER_SUCCESS
@@ -809,7 +809,8 @@ static void on_call_done(void *owner, const struct dw_xfer_result *r)
     if (r->outcome == DW_XFER_ANSWERED && r->retry_after_s > 0)
         retry_after_ms =
             r->retry_after_s > INT64_MAX / 1000 / 2 ? INT64_MAX / 2 : r->retry_after_s * 1000;
-    end_try(w, job, error, error == DW_EC_RATE_LIMITED ? retry_after_ms : 0);
+    end_try(w, job, error, error == DW_EC_RATE_LIMITED ? retry_after_ms : 0,
+            dw_guard_signal(error, r->status) == DW_LIMIT_DROP);
     if (error != DW_EC_NONE) {
         retry_or_fail(w, job, error, message, retry_after_ms);
         return;

@@ -114,12 +114,14 @@ int dw_guard_call_ended(struct dw_guard *g, int64_t now_us, int64_t rtt_us, int 
                         enum dw_limit_signal signal);
 
 /* The try ended with error (DW_EC_NONE: success) after took_ms: the
- * outcome to the breaker (transition filled in) and the budget; a 429's
- * retry_after_ms (> 0) pauses the whole channel; the slot goes back. The
- * waiter returned (if not NULL) was handed the slot: wake its job. */
+ * outcome to the breaker (transition filled in) and the budget (an
+ * overload answer, dw_guard_signal's DROP, takes no budget token when the
+ * limit is adaptive); a 429's retry_after_ms (> 0) pauses the whole
+ * channel; the slot goes back. The waiter returned (if not NULL) was
+ * handed the slot: wake its job. */
 struct dw_bulkhead_waiter *dw_guard_end(struct dw_guard *g, struct dw_guard_ticket *t,
                                         enum dw_errcode error, int64_t took_ms, int64_t now_ms,
-                                        int64_t retry_after_ms,
+                                        int64_t retry_after_ms, bool overload,
                                         struct dw_breaker_transition *transition) DW_MUST_CHECK;
 
 /* A queued job the limit now has room for (it grew), or NULL. Call until

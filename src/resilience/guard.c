@@ -236,16 +236,22 @@ int dw_guard_call_ended(struct dw_guard *g, int64_t now_us, int64_t rtt_us, int 
 
 struct dw_bulkhead_waiter *dw_guard_end(struct dw_guard *g, struct dw_guard_ticket *t,
                                         enum dw_errcode error, int64_t took_ms, int64_t now_ms,
-                                        int64_t retry_after_ms,
+                                        int64_t retry_after_ms, bool overload,
                                         struct dw_breaker_transition *transition)
 {
     enum dw_breaker_outcome outcome = error == DW_EC_NONE           ? DW_BREAKER_SUCCESS
                                       : dw_errcode_transient(error) ? DW_BREAKER_FAILURE
                                                                     : DW_BREAKER_IGNORED;
     dw_breaker_record(g->breaker, &t->permit, outcome, took_ms, now_ms, transition);
+    /* An overload answer under the adaptive limit takes no budget token:
+     * the limit already bounds how many calls, retries included, can be
+     * out at once, and shrinks on it; the budget is for storms the limit
+     * does not see (500s, bad gateways). Found when a latency step's brief
+     * burst of 503s spent the budget and failed jobs at once. */
+    bool counted = !(overload && g->cc->limit.mode == DW_LIMIT_ADAPTIVE);
     if (outcome == DW_BREAKER_SUCCESS)
         dw_retry_budget_on_success(g->budget);
-    else if (outcome == DW_BREAKER_FAILURE)
+    else if (outcome == DW_BREAKER_FAILURE && counted)
         dw_retry_budget_on_failure(g->budget);
     if (retry_after_ms > 0) {
         /* Clamped like the retry's own wait: a longer one ends that job

@@ -188,7 +188,32 @@ void itest_worker_log_tail(const struct itest_worker *w, int lines)
         fprintf(stderr, "(no log at %s)\n", w->log_path);
 }
 
+/* True when the worker's log says its listener found its port taken: the
+ * free port this process picked went to another socket (another test's
+ * connection) before the worker bound it. */
+static bool lost_port_race(const struct itest_worker *w)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "tail -n 20 '%s' | grep -q 'Address already in use'", w->log_path);
+    return system(cmd) == 0;
+}
+
+static bool worker_try_start(struct itest_worker *w, const char *name, const char *const *extra_env,
+                             bool last_try);
+
 void itest_worker_start(struct itest_worker *w, const char *name, const char *const *extra_env)
+{
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        if (worker_try_start(w, name, extra_env, attempt == 3))
+            return;
+        fprintf(stderr, "worker %s: its port was taken meanwhile; starting it again\n", name);
+    }
+}
+
+/* Starts the worker and waits until it is ready. False (and no worker)
+ * when it lost the race for its port and this is not the last try. */
+static bool worker_try_start(struct itest_worker *w, const char *name, const char *const *extra_env,
+                             bool last_try)
 {
     const char *dir = getenv("DW_ITEST_DIR");
     memset(w, 0, sizeof(*w));
@@ -233,15 +258,18 @@ void itest_worker_start(struct itest_worker *w, const char *name, const char *co
     for (int i = 0; i < 600; i++) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
+            if (!last_try && lost_port_race(w))
+                return false;
             itest_worker_log_tail(w, 30);
             fail("worker %s exited during start-up (status %d)", name, st);
         }
         if (itest_http("GET", url, NULL, NULL) == 200)
-            return;
+            return true;
         usleep(100 * 1000);
     }
     itest_worker_log_tail(w, 30);
     fail("worker %s not ready after 60 s", name);
+    return false;
 }
 
 int itest_worker_stop(struct itest_worker *w, int sig, int timeout_ms)

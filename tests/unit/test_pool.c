@@ -600,6 +600,9 @@ static void adaptive_limit_keeps_a_burst_within_capacity(void **state)
     struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_KAKAO];
     cc->limit = (struct dw_limit_config){.mode = DW_LIMIT_ADAPTIVE, .initial = 2, .min = 1};
     cc->bulkhead_max_wait_ms = 60000;
+    /* A small retry budget: the limit's probing 503s must not spend it
+     * (they are bounded by the limit), or jobs would fail at once. */
+    cc->budget_max_tokens = 10;
     cc->initial_backoff_ms = 20;
     cc->max_backoff_ms = 100;
     struct reply ok[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 20}};
