@@ -942,7 +942,7 @@ enum dw_err dw_dispatch_start(const struct dw_dispatch_options *opts, struct dw_
         d->active_buckets *= 2;
     d->active = dw_xcalloc(d->active_buckets, sizeof(*d->active));
 
-    err = dw_store_open(opts->cfg->pg_dsn, opts->log, &d->store, errbuf, errlen);
+    err = dw_store_create(opts->cfg->pg_dsn, opts->log, &d->store, errbuf, errlen);
     if (err)
         goto out;
     /* Unique per process: host, pid and the start time. */

@@ -241,8 +241,8 @@ static enum dw_err read_status(struct dw_http *http, const char *event_id, struc
         if (!http->store) {
             if (dw_now_ms() < http->store_retry_at_ms)
                 return DW_ERR_DB;
-            err = dw_store_open(http->opts.pg_dsn, http->opts.log, &http->store, errbuf,
-                                sizeof(errbuf));
+            err = dw_store_create(http->opts.pg_dsn, http->opts.log, &http->store, errbuf,
+                                  sizeof(errbuf));
             if (err) {
                 http->store = NULL;
                 http->store_retry_at_ms = dw_now_ms() + STORE_RETRY_MS;

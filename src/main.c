@@ -252,7 +252,7 @@ static enum dw_err prepare_schema(struct app *app)
     for (;;) {
         char why[512] = "";
         struct dw_store *store = NULL;
-        enum dw_err err = dw_store_open(app->cfg->pg_dsn, app->log, &store, why, sizeof(why));
+        enum dw_err err = dw_store_create(app->cfg->pg_dsn, app->log, &store, why, sizeof(why));
         if (err == DW_OK)
             err = dw_store_migrate(store, why, sizeof(why));
         dw_store_destroy(store);
@@ -300,7 +300,7 @@ int main(int argc, char **argv)
     struct app app = {0};
     char errbuf[1024] = "";
     int status = 1;
-    if (dw_config_load(config_path, environ, &app.cfg, errbuf, sizeof(errbuf)) != DW_OK) {
+    if (dw_config_create(config_path, environ, &app.cfg, errbuf, sizeof(errbuf)) != DW_OK) {
         fprintf(stderr, "distribution-worker: configuration error: %s\n", errbuf);
         return 2;
     }

@@ -885,8 +885,8 @@ static void fill_statuses(struct dw_store *store, const struct groups *g, const 
 
 /* ---- the public calls --------------------------------------------------- */
 
-enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store **out, char *errbuf,
-                          size_t errlen)
+enum dw_err dw_store_create(const char *dsn, struct dw_log *log, struct dw_store **out,
+                            char *errbuf, size_t errlen)
 {
     *out = NULL;
     if (!dsn) {

@@ -94,7 +94,7 @@ static int setup(void **state)
         NULL,
     };
     char err[512];
-    enum dw_err rc = dw_config_load(path, env, &f->cfg, err, sizeof(err));
+    enum dw_err rc = dw_config_create(path, env, &f->cfg, err, sizeof(err));
     unlink(path);
     if (rc)
         fail_msg("config: %s", err);
