@@ -198,11 +198,7 @@ static void *readiness_main(void *arg)
         http->ready_ok = ok;
         dw_strlcpy(http->ready_why, ok ? "" : why, sizeof(http->ready_why));
 
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        int64_t ns = (int64_t)until.tv_nsec + (int64_t)http->opts.ready_interval_ms * 1000000;
-        until.tv_sec += (time_t)(ns / 1000000000);
-        until.tv_nsec = (long)(ns % 1000000000);
+        struct timespec until = dw_deadline_in(http->opts.ready_interval_ms);
         while (!http->ready_stop &&
                pthread_cond_timedwait(&http->ready_wake, &http->ready_lock, &until) == 0)
             ;
@@ -721,11 +717,7 @@ enum dw_err dw_http_start(const struct dw_http_options *opts, struct dw_http **o
     http->opts = *opts;
     fill_defaults(&http->opts);
     pthread_mutex_init(&http->ready_lock, NULL);
-    pthread_condattr_t cattr;
-    pthread_condattr_init(&cattr);
-    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
-    pthread_cond_init(&http->ready_wake, &cattr);
-    pthread_condattr_destroy(&cattr);
+    dw_cond_init_monotonic(&http->ready_wake);
     pthread_mutex_init(&http->reader_lock, NULL);
     pthread_cond_init(&http->reader_wake, NULL);
     /* Not ready until the first check says so. */
