@@ -47,10 +47,10 @@
 #include <json-c/json.h>
 #include <microhttpd.h>
 
+#include "dw/event_id.h"
 #include "dw/report.h"
 #include "dw/store.h"
 
-#define EVENT_ID_MAX      64
 #define METRICS_MAX_BYTES (4 * 1024 * 1024)
 #define STORE_RETRY_MS    1000
 #define STATUS_QUEUE_MAX  64 /* status reads waiting for the reader */
@@ -81,7 +81,7 @@ struct reply {
 struct status_job {
     struct status_job *next;
     struct MHD_Connection *conn; /* suspended while queued */
-    char event_id[EVENT_ID_MAX + 1];
+    char event_id[DW_EVENT_ID_MAX + 1];
     int64_t deadline_ms;
     bool done; /* reply filled; the connection was resumed */
     struct reply reply;
@@ -208,20 +208,6 @@ static void *readiness_main(void *arg)
 }
 
 /* ---- status reads, on the reader thread ---- */
-
-static bool valid_event_id(const char *s, size_t len)
-{
-    if (len < 1 || len > EVENT_ID_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
 
 /* Reads one event on the reader's own connection: opens it when there is
  * none (at most once per STORE_RETRY_MS after a failure) and, when a read
@@ -354,7 +340,7 @@ typedef struct status_job *(*route_fn)(struct dw_http *http, const char *param, 
 static struct status_job *route_status(struct dw_http *http, const char *param, size_t param_len,
                                        struct reply *r)
 {
-    if (!valid_event_id(param, param_len)) {
+    if (!dw_event_id_valid(param, param_len)) {
         reply_static(r, MHD_HTTP_BAD_REQUEST, "{\"error\":\"INVALID_EVENT_ID\"}");
         return NULL;
     }
