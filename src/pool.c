@@ -51,6 +51,7 @@
 #include <strings.h>
 
 #include "dw/guard.h"
+#include "dw/heap.h"
 #include "dw/pace.h"
 #include "dw/request.h"
 #include "dw/transfer.h"
@@ -85,8 +86,7 @@ struct job {
     char *last_message; /* the last failure, for the final message; NULL until one */
 
     enum job_wait wait;
-    int64_t due_ms;    /* on the timer heap */
-    size_t heap_index; /* its place there */
+    struct dw_heap_node timer; /* on the timer heap; key: due_ms, when it is due */
 
     struct dw_guard_ticket ticket; /* what it holds of its channel's guards */
     int64_t try_started_us;
@@ -111,8 +111,7 @@ struct worker {
 
     /* Owned by the worker thread alone. */
     struct job *ready_head, *ready_tail;
-    struct job **timers; /* min-heap on due_ms */
-    size_t ntimers, timers_cap;
+    struct dw_heap timers;    /* parked jobs, by when they are due */
     struct job *running_head; /* jobs with a call in the loop */
     int running;
     int max_running;
@@ -198,75 +197,17 @@ static struct job *list_pop(struct job **head, struct job **tail)
     return job;
 }
 
-static void heap_place(struct worker *w, size_t i, struct job *job)
+static struct job *timer_job(struct dw_heap_node *node)
 {
-    w->timers[i] = job;
-    job->heap_index = i;
-}
-
-static void heap_sift_up(struct worker *w, size_t i, struct job *job)
-{
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (w->timers[parent]->due_ms <= job->due_ms)
-            break;
-        heap_place(w, i, w->timers[parent]);
-        i = parent;
-    }
-    heap_place(w, i, job);
-}
-
-static void heap_sift_down(struct worker *w, size_t i, struct job *job)
-{
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= w->ntimers)
-            break;
-        if (child + 1 < w->ntimers && w->timers[child + 1]->due_ms < w->timers[child]->due_ms)
-            child++;
-        if (job->due_ms <= w->timers[child]->due_ms)
-            break;
-        heap_place(w, i, w->timers[child]);
-        i = child;
-    }
-    heap_place(w, i, job);
-}
-
-static void heap_push(struct worker *w, struct job *job)
-{
-    if (w->ntimers == w->timers_cap) {
-        w->timers_cap = w->timers_cap ? w->timers_cap * 2 : 64;
-        w->timers = dw_xrealloc(w->timers, w->timers_cap * sizeof(*w->timers));
-    }
-    heap_sift_up(w, w->ntimers++, job);
-}
-
-/* Takes job out of the heap, wherever it is. */
-static void heap_remove(struct worker *w, struct job *job)
-{
-    size_t i = job->heap_index;
-    struct job *last = w->timers[--w->ntimers];
-    if (last == job)
-        return;
-    if (i > 0 && last->due_ms < w->timers[(i - 1) / 2]->due_ms)
-        heap_sift_up(w, i, last);
-    else
-        heap_sift_down(w, i, last);
-}
-
-static struct job *heap_pop(struct worker *w)
-{
-    struct job *top = w->timers[0];
-    heap_remove(w, top);
-    return top;
+    return DW_CONTAINER_OF(node, struct job, timer);
 }
 
 /* Puts job on the heap until due_ms, waiting for `wait`. */
 static void park(struct worker *w, struct job *job, enum job_wait wait, int64_t due_ms)
 {
     job->wait = wait;
-    job->due_ms = due_ms;
-    heap_push(w, job);
+    job->timer.key = due_ms;
+    dw_heap_push(&w->timers, &job->timer);
 }
 
 static void job_free(struct job *job)
@@ -796,7 +737,7 @@ static void timer_fired(struct worker *w, struct job *job)
     }
     job->wait = WAIT_NONE;
     dw_metrics_bulkhead_change(pool->opts.metrics, job->channel, 0, -1);
-    if (job->ticket.deadline_ms && job->due_ms >= job->ticket.deadline_ms)
+    if (job->ticket.deadline_ms && job->timer.key >= job->ticket.deadline_ms)
         dw_snprintf(why, sizeof(why), "bulkhead of %s full until the %dms deadline",
                     dw_channel_get(job->channel)->name, cc->deadline_ms);
     else
@@ -820,7 +761,7 @@ static void take_grants(struct worker *w)
         struct job *next = job->grant_next;
         job->grant_next = NULL;
         if (job->wait == WAIT_SLOT)
-            heap_remove(w, job);
+            dw_heap_remove(&w->timers, &job->timer);
         job->wait = WAIT_NONE;
         dw_guard_granted(w->pool->guards[job->channel], &job->ticket);
         dw_metrics_bulkhead_change(w->pool->opts.metrics, job->channel, 0, -1);
@@ -874,8 +815,9 @@ static void *worker_main(void *arg)
         take_grants(w);
 
         int64_t now = dw_now_ms();
-        while (w->ntimers > 0 && w->timers[0]->due_ms <= now)
-            timer_fired(w, heap_pop(w));
+        struct dw_heap_node *top;
+        while ((top = dw_heap_top(&w->timers)) && top->key <= now)
+            timer_fired(w, timer_job(dw_heap_pop(&w->timers)));
 
         while (w->ready_head && w->running < w->max_running)
             start(w, list_pop(&w->ready_head, &w->ready_tail));
@@ -888,8 +830,8 @@ static void *worker_main(void *arg)
         size_connection_cache(w, now);
         int64_t wait = IDLE_WAIT_MS;
         int64_t curl_due = dw_xfer_due_ms(w->loop);
-        if (w->ntimers > 0 && w->timers[0]->due_ms - now < wait)
-            wait = w->timers[0]->due_ms - now;
+        if ((top = dw_heap_top(&w->timers)) && top->key - now < wait)
+            wait = top->key - now;
         if (curl_due >= 0 && curl_due - now < wait)
             wait = curl_due - now;
         /* Grants and new jobs interrupt the wait through dw_xfer_wake. */
@@ -1094,8 +1036,8 @@ void dw_pool_stop(struct dw_pool *pool)
      * and is freed from there. */
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
-        for (size_t k = 0; k < w->ntimers; k++) {
-            struct job *job = w->timers[k];
+        for (size_t k = 0; k < w->timers.len; k++) {
+            struct job *job = timer_job(w->timers.nodes[k]);
             if (job->wait == WAIT_SLOT &&
                 !dw_guard_cancel_wait(pool->guards[job->channel], &job->ticket))
                 job->wait = WAIT_GRANTED;
@@ -1120,11 +1062,12 @@ void dw_pool_stop(struct dw_pool *pool)
             abandon(pool, job);
         while ((job = list_pop(&w->ready_head, &w->ready_tail)))
             abandon(pool, job);
-        for (size_t k = 0; k < w->ntimers; k++) {
-            if (w->timers[k]->wait != WAIT_GRANTED)
-                abandon(pool, w->timers[k]);
+        for (size_t k = 0; k < w->timers.len; k++) {
+            struct job *job = timer_job(w->timers.nodes[k]);
+            if (job->wait != WAIT_GRANTED)
+                abandon(pool, job);
         }
-        w->ntimers = 0;
+        w->timers.len = 0;
         while ((job = w->granted_head)) {
             w->granted_head = job->grant_next;
             job->ticket.has_slot = true;
@@ -1134,7 +1077,7 @@ void dw_pool_stop(struct dw_pool *pool)
     }
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
-        free(w->timers);
+        dw_heap_cleanup(&w->timers);
         pthread_mutex_destroy(&w->lock);
     }
     free(pool->workers);

@@ -37,6 +37,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "dw/kafka_conf.h"
+#include "dw/list.h"
 
 enum record_kind { RECORD_COMPLETION, RECORD_DLQ };
 
@@ -45,7 +46,7 @@ enum record_kind { RECORD_COMPLETION, RECORD_DLQ };
 #define DLQ_SLACK_BYTES 1024
 
 struct record {
-    struct record *next; /* in the retry list */
+    struct dw_list_node node; /* in the retry or the finished list */
     enum record_kind kind;
     char *topic;
     void *key;
@@ -62,7 +63,7 @@ struct dw_producer {
     rd_kafka_t *rk;
     struct dw_log *log;
     struct dw_metrics *metrics;
-    struct record *retry; /* poll thread only */
+    struct dw_list retry; /* poll thread only */
     struct dw_ack *acks;  /* poll thread only: done, not yet taken */
     size_t ack_count;
     size_t ack_cap;
@@ -71,7 +72,7 @@ struct dw_producer {
     size_t max_message_bytes; /* the producer's message.max.bytes */
     bool closing;             /* failed reports free, never resend */
     pthread_mutex_t finished_lock;
-    struct record *finished; /* refused for good on produce; poll thread reports them */
+    struct dw_list finished; /* refused for good on produce; poll thread reports them */
 };
 
 static void record_free(struct record *r)
@@ -170,10 +171,13 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
                  "delivery to %s failed, sending again: %s", r->topic, rd_kafka_err2str(m->err));
     /* Producing from inside a delivery report is allowed, but never block
      * here: a full queue puts the record on the retry list instead. */
-    if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        r->next = p->retry;
-        p->retry = r;
-    }
+    if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        dw_list_push_back(&p->retry, &r->node);
+}
+
+static struct record *record_of(struct dw_list_node *node)
+{
+    return node ? DW_CONTAINER_OF(node, struct record, node) : NULL;
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -297,8 +301,7 @@ static enum dw_err send_record(struct dw_producer *p, struct record *r)
         dw_metrics_count(p->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
         r->produce_err = err;
         pthread_mutex_lock(&p->finished_lock);
-        r->next = p->finished;
-        p->finished = r;
+        dw_list_push_back(&p->finished, &r->node);
         pthread_mutex_unlock(&p->finished_lock);
         return DW_OK;
     }
@@ -365,25 +368,18 @@ enum dw_err dw_producer_send_dlq(struct dw_producer *p, const struct dw_dlq_reco
 void dw_producer_poll(struct dw_producer *p, int timeout_ms)
 {
     pthread_mutex_lock(&p->finished_lock);
-    struct record *finished = p->finished;
-    p->finished = NULL;
+    struct dw_list finished = p->finished;
+    dw_list_init(&p->finished);
     pthread_mutex_unlock(&p->finished_lock);
-    while (finished) {
-        struct record *r = finished;
-        finished = r->next;
+    struct record *r;
+    while ((r = record_of(dw_list_pop_front(&finished))))
         give_up(p, r, r->produce_err);
-    }
 
-    struct record *retry = p->retry;
-    p->retry = NULL;
-    while (retry) {
-        struct record *r = retry;
-        retry = r->next;
-        r->next = NULL;
-        if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            r->next = p->retry;
-            p->retry = r;
-        }
+    struct dw_list retry = p->retry;
+    dw_list_init(&p->retry);
+    while ((r = record_of(dw_list_pop_front(&retry)))) {
+        if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            dw_list_push_back(&p->retry, &r->node);
     }
     rd_kafka_poll(p->rk, timeout_ms);
 }
@@ -400,11 +396,9 @@ size_t dw_producer_take_acks(struct dw_producer *p, struct dw_ack *out, size_t m
 int dw_producer_outstanding(struct dw_producer *p)
 {
     int n = rd_kafka_outq_len(p->rk);
-    for (struct record *r = p->retry; r; r = r->next)
-        n++;
+    n += (int)p->retry.len;
     pthread_mutex_lock(&p->finished_lock);
-    for (struct record *r = p->finished; r; r = r->next)
-        n++;
+    n += (int)p->finished.len;
     pthread_mutex_unlock(&p->finished_lock);
     return n;
 }
@@ -442,16 +436,11 @@ void dw_producer_destroy(struct dw_producer *p, int timeout_ms)
         p->closing = true;
         rd_kafka_poll(p->rk, 0);
     }
-    while (p->retry) {
-        struct record *r = p->retry;
-        p->retry = r->next;
+    struct record *r;
+    while ((r = record_of(dw_list_pop_front(&p->retry))))
         record_free(r);
-    }
-    while (p->finished) {
-        struct record *r = p->finished;
-        p->finished = r->next;
+    while ((r = record_of(dw_list_pop_front(&p->finished))))
         record_free(r);
-    }
     pthread_mutex_destroy(&p->finished_lock);
     if (p->rk)
         rd_kafka_destroy(p->rk);

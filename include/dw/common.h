@@ -15,6 +15,9 @@
 #define DW_MUST_CHECK   __attribute__((warn_unused_result))
 #define DW_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define DW_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* The struct of type that embeds *ptr as its member (intrusive lists and
+ * heaps); ptr must not be NULL. */
+#define DW_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum dw_err {
     DW_OK = 0,
