@@ -75,6 +75,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dw/common.h"
+#include "dw/event_id.h"
+#include "dw/heap.h"
+#include "dw/utf8.h"
+
 /* ------------------------------------------------------------------------ */
 /* Limits and defaults                                                      */
 /* ------------------------------------------------------------------------ */
@@ -89,7 +94,6 @@
 #define SIM_TIMER_BATCH      512          /* resumes per timer pass, lock released between */
 #define SIM_MAX_LATENCY_MS   (600 * 1000)
 #define SIM_RINGOBIZ_MAX_CP  60
-#define SIM_EVENT_ID_MAX     64
 #define SIM_DEFAULT_BACKLOG  4096    /* listen() backlog unless --backlog */
 #define SIM_MAX_CAPACITY     1000000 /* bound of the capacity and latencyKnee faults */
 
@@ -268,17 +272,10 @@ struct key_table {
     atomic_uint_fast64_t evicted;
 };
 
-struct timer_entry {
-    int64_t due_us; /* monotonic */
-    struct sim_request *req;
-};
-
 struct timer {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    struct timer_entry *heap;
-    size_t len;
-    size_t alloc;
+    struct dw_heap heap; /* parked requests; key: when due, monotonic us */
     bool stopping;
     pthread_t thread;
 };
@@ -316,6 +313,7 @@ enum answer_kind { ANS_OTHER, ANS_SUCCESS, ANS_BAD_RESPONSE };
 struct sim_request {
     struct sim *sim;
     struct MHD_Connection *conn;
+    struct dw_heap_node wake;  /* on the timer heap while its connection is suspended */
     const struct endpoint *ep; /* NULL: control or unknown path */
     enum req_state state;
     enum answer_kind kind;
@@ -337,50 +335,6 @@ static volatile sig_atomic_t stop_signal;
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (p == NULL) {
-        fputs("channel-sim: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL) {
-        fputs("channel-sim: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static void *xrealloc(void *ptr, size_t n)
-{
-    void *p = realloc(ptr, n ? n : 1);
-    if (p == NULL) {
-        fputs("channel-sim: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t splitmix64(uint64_t x)
 {
@@ -418,49 +372,10 @@ static uint64_t counter_get(atomic_uint_fast64_t *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-/* Counts the code points of UTF-8 text; returns -1 when it is not valid
- * UTF-8 (overlong forms, surrogates and NUL included). */
-static long utf8_count(const char *s, size_t n)
+/* Whether s[0..n) is text a channel takes: well-formed UTF-8 without NUL. */
+static bool text_ok(const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    long count = 0;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = p[i];
-        size_t extra;
-        uint32_t cp;
-        if (c == 0)
-            return -1;
-        if (c < 0x80) {
-            i++;
-            count++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            extra = 1;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            extra = 2;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            extra = 3;
-            cp = c & 0x07;
-        } else {
-            return -1;
-        }
-        if (extra > n - i - 1)
-            return -1; /* truncated sequence */
-        for (size_t k = 1; k <= extra; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return -1;
-            cp = (cp << 6) | (p[i + k] & 0x3F);
-        }
-        if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) ||
-            (extra == 3 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
-            return -1;
-        i += extra + 1;
-        count++;
-    }
-    return count;
+    return dw_utf8_count(s, n) != SIZE_MAX && memchr(s, '\0', n) == NULL;
 }
 
 /* Appends s to out as the inside of a JSON string: printable ASCII only,
@@ -632,7 +547,7 @@ static void key_table_init(struct key_table *kt, size_t max_keys)
     for (size_t i = 0; i < SIM_KEY_SHARDS; i++) {
         struct key_shard *s = &kt->shards[i];
         pthread_mutex_init(&s->lock, NULL);
-        s->buckets = xcalloc(nb, sizeof(*s->buckets));
+        s->buckets = dw_xcalloc(nb, sizeof(*s->buckets));
         s->bucket_mask = nb - 1;
         s->oldest = s->newest = NULL;
         s->count = 0;
@@ -759,7 +674,7 @@ static void key_entry_add_time(struct key_entry *e, int64_t t)
         /* Grow and linearise so the ring starts at 0 again. */
         uint8_t cap =
             (uint8_t)(e->times_cap * 2 > SIM_KEY_TIMES_MAX ? SIM_KEY_TIMES_MAX : e->times_cap * 2);
-        int64_t *grown = xmalloc(cap * sizeof(*grown));
+        int64_t *grown = dw_xmalloc(cap * sizeof(*grown));
         for (uint8_t i = 0; i < e->ntimes; i++)
             grown[i] = e->times[(e->times_head + i) % e->times_cap];
         if (e->times != e->inline_times)
@@ -797,7 +712,7 @@ static void key_table_record(struct sim *sim, const char *key, size_t len, enum 
 
     /* Allocate outside the lock; most keys are new, and a spare is freed
      * when another thread won the race. */
-    fresh = xmalloc(sizeof(*fresh) + len + 1);
+    fresh = dw_xmalloc(sizeof(*fresh) + len + 1);
 
     pthread_mutex_lock(&s->lock);
     struct key_entry *e = shard_find_locked(s, hash, key, len);
@@ -1285,43 +1200,16 @@ static void faults_reset(struct sim *sim)
 /* Timer: a min-heap of wake-ups, one thread                                */
 /* ------------------------------------------------------------------------ */
 
+/* A request is on the heap at most once: only while suspended. */
 static void heap_push_locked(struct timer *t, int64_t due_us, struct sim_request *req)
 {
-    if (t->len == t->alloc) {
-        t->alloc = t->alloc ? t->alloc * 2 : 1024;
-        t->heap = xrealloc(t->heap, t->alloc * sizeof(*t->heap));
-    }
-    size_t i = t->len++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (t->heap[parent].due_us <= due_us)
-            break;
-        t->heap[i] = t->heap[parent];
-        i = parent;
-    }
-    t->heap[i].due_us = due_us;
-    t->heap[i].req = req;
+    req->wake.key = due_us;
+    dw_heap_push(&t->heap, &req->wake);
 }
 
-static struct timer_entry heap_pop_locked(struct timer *t)
+static struct sim_request *heap_pop_locked(struct timer *t)
 {
-    struct timer_entry top = t->heap[0];
-    struct timer_entry last = t->heap[--t->len];
-    size_t i = 0;
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= t->len)
-            break;
-        if (child + 1 < t->len && t->heap[child + 1].due_us < t->heap[child].due_us)
-            child++;
-        if (last.due_us <= t->heap[child].due_us)
-            break;
-        t->heap[i] = t->heap[child];
-        i = child;
-    }
-    if (t->len > 0)
-        t->heap[i] = last;
-    return top;
+    return DW_CONTAINER_OF(dw_heap_pop(&t->heap), struct sim_request, wake);
 }
 
 /*
@@ -1338,7 +1226,7 @@ static bool timer_park(struct sim *sim, struct sim_request *req, int64_t due_us)
         return false;
     }
     MHD_suspend_connection(req->conn);
-    bool earliest = t->len == 0 || due_us < t->heap[0].due_us;
+    bool earliest = t->heap.len == 0 || due_us < dw_heap_top(&t->heap)->key;
     heap_push_locked(t, due_us, req);
     if (earliest)
         pthread_cond_signal(&t->cond);
@@ -1370,34 +1258,34 @@ static void *timer_main(void *arg)
 {
     struct sim *sim = arg;
     struct timer *t = &sim->timer;
-    struct timer_entry batch[SIM_TIMER_BATCH];
+    struct sim_request *batch[SIM_TIMER_BATCH];
 
     pthread_mutex_lock(&t->lock);
     for (;;) {
         if (t->stopping)
             break;
-        if (t->len == 0) {
+        if (t->heap.len == 0) {
             pthread_cond_wait(&t->cond, &t->lock);
             continue;
         }
-        int64_t now = now_us();
-        if (t->heap[0].due_us > now) {
+        int64_t now = dw_now_us();
+        if (dw_heap_top(&t->heap)->key > now) {
             struct timespec ts;
-            int64_t due = t->heap[0].due_us;
+            int64_t due = dw_heap_top(&t->heap)->key;
             ts.tv_sec = (time_t)(due / 1000000);
             ts.tv_nsec = (long)(due % 1000000) * 1000;
             pthread_cond_timedwait(&t->cond, &t->lock, &ts);
             continue;
         }
         size_t n = 0;
-        while (n < SIM_TIMER_BATCH && t->len > 0 && t->heap[0].due_us <= now)
+        while (n < SIM_TIMER_BATCH && t->heap.len > 0 && dw_heap_top(&t->heap)->key <= now)
             batch[n++] = heap_pop_locked(t);
         pthread_mutex_unlock(&t->lock);
 
         /* Resume with no lock held: resuming takes libmicrohttpd's own lock,
          * which a handler may hold while it waits for ours in timer_park. */
         for (size_t i = 0; i < n; i++) {
-            struct sim_request *req = batch[i].req;
+            struct sim_request *req = batch[i];
             if (req->state == ST_HANGING && !hang_should_end(sim, req, now)) {
                 pthread_mutex_lock(&t->lock);
                 heap_push_locked(t, now + SIM_HANG_CHECK_MS * 1000, req);
@@ -1410,10 +1298,8 @@ static void *timer_main(void *arg)
     }
     /* Stopping: every parked connection must be resumed before
      * MHD_stop_daemon(); delayed ones get their answer, hung ones close. */
-    while (t->len > 0) {
-        struct timer_entry e = heap_pop_locked(t);
-        MHD_resume_connection(e.req->conn);
-    }
+    while (t->heap.len > 0)
+        MHD_resume_connection(heap_pop_locked(t)->conn);
     pthread_mutex_unlock(&t->lock);
     return NULL;
 }
@@ -1421,14 +1307,9 @@ static void *timer_main(void *arg)
 static int timer_start(struct sim *sim)
 {
     struct timer *t = &sim->timer;
-    pthread_condattr_t attr;
     pthread_mutex_init(&t->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cond, &attr);
-    pthread_condattr_destroy(&attr);
-    t->heap = NULL;
-    t->len = t->alloc = 0;
+    dw_cond_init_monotonic(&t->cond);
+    dw_heap_init(&t->heap);
     t->stopping = false;
     return pthread_create(&t->thread, NULL, timer_main, sim);
 }
@@ -1446,7 +1327,7 @@ static void timer_stop(struct sim *sim)
 static void timer_cleanup(struct sim *sim)
 {
     struct timer *t = &sim->timer;
-    free(t->heap);
+    dw_heap_cleanup(&t->heap);
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->lock);
 }
@@ -1474,19 +1355,6 @@ static bool media_type_is(const char *ct, const char *want)
     while (*ct == ' ' || *ct == '\t')
         ct++;
     return *ct == '\0' || *ct == ';';
-}
-
-static bool event_id_valid(const char *s, size_t n)
-{
-    if (n == 0 || n > SIM_EVENT_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
 }
 
 /* One field of a request body, whichever the format. */
@@ -1572,8 +1440,8 @@ static bool check_fields(struct sim *sim, const struct endpoint *ep, const struc
     }
     if (ep->id == EP_RINGOBIZ_RINGBACK) {
         x = field_find(f, n, "message");
-        long cp = utf8_count(x->value, x->value_len);
-        if (cp > SIM_RINGOBIZ_MAX_CP) {
+        size_t cp = dw_utf8_count(x->value, x->value_len);
+        if (cp != SIZE_MAX && cp > SIM_RINGOBIZ_MAX_CP) {
             answer_error(a, 400, "FIELD_TOO_LONG", "message is over 60 characters", "message", 7);
             return false;
         }
@@ -1663,8 +1531,7 @@ static bool check_body(struct sim *sim, struct sim_request *req, const char *eve
             char *val = eq ? eq + 1 : seg_end;
             if (eq)
                 vl = form_decode(val, (size_t)(seg_end - val));
-            if (nl < 0 || vl < 0 || utf8_count(p, (size_t)nl) < 0 ||
-                utf8_count(val, (size_t)vl) < 0) {
+            if (nl < 0 || vl < 0 || !text_ok(p, (size_t)nl) || !text_ok(val, (size_t)vl)) {
                 answer_error(a, 400, "INVALID_BODY", "malformed form encoding or UTF-8", NULL, 0);
                 return false;
             }
@@ -1867,7 +1734,7 @@ static enum MHD_Result handle_channel_call(struct sim *sim, struct sim_request *
     if (key_usable && key_len > suffix_len &&
         memcmp(key + key_len - suffix_len, ep->key_suffix, suffix_len) == 0) {
         event_id_len = key_len - suffix_len;
-        key_well_formed = event_id_valid(key, event_id_len);
+        key_well_formed = dw_event_id_valid(key, event_id_len);
     }
 
     /* One draw decides the injected outcome, so the rates are shares of the
@@ -1933,7 +1800,7 @@ static enum MHD_Result handle_channel_call(struct sim *sim, struct sim_request *
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         req->fd = ci ? ci->connect_fd : -1;
-        req->hang_since_us = now_us();
+        req->hang_since_us = dw_now_us();
         req->state = ST_HANGING;
         if (timer_park(sim, req, req->hang_since_us + SIM_HANG_CHECK_MS * 1000))
             return MHD_YES;
@@ -1943,7 +1810,7 @@ static enum MHD_Result handle_channel_call(struct sim *sim, struct sim_request *
     int64_t delay_ms = over ? 0 : call_delay_ms(sim, &f, serving);
     if (delay_ms > 0) {
         req->state = ST_DELAYED;
-        if (timer_park(sim, req, now_us() + delay_ms * 1000))
+        if (timer_park(sim, req, dw_now_us() + delay_ms * 1000))
             return MHD_YES;
     }
     return send_answer(req);
@@ -2037,7 +1904,7 @@ static void body_append(struct sim_request *req, const char *data, size_t len)
         size_t want = req->body_alloc ? req->body_alloc : 512;
         while (want < req->body_len + len + 1)
             want *= 2;
-        req->body = xrealloc(req->body, want);
+        req->body = dw_xrealloc(req->body, want);
         req->body_alloc = want;
     }
     memcpy(req->body + req->body_len, data, len);
@@ -2055,13 +1922,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
     if (req == NULL) {
         /* Headers are in: the call has arrived. */
-        req = xcalloc(1, sizeof(*req));
+        req = dw_xcalloc(1, sizeof(*req));
         req->sim = sim;
         req->conn = conn;
         req->fd = -1;
         req->ep = route(url);
         req->state = ST_READING;
-        req->arrival_wall_ms = wall_ms();
+        req->arrival_wall_ms = dw_wall_ms();
         *con_cls = req;
         return MHD_YES;
     }
@@ -2116,7 +1983,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     struct sim *sim = cls;
     (void)conn;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        struct conn_ctx *cc = xmalloc(sizeof(*cc));
+        struct conn_ctx *cc = dw_xmalloc(sizeof(*cc));
         cc->channel = -1;
         *socket_context = cc;
         counter_add(&sim->conns.accepted, 1);
@@ -2146,10 +2013,10 @@ static void *acceptor_main(void *arg)
     struct sim *sim = arg;
     struct acceptor *ac = &sim->acceptor;
     int64_t interval_us = 1000000 / ac->rate;
-    int64_t next_us = now_us();
+    int64_t next_us = dw_now_us();
 
     while (!atomic_load(&ac->stopping)) {
-        int64_t now = now_us();
+        int64_t now = dw_now_us();
         if (now < next_us) {
             int64_t wait = next_us - now;
             usleep((useconds_t)(wait < 100000 ? wait : 100000)); /* stays responsive to stop */
@@ -2165,7 +2032,7 @@ static void *acceptor_main(void *arg)
             continue;
         /* It closes fd itself when it cannot take it. */
         (void)MHD_add_connection(sim->daemon, fd, (struct sockaddr *)&addr, len);
-        now = now_us();
+        now = dw_now_us();
         next_us = (next_us > now ? next_us : now) + interval_us;
     }
     return NULL;
@@ -2348,7 +2215,7 @@ int main(int argc, char **argv)
             conn_limit = rl.rlim_cur > 60000 ? 60000 : (unsigned)(rl.rlim_cur - 100);
     }
 
-    sim = xcalloc(1, sizeof(*sim));
+    sim = dw_xcalloc(1, sizeof(*sim));
     sim->acceptor.fd = -1;
     sim->acceptor.rate = accept_rate;
     atomic_init(&sim->acceptor.stopping, false);
@@ -2366,7 +2233,7 @@ int main(int argc, char **argv)
     stats_reset(sim);
     key_table_init(&sim->keys, (size_t)max_keys);
     atomic_init(&sim->next_seq, 1);
-    uint64_t seed = (uint64_t)now_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)wall_ms();
+    uint64_t seed = (uint64_t)dw_now_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)dw_wall_ms();
     atomic_init(&sim->rng_state, splitmix64(seed));
     sim->id_secret = splitmix64(seed ^ 0x5eed);
 
@@ -2467,8 +2334,8 @@ out_timer:
     }
     timer_stop(sim);
     if (sim->daemon != NULL) {
-        int64_t grace_end = now_us() + 500 * 1000;
-        while (in_flight_total(sim) > 0 && now_us() < grace_end)
+        int64_t grace_end = dw_now_us() + 500 * 1000;
+        while (in_flight_total(sim) > 0 && dw_now_us() < grace_end)
             usleep(5000);
         MHD_stop_daemon(sim->daemon);
         if (listen_fd != MHD_INVALID_SOCKET)
