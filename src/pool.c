@@ -52,6 +52,7 @@
 
 #include "dw/guard.h"
 #include "dw/heap.h"
+#include "dw/list.h"
 #include "dw/pace.h"
 #include "dw/request.h"
 #include "dw/transfer.h"
@@ -71,7 +72,7 @@ enum job_wait {
 };
 
 struct job {
-    struct job *next;
+    struct dw_list_node queue; /* in the inbox or the ready list */
     struct worker *worker;
     const struct dw_request *req;
     enum dw_channel_id channel;
@@ -90,10 +91,10 @@ struct job {
 
     struct dw_guard_ticket ticket; /* what it holds of its channel's guards */
     int64_t try_started_us;
-    struct job *grant_next; /* in the worker's grant list (under its lock) */
+    struct dw_list_node grant; /* in the worker's grant list (under its lock) */
 
     /* While running: linked in the worker's running list. */
-    struct job *run_prev, *run_next;
+    struct dw_list_node run;
     bool running;
     int inflight_at_start; /* the channel's calls under way when it started, itself included */
     struct dw_http_call call;
@@ -106,13 +107,13 @@ struct worker {
     struct dw_xfer_loop *loop;
 
     pthread_mutex_t lock; /* guards inbox and the grant list */
-    struct job *inbox_head, *inbox_tail;
-    struct job *granted_head, *granted_tail;
+    struct dw_list inbox;
+    struct dw_list granted;
 
     /* Owned by the worker thread alone. */
-    struct job *ready_head, *ready_tail;
-    struct dw_heap timers;    /* parked jobs, by when they are due */
-    struct job *running_head; /* jobs with a call in the loop */
+    struct dw_list ready;
+    struct dw_heap timers;       /* parked jobs, by when they are due */
+    struct dw_list running_jobs; /* jobs with a call in the loop */
     int running;
     int max_running;
     uint64_t rnd;
@@ -161,40 +162,17 @@ struct dw_pool {
     } paces[DW_CHANNEL_COUNT];
 };
 
-/* ---- lists and the timer heap ---- */
+/* ---- lists and the timer heap ----
+ *
+ * A job that already holds its slot (the next step of a try, a parked job
+ * handed a slot, a job past its connect pace) goes to the front of the
+ * ready list: at the back it would hold the slot while thousands of new
+ * jobs start first, and keep its request, which waits on it, in flight
+ * that much longer. */
 
-static void list_push(struct job **head, struct job **tail, struct job *job)
+static struct job *queued_job(struct dw_list_node *node)
 {
-    job->next = NULL;
-    if (*tail)
-        (*tail)->next = job;
-    else
-        *head = job;
-    *tail = job;
-}
-
-/* For a job that already holds its slot (the next step of a try, a parked
- * job handed a slot): at the back of the ready list it would hold the slot
- * while thousands of new jobs start first, and keep its request, which
- * waits on it, in flight that much longer. */
-static void list_push_front(struct job **head, struct job **tail, struct job *job)
-{
-    job->next = *head;
-    *head = job;
-    if (!*tail)
-        *tail = job;
-}
-
-static struct job *list_pop(struct job **head, struct job **tail)
-{
-    struct job *job = *head;
-    if (job) {
-        *head = job->next;
-        if (!*head)
-            *tail = NULL;
-        job->next = NULL;
-    }
-    return job;
+    return node ? DW_CONTAINER_OF(node, struct job, queue) : NULL;
 }
 
 static struct job *timer_job(struct dw_heap_node *node)
@@ -276,12 +254,7 @@ static void deliver_grant(struct dw_bulkhead_waiter *waiter)
     struct job *job = job_of_waiter(waiter);
     struct worker *w = job->worker;
     pthread_mutex_lock(&w->lock);
-    job->grant_next = NULL;
-    if (w->granted_tail)
-        w->granted_tail->grant_next = job;
-    else
-        w->granted_head = job;
-    w->granted_tail = job;
+    dw_list_push_back(&w->granted, &job->grant);
     pthread_mutex_unlock(&w->lock);
     dw_xfer_wake(w->loop);
 }
@@ -319,11 +292,7 @@ static void give_back(struct dw_pool *pool, struct job *job)
 
 static void running_link(struct worker *w, struct job *job)
 {
-    job->run_prev = NULL;
-    job->run_next = w->running_head;
-    if (w->running_head)
-        w->running_head->run_prev = job;
-    w->running_head = job;
+    dw_list_push_front(&w->running_jobs, &job->run);
     job->running = true;
     w->running++;
     w->calls[job->channel]++;
@@ -335,13 +304,7 @@ static void running_unlink(struct worker *w, struct job *job)
 {
     if (!job->running)
         return;
-    if (job->run_prev)
-        job->run_prev->run_next = job->run_next;
-    else
-        w->running_head = job->run_next;
-    if (job->run_next)
-        job->run_next->run_prev = job->run_prev;
-    job->run_prev = job->run_next = NULL;
+    dw_list_remove(&w->running_jobs, &job->run);
     job->running = false;
     w->running--;
     w->calls[job->channel]--;
@@ -682,7 +645,7 @@ static void on_call_done(void *owner, const struct dw_xfer_result *r)
          * same permit and slot. */
         dw_strlcpy(job->prev_id, reply.external_id, sizeof(job->prev_id));
         job->step++;
-        list_push_front(&w->ready_head, &w->ready_tail, job);
+        dw_list_push_front(&w->ready, &job->queue);
         return;
     }
     int64_t retry_after_ms = 0;
@@ -721,12 +684,12 @@ static void timer_fired(struct worker *w, struct job *job)
     if (job->wait == WAIT_RETRY) {
         job->wait = WAIT_NONE;
         dw_guard_want(pool->guards[job->channel], &job->ticket);
-        list_push(&w->ready_head, &w->ready_tail, job);
+        dw_list_push_back(&w->ready, &job->queue);
         return;
     }
     if (job->wait == WAIT_CONNECT) {
         job->wait = WAIT_NONE;
-        list_push_front(&w->ready_head, &w->ready_tail, job);
+        dw_list_push_front(&w->ready, &job->queue);
         return;
     }
     /* WAIT_SLOT: no slot came in time. */
@@ -753,27 +716,23 @@ static void timer_fired(struct worker *w, struct job *job)
 static void take_grants(struct worker *w)
 {
     pthread_mutex_lock(&w->lock);
-    struct job *job = w->granted_head;
-    w->granted_head = w->granted_tail = NULL;
+    struct dw_list granted = w->granted;
+    dw_list_init(&w->granted);
     pthread_mutex_unlock(&w->lock);
-    struct job *head = NULL, *tail = NULL;
-    while (job) {
-        struct job *next = job->grant_next;
-        job->grant_next = NULL;
+    struct dw_list got = {0};
+    struct dw_list_node *node;
+    while ((node = dw_list_pop_front(&granted))) {
+        struct job *job = DW_CONTAINER_OF(node, struct job, grant);
         if (job->wait == WAIT_SLOT)
             dw_heap_remove(&w->timers, &job->timer);
         job->wait = WAIT_NONE;
         dw_guard_granted(w->pool->guards[job->channel], &job->ticket);
         dw_metrics_bulkhead_change(w->pool->opts.metrics, job->channel, 0, -1);
-        list_push(&head, &tail, job);
-        job = next;
+        dw_list_push_back(&got, &job->queue);
     }
-    if (head) {
-        tail->next = w->ready_head;
-        w->ready_head = head;
-        if (!w->ready_tail)
-            w->ready_tail = tail;
-    }
+    /* got, then what was ready: the granted jobs go first. */
+    dw_list_splice_back(&got, &w->ready);
+    w->ready = got;
 }
 
 /* ---- the worker thread ---- */
@@ -801,17 +760,10 @@ static void *worker_main(void *arg)
 
     while (!atomic_load(&pool->stopping)) {
         pthread_mutex_lock(&w->lock);
-        struct job *in = w->inbox_head;
-        struct job *in_tail = w->inbox_tail;
-        w->inbox_head = w->inbox_tail = NULL;
+        struct dw_list in = w->inbox;
+        dw_list_init(&w->inbox);
         pthread_mutex_unlock(&w->lock);
-        if (in) {
-            if (w->ready_tail)
-                w->ready_tail->next = in;
-            else
-                w->ready_head = in;
-            w->ready_tail = in_tail;
-        }
+        dw_list_splice_back(&w->ready, &in);
         take_grants(w);
 
         int64_t now = dw_now_ms();
@@ -819,11 +771,11 @@ static void *worker_main(void *arg)
         while ((top = dw_heap_top(&w->timers)) && top->key <= now)
             timer_fired(w, timer_job(dw_heap_pop(&w->timers)));
 
-        while (w->ready_head && w->running < w->max_running)
-            start(w, list_pop(&w->ready_head, &w->ready_tail));
+        while (!dw_list_empty(&w->ready) && w->running < w->max_running)
+            start(w, queued_job(dw_list_pop_front(&w->ready)));
 
         dw_xfer_run_due(w->loop, dw_now_ms());
-        if (w->ready_head && w->running < w->max_running)
+        if (!dw_list_empty(&w->ready) && w->running < w->max_running)
             continue; /* a finished step or retry is ready to go now */
 
         now = dw_now_ms();
@@ -978,8 +930,8 @@ enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
     pthread_mutex_lock(&w->lock);
     /* A non-empty inbox has a wake-up on its way already: the worker takes
      * the whole inbox at once, after the wake that its first job sent. */
-    bool was_empty = !w->inbox_head;
-    list_push(&w->inbox_head, &w->inbox_tail, job);
+    bool was_empty = dw_list_empty(&w->inbox);
+    dw_list_push_back(&w->inbox, &job->queue);
     dw_metrics_gauge_add(pool->opts.metrics, DW_GAUGE_CHANNEL_JOBS, 1);
     pthread_mutex_unlock(&w->lock);
     if (was_empty)
@@ -1054,13 +1006,14 @@ void dw_pool_stop(struct dw_pool *pool)
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
         struct job *job;
-        while ((job = w->running_head)) {
+        while (!dw_list_empty(&w->running_jobs)) {
+            job = DW_CONTAINER_OF(w->running_jobs.head, struct job, run);
             running_unlink(w, job);
             abandon(pool, job);
         }
-        while ((job = list_pop(&w->inbox_head, &w->inbox_tail)))
+        while ((job = queued_job(dw_list_pop_front(&w->inbox))))
             abandon(pool, job);
-        while ((job = list_pop(&w->ready_head, &w->ready_tail)))
+        while ((job = queued_job(dw_list_pop_front(&w->ready))))
             abandon(pool, job);
         for (size_t k = 0; k < w->timers.len; k++) {
             struct job *job = timer_job(w->timers.nodes[k]);
@@ -1068,12 +1021,12 @@ void dw_pool_stop(struct dw_pool *pool)
                 abandon(pool, job);
         }
         w->timers.len = 0;
-        while ((job = w->granted_head)) {
-            w->granted_head = job->grant_next;
+        struct dw_list_node *node;
+        while ((node = dw_list_pop_front(&w->granted))) {
+            job = DW_CONTAINER_OF(node, struct job, grant);
             job->ticket.has_slot = true;
             abandon(pool, job);
         }
-        w->granted_tail = NULL;
     }
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
