@@ -81,14 +81,7 @@ static void *run(void *arg)
         pthread_mutex_unlock(&b->lock);
         probe(b);
         pthread_mutex_lock(&b->lock);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += b->interval_ms / 1000;
-        ts.tv_nsec += (long)(b->interval_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = dw_deadline_in(b->interval_ms);
         while (!b->stopping && pthread_cond_timedwait(&b->wake, &b->lock, &ts) == 0)
             ;
     }
@@ -107,7 +100,7 @@ enum dw_err dw_backlog_start(rd_kafka_t *rk, const char *topic, struct dw_metric
     b->log = log;
     b->interval_ms = interval_ms > 0 ? interval_ms : 1000;
     pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->wake, NULL);
+    dw_cond_init_monotonic(&b->wake);
     if (pthread_create(&b->thread, NULL, run, b) != 0) {
         dw_snprintf(errbuf, errlen, "backlog prober: cannot start its thread");
         pthread_cond_destroy(&b->wake);

@@ -1427,8 +1427,8 @@ static void fold_settings(struct dw_config *cfg)
     cfg->redrive.max_age_ms = cfg->redrive_max_age_ms;
 }
 
-enum dw_err dw_config_load(const char *path, char *const *envp, struct dw_config **out,
-                           char *errbuf, size_t errlen)
+enum dw_err dw_config_create(const char *path, char *const *envp, struct dw_config **out,
+                             char *errbuf, size_t errlen)
 {
     struct loader *ld = dw_xcalloc(1, sizeof(*ld));
     enum dw_err err;

@@ -24,12 +24,18 @@
  * brokers for the log end offsets every BACKLOG_EVERY_MS, since the
  * statistics' high watermark stops moving while a partition is paused.
  *
+ * Done offsets come from the producer: the consumer takes what it
+ * acknowledged (dw_consumer_take_acks, and itself while a revoke waits), so
+ * offsets flow one way and nobody calls back into the consumer.
+ *
  * Threads: everything runs on the poll thread, including the rebalance,
  * commit and statistics callbacks (librdkafka calls them from
- * rd_kafka_consumer_poll), except the backlog prober's broker queries.
+ * rd_kafka_consumer_poll), except the backlog prober's broker queries and
+ * the heartbeat read by /healthz (an atomic).
  */
 #include "dw/consumer.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,11 +59,16 @@ struct dw_consumer {
     char *topic;
     bool paused;
     int assigned;
-    bool closing; /* drained already: revoke waits no more */
-    int revoke_wait_ms;
-    dw_consumer_serve_cb serve;
-    void *serve_opaque;
+    bool closing;                 /* drained already: revoke waits no more */
+    int revoke_wait_ms;           /* -1: none */
+    struct dw_producer *producer; /* whose acknowledged offsets we take */
+    _Atomic int64_t heartbeat_ms; /* the poll thread's last round */
 };
+
+static void beat(struct dw_consumer *c)
+{
+    atomic_store_explicit(&c->heartbeat_ms, dw_now_ms(), memory_order_relaxed);
+}
 
 static void commit_partitions(struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts,
                               bool only_new, bool sync)
@@ -150,17 +161,20 @@ static size_t pending_in(const struct dw_consumer *c, const rd_kafka_topic_parti
 
 /* Gives the revoked partitions' in-flight requests a bounded time to finish,
  * so the next owner does not redo them. We are inside the rebalance
- * callback: no new message is taken meanwhile. */
+ * callback: no new message is taken meanwhile, so we serve the producer's
+ * delivery reports ourselves. */
 static void finish_revoked(struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts)
 {
-    if (!c->serve || c->closing)
+    if (c->revoke_wait_ms < 0 || c->closing)
         return;
     size_t pending = pending_in(c, parts);
     if (pending == 0)
         return;
     int64_t start = dw_now_ms();
     while (pending > 0 && dw_now_ms() - start < c->revoke_wait_ms) {
-        c->serve(c->serve_opaque);
+        beat(c);
+        dw_producer_poll(c->producer, 10);
+        dw_consumer_take_acks(c);
         pending = pending_in(c, parts);
     }
     dw_log_write(c->log, pending ? DW_LOG_WARN : DW_LOG_INFO, DW_LOG_NOCTX,
@@ -183,6 +197,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         apply_pause(c, false);
     } else {
         bool lost = rd_kafka_assignment_lost(rk);
+        dw_consumer_take_acks(c);
         if (!lost)
             finish_revoked(c, parts);
         if (!lost)
@@ -287,13 +302,16 @@ enum dw_err dw_consumer_check_config(const struct dw_config *cfg, char *errbuf, 
 }
 
 enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
-                               struct dw_metrics *metrics, struct dw_consumer **out, char *errbuf,
-                               size_t errlen)
+                               struct dw_metrics *metrics, struct dw_producer *producer,
+                               struct dw_consumer **out, char *errbuf, size_t errlen)
 {
     enum dw_err err = DW_OK;
     struct dw_consumer *c = dw_xcalloc(1, sizeof(*c));
     c->log = log;
     c->metrics = metrics;
+    c->producer = producer;
+    c->revoke_wait_ms = -1; /* no wait until dw_consumer_set_revoke_wait */
+    beat(c);
     c->tracker = dw_tracker_create();
     c->topic = dw_xstrdup(cfg->request_topic);
 
@@ -338,6 +356,7 @@ out:
 
 rd_kafka_message_t *dw_consumer_poll(struct dw_consumer *c, int timeout_ms)
 {
+    beat(c);
     rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
     if (!m)
         return NULL;
@@ -357,9 +376,18 @@ rd_kafka_message_t *dw_consumer_poll(struct dw_consumer *c, int timeout_ms)
     return m;
 }
 
-void dw_consumer_done(struct dw_consumer *c, int32_t partition, int64_t offset)
+void dw_consumer_take_acks(struct dw_consumer *c)
 {
-    dw_tracker_done(c->tracker, partition, offset);
+    struct dw_ack acks[256];
+    size_t n;
+    while ((n = dw_producer_take_acks(c->producer, acks, DW_ARRAY_LEN(acks))) > 0)
+        for (size_t i = 0; i < n; i++)
+            dw_tracker_done(c->tracker, acks[i].partition, acks[i].offset);
+}
+
+int64_t dw_consumer_heartbeat_ms(const struct dw_consumer *c)
+{
+    return atomic_load_explicit(&c->heartbeat_ms, memory_order_relaxed);
 }
 
 void dw_consumer_commit(struct dw_consumer *c, bool sync)
@@ -391,12 +419,9 @@ size_t dw_consumer_pending(const struct dw_consumer *c)
     return pending;
 }
 
-void dw_consumer_set_revoke_wait(struct dw_consumer *c, int max_ms, dw_consumer_serve_cb serve,
-                                 void *opaque)
+void dw_consumer_set_revoke_wait(struct dw_consumer *c, int max_ms)
 {
     c->revoke_wait_ms = max_ms;
-    c->serve = serve;
-    c->serve_opaque = opaque;
 }
 
 void dw_consumer_close(struct dw_consumer *c)
@@ -406,6 +431,7 @@ void dw_consumer_close(struct dw_consumer *c)
     c->closing = true;
     dw_backlog_stop(c->backlog);
     c->backlog = NULL;
+    dw_consumer_take_acks(c);
     dw_consumer_commit(c, true);
     rd_kafka_consumer_close(c->rk);
 }

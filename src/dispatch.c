@@ -960,14 +960,7 @@ static void *dispatch_main(void *arg)
                 wait_ms = d->next_claim_at - dw_now_ms();
             if (wait_ms < 1)
                 wait_ms = 1;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += wait_ms / 1000;
-            ts.tv_nsec += (wait_ms % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            struct timespec ts = dw_deadline_in(wait_ms);
             pthread_cond_timedwait(&d->wake, &d->lock, &ts);
         }
         bool stopping = d->stopping;
@@ -1011,13 +1004,13 @@ enum dw_err dw_dispatch_start(const struct dw_dispatch_options *opts, struct dw_
     struct dw_dispatch *d = dw_xcalloc(1, sizeof(*d));
     d->opts = *opts;
     pthread_mutex_init(&d->lock, NULL);
-    pthread_cond_init(&d->wake, NULL);
+    dw_cond_init_monotonic(&d->wake);
     d->active_buckets = 1024;
     while (d->active_buckets < (size_t)opts->cfg->max_in_flight_requests * 2)
         d->active_buckets *= 2;
     d->active = dw_xcalloc(d->active_buckets, sizeof(*d->active));
 
-    err = dw_store_open(opts->cfg->pg_dsn, opts->log, &d->store, errbuf, errlen);
+    err = dw_store_create(opts->cfg->pg_dsn, opts->log, &d->store, errbuf, errlen);
     if (err)
         goto out;
     /* Unique per process: host, pid and the start time. */

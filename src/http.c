@@ -47,10 +47,10 @@
 #include <json-c/json.h>
 #include <microhttpd.h>
 
+#include "dw/event_id.h"
 #include "dw/report.h"
 #include "dw/store.h"
 
-#define EVENT_ID_MAX      64
 #define METRICS_MAX_BYTES (4 * 1024 * 1024)
 #define STORE_RETRY_MS    1000
 #define STATUS_QUEUE_MAX  64 /* status reads waiting for the reader */
@@ -81,7 +81,7 @@ struct reply {
 struct status_job {
     struct status_job *next;
     struct MHD_Connection *conn; /* suspended while queued */
-    char event_id[EVENT_ID_MAX + 1];
+    char event_id[DW_EVENT_ID_MAX + 1];
     int64_t deadline_ms;
     bool done; /* reply filled; the connection was resumed */
     struct reply reply;
@@ -199,11 +199,7 @@ static void *readiness_main(void *arg)
         http->ready_ok = ok;
         dw_strlcpy(http->ready_why, ok ? "" : why, sizeof(http->ready_why));
 
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        int64_t ns = (int64_t)until.tv_nsec + (int64_t)http->opts.ready_interval_ms * 1000000;
-        until.tv_sec += (time_t)(ns / 1000000000);
-        until.tv_nsec = (long)(ns % 1000000000);
+        struct timespec until = dw_deadline_in(http->opts.ready_interval_ms);
         while (!http->ready_stop &&
                pthread_cond_timedwait(&http->ready_wake, &http->ready_lock, &until) == 0)
             ;
@@ -213,20 +209,6 @@ static void *readiness_main(void *arg)
 }
 
 /* ---- status reads, on the reader thread ---- */
-
-static bool valid_event_id(const char *s, size_t len)
-{
-    if (len < 1 || len > EVENT_ID_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
 
 /* Reads one event on the reader's own connection: opens it when there is
  * none (at most once per STORE_RETRY_MS after a failure) and, when a read
@@ -242,8 +224,8 @@ static enum dw_err read_status(struct dw_http *http, const char *event_id, struc
         if (!http->store) {
             if (dw_now_ms() < http->store_retry_at_ms)
                 return DW_ERR_DB;
-            err = dw_store_open(http->opts.pg_dsn, http->opts.log, &http->store, errbuf,
-                                sizeof(errbuf));
+            err = dw_store_create(http->opts.pg_dsn, http->opts.log, &http->store, errbuf,
+                                  sizeof(errbuf));
             if (err) {
                 http->store = NULL;
                 http->store_retry_at_ms = dw_now_ms() + STORE_RETRY_MS;
@@ -358,7 +340,7 @@ typedef struct status_job *(*route_fn)(struct dw_http *http, const char *param, 
 static struct status_job *route_status(struct dw_http *http, const char *param, size_t param_len,
                                        struct reply *r)
 {
-    if (!valid_event_id(param, param_len)) {
+    if (!dw_event_id_valid(param, param_len)) {
         reply_static(r, MHD_HTTP_BAD_REQUEST, "{\"error\":\"INVALID_EVENT_ID\"}");
         return NULL;
     }
@@ -721,11 +703,7 @@ enum dw_err dw_http_start(const struct dw_http_options *opts, struct dw_http **o
     http->opts = *opts;
     fill_defaults(&http->opts);
     pthread_mutex_init(&http->ready_lock, NULL);
-    pthread_condattr_t cattr;
-    pthread_condattr_init(&cattr);
-    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
-    pthread_cond_init(&http->ready_wake, &cattr);
-    pthread_condattr_destroy(&cattr);
+    dw_cond_init_monotonic(&http->ready_wake);
     pthread_mutex_init(&http->reader_lock, NULL);
     pthread_cond_init(&http->reader_wake, NULL);
     /* Not ready until the first check says so. */

@@ -8,9 +8,9 @@
  *
  * The poll loop (this thread) never blocks on work: it polls Kafka briefly,
  * validates each request, sends broken ones to the DLQ and valid ones to
- * dispatch, serves the producer's delivery reports (which mark offsets
- * done), commits, and pauses every partition while dispatch holds too many
- * requests or the database is away.
+ * dispatch, serves the producer's delivery reports and lets the consumer
+ * take the offsets they made done, commits, and pauses every partition
+ * while dispatch holds too many requests or the database is away.
  *
  * Exit codes (CONTRACT section 5): 0 clean stop, 2 bad configuration,
  * 1 anything else fatal.
@@ -19,7 +19,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +45,7 @@
 #define REVOKE_WAIT_MAX_MS 10000
 /* /healthz fails when the poll loop has not come round for this long. The
  * loop comes round every POLL_MS; the longest legitimate gap (a revoke
- * waiting for in-flight work) beats too, through serve_deliveries. */
+ * waiting for in-flight work) beats too, inside the consumer. */
 #define LIVENESS_STALL_MS 5000
 /* Readiness pings PostgreSQL on its own connection; a server that stops
  * answering (hung, SIGSTOPped) fails the ping after this long. */
@@ -72,30 +71,15 @@ struct app {
     struct dw_dispatch *dispatch;
     struct dw_consumer *consumer;
     struct dw_http *http;
-    _Atomic int64_t heartbeat_ms; /* the poll loop's last round; read by /healthz */
     struct dw_store *ready_store; /* the readiness thread's own; NULL after a failure */
 };
 
-static void beat(struct app *app)
+/* Serves the producer's delivery reports; the consumer takes the offsets
+ * they made done. Offsets flow one way: producer to consumer. */
+static void serve_deliveries(struct app *app)
 {
-    atomic_store_explicit(&app->heartbeat_ms, dw_now_ms(), memory_order_relaxed);
-}
-
-/* Delivery report of a completion or DLQ record: its request is done. */
-static void on_delivered(void *opaque, int32_t partition, int64_t offset)
-{
-    struct app *app = opaque;
-    /* An automatic re-drive's completion (partition -1) has no offset. */
-    if (app->consumer && partition >= 0)
-        dw_consumer_done(app->consumer, partition, offset);
-}
-
-/* While a revoke waits for in-flight work: serve delivery reports. */
-static void serve_deliveries(void *opaque)
-{
-    struct app *app = opaque;
-    beat(app);
-    dw_producer_poll(app->producer, 10);
+    dw_producer_poll(app->producer, 0);
+    dw_consumer_take_acks(app->consumer);
 }
 
 /* Liveness means making progress: the poll loop comes round and the
@@ -106,7 +90,7 @@ static void serve_deliveries(void *opaque)
 static bool live(void *opaque, char *why, size_t whylen)
 {
     struct app *app = opaque;
-    int64_t age = dw_now_ms() - atomic_load_explicit(&app->heartbeat_ms, memory_order_relaxed);
+    int64_t age = dw_now_ms() - dw_consumer_heartbeat_ms(app->consumer);
     if (age > LIVENESS_STALL_MS) {
         dw_snprintf(why, whylen, "poll loop stalled for %" PRId64 " ms", age);
         return false;
@@ -125,7 +109,7 @@ static bool live(void *opaque, char *why, size_t whylen)
 static bool pg_answers(struct app *app)
 {
     if (!app->ready_store) {
-        if (dw_store_open(app->cfg->pg_dsn, NULL, &app->ready_store, NULL, 0) != DW_OK)
+        if (dw_store_create(app->cfg->pg_dsn, NULL, &app->ready_store, NULL, 0) != DW_OK)
             return false;
         dw_store_set_timeout(app->ready_store, READY_PING_TIMEOUT_MS);
     }
@@ -210,13 +194,12 @@ static void run(struct app *app)
 {
     int64_t next_commit = dw_now_ms() + app->cfg->commit_interval_ms;
     while (!stop_signals) {
-        beat(app);
         rd_kafka_message_t *m = dw_consumer_poll(app->consumer, POLL_MS);
         if (m) {
             handle_message(app, m);
             rd_kafka_message_destroy(m);
         }
-        dw_producer_poll(app->producer, 0);
+        serve_deliveries(app);
         backpressure(app);
         if (dw_now_ms() >= next_commit) {
             dw_consumer_commit(app->consumer, false);
@@ -237,11 +220,10 @@ static void drain(struct app *app)
     while (dw_now_ms() < until && stop_signals < 2) {
         /* Keep polling: it serves the group's heartbeats and rebalances.
          * A message still arriving is tracked but never finished. */
-        beat(app);
         rd_kafka_message_t *m = dw_consumer_poll(app->consumer, POLL_MS);
         if (m)
             rd_kafka_message_destroy(m);
-        dw_producer_poll(app->producer, 0);
+        serve_deliveries(app);
         if (dw_dispatch_in_flight(app->dispatch) == 0 &&
             dw_producer_outstanding(app->producer) == 0)
             break;
@@ -274,7 +256,7 @@ static enum dw_err prepare_schema(struct app *app)
     for (;;) {
         char why[512] = "";
         struct dw_store *store = NULL;
-        enum dw_err err = dw_store_open(app->cfg->pg_dsn, app->log, &store, why, sizeof(why));
+        enum dw_err err = dw_store_create(app->cfg->pg_dsn, app->log, &store, why, sizeof(why));
         if (err == DW_OK)
             err = dw_store_migrate(store, why, sizeof(why));
         dw_store_destroy(store);
@@ -322,7 +304,7 @@ int main(int argc, char **argv)
     struct app app = {0};
     char errbuf[1024] = "";
     int status = 1;
-    if (dw_config_load(config_path, environ, &app.cfg, errbuf, sizeof(errbuf)) != DW_OK) {
+    if (dw_config_create(config_path, environ, &app.cfg, errbuf, sizeof(errbuf)) != DW_OK) {
         fprintf(stderr, "distribution-worker: configuration error: %s\n", errbuf);
         return 2;
     }
@@ -383,8 +365,8 @@ int main(int argc, char **argv)
         status = 0; /* stopped by a signal while waiting */
         goto out;
     }
-    enum dw_err err = dw_producer_create(app.cfg, app.log, app.metrics, on_delivered, &app,
-                                         &app.producer, errbuf, sizeof(errbuf));
+    enum dw_err err =
+        dw_producer_create(app.cfg, app.log, app.metrics, &app.producer, errbuf, sizeof(errbuf));
     if (err) {
         dw_log_error(app.log, "%s", errbuf);
         status = err == DW_ERR_CONFIG ? 2 : 1;
@@ -395,18 +377,17 @@ int main(int argc, char **argv)
         dw_log_error(app.log, "%s", errbuf);
         goto out;
     }
-    err = dw_consumer_create(app.cfg, app.log, app.metrics, &app.consumer, errbuf, sizeof(errbuf));
+    err = dw_consumer_create(app.cfg, app.log, app.metrics, app.producer, &app.consumer, errbuf,
+                             sizeof(errbuf));
     if (err) {
         dw_log_error(app.log, "%s", errbuf);
         status = err == DW_ERR_CONFIG ? 2 : 1;
         goto out;
     }
     /* A rebalance should not hold the whole group for long: bounded wait. */
-    dw_consumer_set_revoke_wait(app.consumer,
-                                app.cfg->drain_timeout_ms < REVOKE_WAIT_MAX_MS
-                                    ? app.cfg->drain_timeout_ms
-                                    : REVOKE_WAIT_MAX_MS,
-                                serve_deliveries, &app);
+    dw_consumer_set_revoke_wait(app.consumer, app.cfg->drain_timeout_ms < REVOKE_WAIT_MAX_MS
+                                                  ? app.cfg->drain_timeout_ms
+                                                  : REVOKE_WAIT_MAX_MS);
     if (app.cfg->http_port > 0) {
         struct dw_http_options hopts = {
             .bind_address = app.cfg->http_bind,
@@ -423,7 +404,6 @@ int main(int argc, char **argv)
             .max_connections_per_client = app.cfg->http_max_connections_per_client,
             .idle_timeout_s = app.cfg->http_idle_timeout_s,
         };
-        beat(&app);
         err = dw_http_start(&hopts, &app.http, errbuf, sizeof(errbuf));
         if (err) {
             dw_log_error(app.log, "%s", errbuf);
@@ -438,13 +418,15 @@ int main(int argc, char **argv)
 
 out:
     /* Reverse order of start. The HTTP listener goes first so /readyz
-     * stops answering 200 while the rest shuts down. */
+     * stops answering 200 while the rest shuts down. The consumer (closed
+     * by drain, which committed what was done) goes before dispatch, whose
+     * last completions the producer still flushes: they commit nothing now
+     * and are redelivered, as before. */
     dw_http_stop(app.http);
     dw_store_destroy(app.ready_store);
-    dw_dispatch_stop(app.dispatch);
-    if (app.producer)
-        dw_producer_destroy(app.producer, 5000);
     dw_consumer_destroy(app.consumer);
+    dw_dispatch_stop(app.dispatch);
+    dw_producer_destroy(app.producer, 5000);
     dw_metrics_destroy(app.metrics);
     if (app.log)
         dw_log_info(app.log, "stopped");

@@ -53,6 +53,8 @@
 
 #include "dw/channel.h"
 #include "dw/guard.h"
+#include "dw/heap.h"
+#include "dw/list.h"
 #include "dw/pace.h"
 #include "dw/request.h"
 #include "dw/transfer.h"
@@ -73,7 +75,7 @@ enum job_wait {
 };
 
 struct job {
-    struct job *next;
+    struct dw_list_node queue; /* in the inbox or the ready list */
     struct worker *worker;
     const struct dw_request *req;
     enum dw_channel_id channel;
@@ -89,15 +91,14 @@ struct job {
     char *last_message; /* the last failure, for the final message; NULL until one */
 
     enum job_wait wait;
-    int64_t due_ms;    /* on the timer heap */
-    size_t heap_index; /* its place there */
+    struct dw_heap_node timer; /* on the timer heap; key: due_ms, when it is due */
 
     struct dw_guard_ticket ticket; /* what it holds of its channel's guards */
     int64_t try_started_us;
-    struct job *grant_next; /* in the worker's grant list (under its lock) */
+    struct dw_list_node grant; /* in the worker's grant list (under its lock) */
 
     /* While running: linked in the worker's running list. */
-    struct job *run_prev, *run_next;
+    struct dw_list_node run;
     bool running;
     int inflight_at_start; /* the channel's calls under way when it started, itself included */
     struct dw_http_call call;
@@ -110,14 +111,13 @@ struct worker {
     struct dw_xfer_loop *loop;
 
     pthread_mutex_t lock; /* guards inbox and the grant list */
-    struct job *inbox_head, *inbox_tail;
-    struct job *granted_head, *granted_tail;
+    struct dw_list inbox;
+    struct dw_list granted;
 
     /* Owned by the worker thread alone. */
-    struct job *ready_head, *ready_tail;
-    struct job **timers; /* min-heap on due_ms */
-    size_t ntimers, timers_cap;
-    struct job *running_head; /* jobs with a call in the loop */
+    struct dw_list ready;
+    struct dw_heap timers;       /* parked jobs, by when they are due */
+    struct dw_list running_jobs; /* jobs with a call in the loop */
     int running;
     int max_running;
     uint64_t rnd;
@@ -135,7 +135,7 @@ struct worker {
     /* Per origin: jobs that hold a slot and need a new connection, which
      * the origin's pace has no token for yet. The first starts when a
      * connection there frees up or a token comes, whichever is first. */
-    struct job *connq_head[DW_CHANNEL_COUNT], *connq_tail[DW_CHANNEL_COUNT];
+    struct dw_list connq[DW_CHANNEL_COUNT]; /* of job.queue; zeroed is empty */
     int64_t connq_due_ms; /* the next token of a non-empty queue; INT64_MAX: none */
 };
 
@@ -172,111 +172,30 @@ struct dw_pool {
     } paces[DW_CHANNEL_COUNT];
 };
 
-/* ---- lists and the timer heap ---- */
+/* ---- lists and the timer heap ----
+ *
+ * A job that already holds its slot (the next step of a try, a parked job
+ * handed a slot, a job past its connect pace) goes to the front of the
+ * ready list: at the back it would hold the slot while thousands of new
+ * jobs start first, and keep its request, which waits on it, in flight
+ * that much longer. */
 
-static void list_push(struct job **head, struct job **tail, struct job *job)
+static struct job *queued_job(struct dw_list_node *node)
 {
-    job->next = NULL;
-    if (*tail)
-        (*tail)->next = job;
-    else
-        *head = job;
-    *tail = job;
+    return node ? DW_CONTAINER_OF(node, struct job, queue) : NULL;
 }
 
-/* For a job that already holds its slot (the next step of a try, a parked
- * job handed a slot): at the back of the ready list it would hold the slot
- * while thousands of new jobs start first, and keep its request, which
- * waits on it, in flight that much longer. */
-static void list_push_front(struct job **head, struct job **tail, struct job *job)
+static struct job *timer_job(struct dw_heap_node *node)
 {
-    job->next = *head;
-    *head = job;
-    if (!*tail)
-        *tail = job;
-}
-
-static struct job *list_pop(struct job **head, struct job **tail)
-{
-    struct job *job = *head;
-    if (job) {
-        *head = job->next;
-        if (!*head)
-            *tail = NULL;
-        job->next = NULL;
-    }
-    return job;
-}
-
-static void heap_place(struct worker *w, size_t i, struct job *job)
-{
-    w->timers[i] = job;
-    job->heap_index = i;
-}
-
-static void heap_sift_up(struct worker *w, size_t i, struct job *job)
-{
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (w->timers[parent]->due_ms <= job->due_ms)
-            break;
-        heap_place(w, i, w->timers[parent]);
-        i = parent;
-    }
-    heap_place(w, i, job);
-}
-
-static void heap_sift_down(struct worker *w, size_t i, struct job *job)
-{
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= w->ntimers)
-            break;
-        if (child + 1 < w->ntimers && w->timers[child + 1]->due_ms < w->timers[child]->due_ms)
-            child++;
-        if (job->due_ms <= w->timers[child]->due_ms)
-            break;
-        heap_place(w, i, w->timers[child]);
-        i = child;
-    }
-    heap_place(w, i, job);
-}
-
-static void heap_push(struct worker *w, struct job *job)
-{
-    if (w->ntimers == w->timers_cap) {
-        w->timers_cap = w->timers_cap ? w->timers_cap * 2 : 64;
-        w->timers = dw_xrealloc(w->timers, w->timers_cap * sizeof(*w->timers));
-    }
-    heap_sift_up(w, w->ntimers++, job);
-}
-
-/* Takes job out of the heap, wherever it is. */
-static void heap_remove(struct worker *w, struct job *job)
-{
-    size_t i = job->heap_index;
-    struct job *last = w->timers[--w->ntimers];
-    if (last == job)
-        return;
-    if (i > 0 && last->due_ms < w->timers[(i - 1) / 2]->due_ms)
-        heap_sift_up(w, i, last);
-    else
-        heap_sift_down(w, i, last);
-}
-
-static struct job *heap_pop(struct worker *w)
-{
-    struct job *top = w->timers[0];
-    heap_remove(w, top);
-    return top;
+    return DW_CONTAINER_OF(node, struct job, timer);
 }
 
 /* Puts job on the heap until due_ms, waiting for `wait`. */
 static void park(struct worker *w, struct job *job, enum job_wait wait, int64_t due_ms)
 {
     job->wait = wait;
-    job->due_ms = due_ms;
-    heap_push(w, job);
+    job->timer.key = due_ms;
+    dw_heap_push(&w->timers, &job->timer);
 }
 
 static void job_free(struct job *job)
@@ -345,12 +264,7 @@ static void deliver_grant(struct dw_bulkhead_waiter *waiter)
     struct job *job = job_of_waiter(waiter);
     struct worker *w = job->worker;
     pthread_mutex_lock(&w->lock);
-    job->grant_next = NULL;
-    if (w->granted_tail)
-        w->granted_tail->grant_next = job;
-    else
-        w->granted_head = job;
-    w->granted_tail = job;
+    dw_list_push_back(&w->granted, &job->grant);
     pthread_mutex_unlock(&w->lock);
     dw_xfer_wake(w->loop);
 }
@@ -388,11 +302,7 @@ static void give_back(struct dw_pool *pool, struct job *job)
 
 static void running_link(struct worker *w, struct job *job)
 {
-    job->run_prev = NULL;
-    job->run_next = w->running_head;
-    if (w->running_head)
-        w->running_head->run_prev = job;
-    w->running_head = job;
+    dw_list_push_front(&w->running_jobs, &job->run);
     job->running = true;
     w->running++;
     w->calls[job->channel]++;
@@ -404,13 +314,7 @@ static void running_unlink(struct worker *w, struct job *job)
 {
     if (!job->running)
         return;
-    if (job->run_prev)
-        job->run_prev->run_next = job->run_next;
-    else
-        w->running_head = job->run_next;
-    if (job->run_next)
-        job->run_next->run_prev = job->run_prev;
-    job->run_prev = job->run_next = NULL;
+    dw_list_remove(&w->running_jobs, &job->run);
     job->running = false;
     w->running--;
     w->calls[job->channel]--;
@@ -547,14 +451,14 @@ static void start_connq(struct worker *w, int64_t now)
     w->connq_due_ms = INT64_MAX;
     for (int o = 0; o < DW_CHANNEL_COUNT; o++) {
         struct job *job;
-        while ((job = w->connq_head[o])) {
+        while ((job = queued_job(w->connq[o].head))) {
             int64_t wait = connection_wait(w, job->channel, now);
             if (wait > 0) {
                 if (now + wait < w->connq_due_ms)
                     w->connq_due_ms = now + wait;
                 break;
             }
-            list_pop(&w->connq_head[o], &w->connq_tail[o]);
+            dw_list_remove(&w->connq[o], &job->queue);
             job->wait = WAIT_NONE;
             job->connect_ok = true;
             start(w, job);
@@ -636,7 +540,7 @@ static void start(struct worker *w, struct job *job)
         int64_t wait = connection_wait(w, job->channel, now);
         if (wait > 0) {
             job->wait = WAIT_CONNECT;
-            list_push(&w->connq_head[o], &w->connq_tail[o], job);
+            dw_list_push_back(&w->connq[o], &job->queue);
             if (now + wait < w->connq_due_ms)
                 w->connq_due_ms = now + wait;
             return;
@@ -802,7 +706,7 @@ static void on_call_done(void *owner, const struct dw_xfer_result *r)
          * same permit and slot. */
         dw_strlcpy(job->prev_id, reply.external_id, sizeof(job->prev_id));
         job->step++;
-        list_push_front(&w->ready_head, &w->ready_tail, job);
+        dw_list_push_front(&w->ready, &job->queue);
         return;
     }
     int64_t retry_after_ms = 0;
@@ -842,7 +746,7 @@ static void timer_fired(struct worker *w, struct job *job)
     if (job->wait == WAIT_RETRY) {
         job->wait = WAIT_NONE;
         dw_guard_want(pool->guards[job->channel], &job->ticket);
-        list_push(&w->ready_head, &w->ready_tail, job);
+        dw_list_push_back(&w->ready, &job->queue);
         return;
     }
     /* WAIT_SLOT: no slot came in time. */
@@ -853,7 +757,7 @@ static void timer_fired(struct worker *w, struct job *job)
     }
     job->wait = WAIT_NONE;
     dw_metrics_bulkhead_change(pool->opts.metrics, job->channel, 0, -1);
-    if (job->ticket.deadline_ms && job->due_ms >= job->ticket.deadline_ms)
+    if (job->ticket.deadline_ms && job->timer.key >= job->ticket.deadline_ms)
         dw_snprintf(why, sizeof(why), "bulkhead of %s full until the %dms deadline",
                     dw_channel_get(job->channel)->name, cc->deadline_ms);
     else
@@ -869,27 +773,23 @@ static void timer_fired(struct worker *w, struct job *job)
 static void take_grants(struct worker *w)
 {
     pthread_mutex_lock(&w->lock);
-    struct job *job = w->granted_head;
-    w->granted_head = w->granted_tail = NULL;
+    struct dw_list granted = w->granted;
+    dw_list_init(&w->granted);
     pthread_mutex_unlock(&w->lock);
-    struct job *head = NULL, *tail = NULL;
-    while (job) {
-        struct job *next = job->grant_next;
-        job->grant_next = NULL;
+    struct dw_list got = {0};
+    struct dw_list_node *node;
+    while ((node = dw_list_pop_front(&granted))) {
+        struct job *job = DW_CONTAINER_OF(node, struct job, grant);
         if (job->wait == WAIT_SLOT)
-            heap_remove(w, job);
+            dw_heap_remove(&w->timers, &job->timer);
         job->wait = WAIT_NONE;
         dw_guard_granted(w->pool->guards[job->channel], &job->ticket);
         dw_metrics_bulkhead_change(w->pool->opts.metrics, job->channel, 0, -1);
-        list_push(&head, &tail, job);
-        job = next;
+        dw_list_push_back(&got, &job->queue);
     }
-    if (head) {
-        tail->next = w->ready_head;
-        w->ready_head = head;
-        if (!w->ready_tail)
-            w->ready_tail = tail;
-    }
+    /* got, then what was ready: the granted jobs go first. */
+    dw_list_splice_back(&got, &w->ready);
+    w->ready = got;
 }
 
 /* ---- the worker thread ---- */
@@ -933,29 +833,23 @@ static void *worker_main(void *arg)
 
     while (!atomic_load(&pool->stopping)) {
         pthread_mutex_lock(&w->lock);
-        struct job *in = w->inbox_head;
-        struct job *in_tail = w->inbox_tail;
-        w->inbox_head = w->inbox_tail = NULL;
+        struct dw_list in = w->inbox;
+        dw_list_init(&w->inbox);
         pthread_mutex_unlock(&w->lock);
-        if (in) {
-            if (w->ready_tail)
-                w->ready_tail->next = in;
-            else
-                w->ready_head = in;
-            w->ready_tail = in_tail;
-        }
+        dw_list_splice_back(&w->ready, &in);
         take_grants(w);
 
         int64_t now = dw_now_ms();
-        while (w->ntimers > 0 && w->timers[0]->due_ms <= now)
-            timer_fired(w, heap_pop(w));
+        struct dw_heap_node *top;
+        while ((top = dw_heap_top(&w->timers)) && top->key <= now)
+            timer_fired(w, timer_job(dw_heap_pop(&w->timers)));
         start_connq(w, now);
 
-        while (w->ready_head && w->running < w->max_running)
-            start(w, list_pop(&w->ready_head, &w->ready_tail));
+        while (!dw_list_empty(&w->ready) && w->running < w->max_running)
+            start(w, queued_job(dw_list_pop_front(&w->ready)));
 
         dw_xfer_run_due(w->loop, dw_now_ms());
-        if (w->ready_head && w->running < w->max_running)
+        if (!dw_list_empty(&w->ready) && w->running < w->max_running)
             continue; /* a finished step or retry is ready to go now */
 
         now = dw_now_ms();
@@ -963,8 +857,8 @@ static void *worker_main(void *arg)
         snapshot_breakers(w, now);
         int64_t wait = IDLE_WAIT_MS;
         int64_t curl_due = dw_xfer_due_ms(w->loop);
-        if (w->ntimers > 0 && w->timers[0]->due_ms - now < wait)
-            wait = w->timers[0]->due_ms - now;
+        if ((top = dw_heap_top(&w->timers)) && top->key - now < wait)
+            wait = top->key - now;
         if (curl_due >= 0 && curl_due - now < wait)
             wait = curl_due - now;
         if (w->connq_due_ms - now < wait)
@@ -1129,8 +1023,8 @@ enum dw_err dw_pool_submit_steps(struct dw_pool *pool, const struct dw_request *
     pthread_mutex_lock(&w->lock);
     /* A non-empty inbox has a wake-up on its way already: the worker takes
      * the whole inbox at once, after the wake that its first job sent. */
-    bool was_empty = !w->inbox_head;
-    list_push(&w->inbox_head, &w->inbox_tail, job);
+    bool was_empty = dw_list_empty(&w->inbox);
+    dw_list_push_back(&w->inbox, &job->queue);
     dw_metrics_gauge_add(pool->opts.metrics, DW_GAUGE_CHANNEL_JOBS, 1);
     pthread_mutex_unlock(&w->lock);
     if (was_empty)
@@ -1187,8 +1081,8 @@ void dw_pool_stop(struct dw_pool *pool)
      * and is freed from there. */
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
-        for (size_t k = 0; k < w->ntimers; k++) {
-            struct job *job = w->timers[k];
+        for (size_t k = 0; k < w->timers.len; k++) {
+            struct job *job = timer_job(w->timers.nodes[k]);
             if (job->wait == WAIT_SLOT &&
                 !dw_guard_cancel_wait(pool->guards[job->channel], &job->ticket))
                 job->wait = WAIT_GRANTED;
@@ -1205,33 +1099,35 @@ void dw_pool_stop(struct dw_pool *pool)
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
         struct job *job;
-        while ((job = w->running_head)) {
+        while (!dw_list_empty(&w->running_jobs)) {
+            job = DW_CONTAINER_OF(w->running_jobs.head, struct job, run);
             running_unlink(w, job);
             abandon(pool, job);
         }
-        while ((job = list_pop(&w->inbox_head, &w->inbox_tail)))
+        while ((job = queued_job(dw_list_pop_front(&w->inbox))))
             abandon(pool, job);
-        while ((job = list_pop(&w->ready_head, &w->ready_tail)))
+        while ((job = queued_job(dw_list_pop_front(&w->ready))))
             abandon(pool, job);
         for (int o = 0; o < DW_CHANNEL_COUNT; o++) {
-            while ((job = list_pop(&w->connq_head[o], &w->connq_tail[o])))
+            while ((job = queued_job(dw_list_pop_front(&w->connq[o]))))
                 abandon(pool, job);
         }
-        for (size_t k = 0; k < w->ntimers; k++) {
-            if (w->timers[k]->wait != WAIT_GRANTED)
-                abandon(pool, w->timers[k]);
+        for (size_t k = 0; k < w->timers.len; k++) {
+            struct job *job = timer_job(w->timers.nodes[k]);
+            if (job->wait != WAIT_GRANTED)
+                abandon(pool, job);
         }
-        w->ntimers = 0;
-        while ((job = w->granted_head)) {
-            w->granted_head = job->grant_next;
+        w->timers.len = 0;
+        struct dw_list_node *node;
+        while ((node = dw_list_pop_front(&w->granted))) {
+            job = DW_CONTAINER_OF(node, struct job, grant);
             job->ticket.has_slot = true;
             abandon(pool, job);
         }
-        w->granted_tail = NULL;
     }
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
-        free(w->timers);
+        dw_heap_cleanup(&w->timers);
         pthread_mutex_destroy(&w->lock);
     }
     free(pool->workers);

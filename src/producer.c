@@ -13,12 +13,18 @@
  * cannot hold its partition's commits forever. A DLQ value that cannot fit
  * under message.max.bytes is truncated to fit, with a header saying so.
  *
+ * A request is done once its record is acknowledged (or refused for good):
+ * its offset goes on `acks`, which the consumer takes
+ * (dw_producer_take_acks). The producer knows nothing of the consumer, so
+ * offsets flow one way: consumer -> dispatch -> producer -> consumer's
+ * commit tracker, pulled by the consumer.
+ *
  * Threads: produce calls from any thread (librdkafka is thread-safe);
  * delivery reports on whoever calls dw_producer_poll. Records whose
- * re-produce failed wait in `retry`, touched only by the polling thread.
- * Records refused for good when produced (on any thread) wait in
- * `finished` (under `finished_lock`) until the polling thread reports them
- * done: the delivered callback runs on the polling thread only.
+ * re-produce failed wait in `retry`, and `acks` grows, touched only by the
+ * polling thread. Records refused for good when produced (on any thread)
+ * wait in `finished` (under `finished_lock`) until the polling thread
+ * reports them done.
  */
 #include "dw/producer.h"
 
@@ -31,6 +37,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "dw/kafka_conf.h"
+#include "dw/list.h"
 
 enum record_kind { RECORD_COMPLETION, RECORD_DLQ };
 
@@ -39,7 +46,7 @@ enum record_kind { RECORD_COMPLETION, RECORD_DLQ };
 #define DLQ_SLACK_BYTES 1024
 
 struct record {
-    struct record *next; /* in the retry list */
+    struct dw_list_node node; /* in the retry or the finished list */
     enum record_kind kind;
     char *topic;
     void *key;
@@ -56,15 +63,16 @@ struct dw_producer {
     rd_kafka_t *rk;
     struct dw_log *log;
     struct dw_metrics *metrics;
-    dw_producer_delivered_cb delivered;
-    void *opaque;
-    struct record *retry; /* poll thread only */
+    struct dw_list retry; /* poll thread only */
+    struct dw_ack *acks;  /* poll thread only: done, not yet taken */
+    size_t ack_count;
+    size_t ack_cap;
     char *completed_topic;
     char *dlq_topic;
     size_t max_message_bytes; /* the producer's message.max.bytes */
-    bool delivered_off;       /* closing: failed reports free, never resend */
+    bool closing;             /* failed reports free, never resend */
     pthread_mutex_t finished_lock;
-    struct record *finished; /* refused for good on produce; poll thread reports them */
+    struct dw_list finished; /* refused for good on produce; poll thread reports them */
 };
 
 static void record_free(struct record *r)
@@ -110,8 +118,22 @@ static bool permanent(rd_kafka_resp_err_t err)
     }
 }
 
+/* The request r finishes is done: its offset waits for the consumer. An
+ * automatic re-drive's completion (partition -1) has no offset. Poll
+ * thread only. */
+static void ack(struct dw_producer *p, const struct record *r)
+{
+    if (r->partition < 0)
+        return;
+    if (p->ack_count == p->ack_cap) {
+        p->ack_cap = p->ack_cap ? 2 * p->ack_cap : 64;
+        p->acks = dw_xrealloc(p->acks, p->ack_cap * sizeof(*p->acks));
+    }
+    p->acks[p->ack_count++] = (struct dw_ack){r->partition, r->offset};
+}
+
 /* A record refused for good: logged and counted; its request is done. Poll
- * thread only (it calls `delivered`). */
+ * thread only. */
 static void give_up(struct dw_producer *p, struct record *r, rd_kafka_resp_err_t err)
 {
     dw_metrics_count(p->metrics, DW_COUNTER_RECORDS_DROPPED, 1);
@@ -120,7 +142,7 @@ static void give_up(struct dw_producer *p, struct record *r, rd_kafka_resp_err_t
                  "as done",
                  r->kind == RECORD_DLQ ? "DLQ" : "completion", r->value_len, r->topic,
                  rd_kafka_err2str(err));
-    p->delivered(p->opaque, r->partition, r->offset);
+    ack(p, r);
     record_free(r);
 }
 
@@ -132,11 +154,11 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (r->kind == RECORD_COMPLETION)
             dw_metrics_count(p->metrics, DW_COUNTER_COMPLETIONS_PRODUCED, 1);
-        p->delivered(p->opaque, r->partition, r->offset);
+        ack(p, r);
         record_free(r);
         return;
     }
-    if (p->delivered_off) {
+    if (p->closing) {
         record_free(r);
         return;
     }
@@ -149,10 +171,13 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
                  "delivery to %s failed, sending again: %s", r->topic, rd_kafka_err2str(m->err));
     /* Producing from inside a delivery report is allowed, but never block
      * here: a full queue puts the record on the retry list instead. */
-    if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        r->next = p->retry;
-        p->retry = r;
-    }
+    if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        dw_list_push_back(&p->retry, &r->node);
+}
+
+static struct record *record_of(struct dw_list_node *node)
+{
+    return node ? DW_CONTAINER_OF(node, struct record, node) : NULL;
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -206,30 +231,27 @@ enum dw_err dw_producer_check_config(const struct dw_config *cfg, char *errbuf, 
 }
 
 enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
-                               struct dw_metrics *metrics, dw_producer_delivered_cb delivered,
-                               void *opaque, struct dw_producer **out, char *errbuf, size_t errlen)
+                               struct dw_metrics *metrics, struct dw_producer **out, char *errbuf,
+                               size_t errlen)
 {
+    enum dw_err err = DW_OK;
     struct dw_producer *p = dw_xcalloc(1, sizeof(*p));
     p->log = log;
     p->metrics = metrics;
-    p->delivered = delivered;
-    p->opaque = opaque;
     p->completed_topic = dw_xstrdup(cfg->completed_topic);
     p->dlq_topic = dw_xstrdup(cfg->dlq_topic);
+    pthread_mutex_init(&p->finished_lock, NULL);
 
     rd_kafka_conf_t *conf = producer_conf(cfg, errbuf, errlen);
     if (!conf) {
-        free(p->completed_topic);
-        free(p->dlq_topic);
-        free(p);
-        return DW_ERR_CONFIG;
+        err = DW_ERR_CONFIG;
+        goto out;
     }
     char size[32];
     size_t size_len = sizeof(size);
     p->max_message_bytes = 1000000; /* librdkafka's default */
     if (rd_kafka_conf_get(conf, "message.max.bytes", size, &size_len) == RD_KAFKA_CONF_OK)
         p->max_message_bytes = (size_t)strtoull(size, NULL, 10);
-    pthread_mutex_init(&p->finished_lock, NULL);
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_error);
@@ -239,14 +261,14 @@ enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
     if (!p->rk) {
         rd_kafka_conf_destroy(conf);
         dw_snprintf(errbuf, errlen, "kafka producer: %s", why);
-        pthread_mutex_destroy(&p->finished_lock);
-        free(p->completed_topic);
-        free(p->dlq_topic);
-        free(p);
-        return DW_ERR_KAFKA;
+        err = DW_ERR_KAFKA;
+        goto out;
     }
     *out = p;
-    return DW_OK;
+out:
+    if (err)
+        dw_producer_destroy(p, 0);
+    return err;
 }
 
 static struct record *record_new(enum record_kind kind, const char *topic, const void *key,
@@ -279,8 +301,7 @@ static enum dw_err send_record(struct dw_producer *p, struct record *r)
         dw_metrics_count(p->metrics, DW_COUNTER_KAFKA_ERRORS, 1);
         r->produce_err = err;
         pthread_mutex_lock(&p->finished_lock);
-        r->next = p->finished;
-        p->finished = r;
+        dw_list_push_back(&p->finished, &r->node);
         pthread_mutex_unlock(&p->finished_lock);
         return DW_OK;
     }
@@ -347,37 +368,37 @@ enum dw_err dw_producer_send_dlq(struct dw_producer *p, const struct dw_dlq_reco
 void dw_producer_poll(struct dw_producer *p, int timeout_ms)
 {
     pthread_mutex_lock(&p->finished_lock);
-    struct record *finished = p->finished;
-    p->finished = NULL;
+    struct dw_list finished = p->finished;
+    dw_list_init(&p->finished);
     pthread_mutex_unlock(&p->finished_lock);
-    while (finished) {
-        struct record *r = finished;
-        finished = r->next;
+    struct record *r;
+    while ((r = record_of(dw_list_pop_front(&finished))))
         give_up(p, r, r->produce_err);
-    }
 
-    struct record *retry = p->retry;
-    p->retry = NULL;
-    while (retry) {
-        struct record *r = retry;
-        retry = r->next;
-        r->next = NULL;
-        if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            r->next = p->retry;
-            p->retry = r;
-        }
+    struct dw_list retry = p->retry;
+    dw_list_init(&p->retry);
+    while ((r = record_of(dw_list_pop_front(&retry)))) {
+        if (produce(p, r, false) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            dw_list_push_back(&p->retry, &r->node);
     }
     rd_kafka_poll(p->rk, timeout_ms);
+}
+
+size_t dw_producer_take_acks(struct dw_producer *p, struct dw_ack *out, size_t max)
+{
+    size_t n = p->ack_count < max ? p->ack_count : max;
+    memcpy(out, p->acks, n * sizeof(*out));
+    memmove(p->acks, p->acks + n, (p->ack_count - n) * sizeof(*p->acks));
+    p->ack_count -= n;
+    return n;
 }
 
 int dw_producer_outstanding(struct dw_producer *p)
 {
     int n = rd_kafka_outq_len(p->rk);
-    for (struct record *r = p->retry; r; r = r->next)
-        n++;
+    n += (int)p->retry.len;
     pthread_mutex_lock(&p->finished_lock);
-    for (struct record *r = p->finished; r; r = r->next)
-        n++;
+    n += (int)p->finished.len;
     pthread_mutex_unlock(&p->finished_lock);
     return n;
 }
@@ -400,31 +421,30 @@ void dw_producer_destroy(struct dw_producer *p, int timeout_ms)
 {
     if (!p)
         return;
-    int64_t until = dw_now_ms() + timeout_ms;
-    while (dw_producer_outstanding(p) > 0 && dw_now_ms() < until)
-        dw_producer_poll(p, 50);
-    if (dw_producer_outstanding(p) > 0)
-        dw_log_warn(p->log,
-                    "producer closing with %d records unacknowledged; their requests "
-                    "stay uncommitted and will be redelivered",
-                    dw_producer_outstanding(p));
-    /* Records still queued are purged: their delivery reports (with an
-     * error) free them without calling `delivered` twice. */
-    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    p->delivered_off = true;
-    rd_kafka_poll(p->rk, 0);
-    while (p->retry) {
-        struct record *r = p->retry;
-        p->retry = r->next;
-        record_free(r);
+    if (p->rk) {
+        int64_t until = dw_now_ms() + timeout_ms;
+        while (dw_producer_outstanding(p) > 0 && dw_now_ms() < until)
+            dw_producer_poll(p, 50);
+        if (dw_producer_outstanding(p) > 0)
+            dw_log_warn(p->log,
+                        "producer closing with %d records unacknowledged; their requests "
+                        "stay uncommitted and will be redelivered",
+                        dw_producer_outstanding(p));
+        /* Records still queued are purged: their delivery reports (with an
+         * error) free them without sending them again. */
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        p->closing = true;
+        rd_kafka_poll(p->rk, 0);
     }
-    while (p->finished) {
-        struct record *r = p->finished;
-        p->finished = r->next;
+    struct record *r;
+    while ((r = record_of(dw_list_pop_front(&p->retry))))
         record_free(r);
-    }
+    while ((r = record_of(dw_list_pop_front(&p->finished))))
+        record_free(r);
     pthread_mutex_destroy(&p->finished_lock);
-    rd_kafka_destroy(p->rk);
+    if (p->rk)
+        rd_kafka_destroy(p->rk);
+    free(p->acks);
     free(p->completed_topic);
     free(p->dlq_topic);
     free(p);

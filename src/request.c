@@ -38,9 +38,10 @@
 
 #include "dw/channel.h"
 #include "dw/common.h"
+#include "dw/event_id.h"
 #include "dw/status.h"
+#include "dw/utf8.h"
 
-#define EVENT_ID_MAX  64
 #define TITLE_MAX     200
 #define CONTENT_MAX   10000
 #define IMAGE_URL_MAX 2048 /* code points (CONTRACT 2.1) */
@@ -85,61 +86,6 @@ static enum dw_dlq_code fail(struct decode *d, enum dw_dlq_code code, const char
         va_end(ap);
     }
     return code;
-}
-
-/*
- * The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), or 0 when there is none.
- */
-static size_t utf8_seq_len(const unsigned char *p, size_t avail)
-{
-    unsigned char c = p[0];
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t n;
-
-    if (c < 0x80)
-        return 1;
-    if (c < 0xC2) /* a continuation byte, or an overlong 2-byte form */
-        return 0;
-    if (c < 0xE0) {
-        n = 2;
-    } else if (c < 0xF0) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-            hi = 0x9F; /* U+D800..U+DFFF */
-    } else if (c < 0xF5) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xF4)
-            hi = 0x8F; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (avail < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++) {
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    }
-    return n;
-}
-
-/* Code points in s, or SIZE_MAX when s is not valid UTF-8. */
-static size_t utf8_count(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t count = 0;
-
-    for (size_t i = 0; i < len; count++) {
-        size_t n = utf8_seq_len(p + i, len - i);
-        if (n == 0)
-            return SIZE_MAX;
-        i += n;
-    }
-    return count;
 }
 
 static bool is_digit(unsigned char c)
@@ -216,7 +162,7 @@ static enum dw_dlq_code scan_bytes(const unsigned char *p, size_t len, struct de
         unsigned char c = p[i];
 
         if (c >= 0x80) {
-            size_t n = utf8_seq_len(p + i, len - i);
+            size_t n = dw_utf8_seq_len((const char *)p + i, len - i);
             if (n == 0)
                 return fail(d, DW_DLQ_INVALID_JSON, "value: invalid UTF-8 at byte %zu", i);
             if (!in_string)
@@ -357,16 +303,10 @@ static enum dw_dlq_code get_string(struct json_object *obj, const char *key, con
 static enum dw_dlq_code count_chars(const char *field, const char *s, size_t len, size_t *count,
                                     struct decode *d)
 {
-    *count = utf8_count(s, len);
+    *count = dw_utf8_count(s, len);
     if (*count == SIZE_MAX)
         return fail(d, DW_DLQ_INVALID_JSON, "%s: invalid UTF-8", field);
     return DW_DLQ_NONE;
-}
-
-static bool is_event_id_char(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '.' ||
-           c == '_' || c == '-';
 }
 
 static enum dw_dlq_code read_event_id(struct json_object *root, struct dw_request *req,
@@ -383,15 +323,15 @@ static enum dw_dlq_code read_event_id(struct json_object *root, struct dw_reques
         return fail(d, DW_DLQ_INVALID_EVENT_ID, "eventId: required");
     if (len == 0)
         return fail(d, DW_DLQ_INVALID_EVENT_ID, "eventId: empty, 1 to %d characters required",
-                    EVENT_ID_MAX);
+                    DW_EVENT_ID_MAX);
     for (size_t i = 0; i < len; i++) {
-        if (!is_event_id_char((unsigned char)s[i]))
+        if (!dw_event_id_char(s[i]))
             return fail(d, DW_DLQ_INVALID_EVENT_ID,
                         "eventId: byte %zu is not one of A-Z a-z 0-9 . _ -", i);
     }
-    if (len > EVENT_ID_MAX)
+    if (len > DW_EVENT_ID_MAX)
         return fail(d, DW_DLQ_INVALID_EVENT_ID, "eventId: %zu characters, at most %d allowed", len,
-                    EVENT_ID_MAX);
+                    DW_EVENT_ID_MAX);
     req->event_id = dw_xstrndup(s, len);
     return DW_DLQ_NONE;
 }

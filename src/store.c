@@ -34,6 +34,7 @@
 #include <libpq-fe.h>
 
 #include "dw/request.h"
+#include "dw/utf8.h"
 
 /* Largest array parameter we build (a batch of thousands of rows is far below). */
 #define ARRAY_CAP (64u * 1024 * 1024)
@@ -628,48 +629,6 @@ static void array_cleanup(struct pgarray *a)
     dw_buf_cleanup(&a->buf);
 }
 
-/* Length of the valid UTF-8 sequence at p, 0 when the bytes there are not. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned c = p[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80) /* also stops at the terminating NUL */
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
-static bool utf8_valid(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        size_t n = utf8_len(p);
-        if (!n)
-            return false;
-        p += n;
-    }
-    return true;
-}
-
 /*
  * Appends one element: NULL for a NULL or empty string, else the string
  * quoted, with '"' and '\' escaped. Invalid UTF-8 (say, from a channel's
@@ -685,6 +644,7 @@ static void array_add_text(struct pgarray *a, const char *s)
     }
     put(a, "\"", 1);
     const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *end = p + strlen(s);
     while (*p) {
         /* Plain ASCII goes in one piece: these texts are mostly ids and
          * URLs, and a put per byte was most of the cost of a batch. */
@@ -695,7 +655,7 @@ static void array_add_text(struct pgarray *a, const char *s)
             put(a, (const char *)run, (size_t)(p - run));
         if (!*p)
             break;
-        size_t n = utf8_len(p);
+        size_t n = dw_utf8_seq_len((const char *)p, (size_t)(end - p));
         if (!n)
             put(a, "?", 1);
         else if (*p == '"' || *p == '\\') {
@@ -742,7 +702,7 @@ static void channel_list(unsigned mask, char *buf, size_t len)
 
 static bool event_id_ok(const char *event_id)
 {
-    return event_id && *event_id && utf8_valid(event_id);
+    return event_id && *event_id && dw_utf8_valid(event_id);
 }
 
 /* ---- merging a batch by key -------------------------------------------- */
@@ -902,8 +862,8 @@ static void fill_statuses(struct dw_store *store, const struct groups *g, const 
 
 /* ---- the public calls --------------------------------------------------- */
 
-enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store **out, char *errbuf,
-                          size_t errlen)
+enum dw_err dw_store_create(const char *dsn, struct dw_log *log, struct dw_store **out,
+                            char *errbuf, size_t errlen)
 {
     *out = NULL;
     if (!dsn) {

@@ -30,6 +30,7 @@
 
 #include <curl/curl.h>
 
+#include "dw/list.h"
 #include "dw/transport.h"
 
 /* Bits of loop->fds beside the EPOLL* event bits. */
@@ -56,7 +57,7 @@ struct dw_xfer_headers {
  */
 struct slot {
     struct dw_xfer_loop *loop;
-    struct slot *prev, *next; /* in loop->running_head while running */
+    struct dw_list_node running; /* in loop->running while running */
     CURL *easy;
     void *opaque; /* while running */
     int tag;
@@ -79,12 +80,11 @@ struct done_msg {
 struct dw_xfer_loop {
     struct dw_xfer_options opts;
     CURLM *multi;
-    int epfd;            /* the sockets libcurl asks us to watch, and wakefd */
-    int wakefd;          /* eventfd: other threads wake the loop */
-    int64_t curl_due_ms; /* when libcurl wants its timeout handled; -1: never */
-    int running;
-    struct slot *running_head;
-    struct slot **idle; /* slots kept for reuse */
+    int epfd;               /* the sockets libcurl asks us to watch, and wakefd */
+    int wakefd;             /* eventfd: other threads wake the loop */
+    int64_t curl_due_ms;    /* when libcurl wants its timeout handled; -1: never */
+    struct dw_list running; /* slots with a call in the multi handle */
+    struct slot **idle;     /* slots kept for reuse */
     size_t nidle;
     struct done_msg *done; /* reap's scratch array */
     size_t done_cap;
@@ -356,18 +356,13 @@ enum dw_err dw_xfer_start(struct dw_xfer_loop *loop, const struct dw_xfer_reques
         slot_put(loop, slot);
         return DW_ERR_HTTP;
     }
-    slot->prev = NULL;
-    slot->next = loop->running_head;
-    if (loop->running_head)
-        loop->running_head->prev = slot;
-    loop->running_head = slot;
-    loop->running++;
+    dw_list_push_front(&loop->running, &slot->running);
     return DW_OK;
 }
 
 int dw_xfer_running(const struct dw_xfer_loop *loop)
 {
-    return loop->running;
+    return (int)loop->running.len;
 }
 
 void dw_xfer_set_max_connections(struct dw_xfer_loop *loop, long n)
@@ -392,14 +387,7 @@ static enum dw_xfer_outcome classify(CURLcode rc)
 
 static void running_unlink(struct dw_xfer_loop *loop, struct slot *slot)
 {
-    if (slot->prev)
-        slot->prev->next = slot->next;
-    else
-        loop->running_head = slot->next;
-    if (slot->next)
-        slot->next->prev = slot->prev;
-    slot->prev = slot->next = NULL;
-    loop->running--;
+    dw_list_remove(&loop->running, &slot->running);
 }
 
 static void transfer_done(struct dw_xfer_loop *loop, struct slot *slot, CURLcode rc)
@@ -569,8 +557,8 @@ void dw_xfer_loop_destroy(struct dw_xfer_loop *loop)
         return;
     if (loop->multi) {
         /* Running calls: off the multi and freed, without a callback. */
-        struct slot *slot;
-        while ((slot = loop->running_head)) {
+        while (!dw_list_empty(&loop->running)) {
+            struct slot *slot = DW_CONTAINER_OF(loop->running.head, struct slot, running);
             curl_multi_remove_handle(loop->multi, slot->easy);
             running_unlink(loop, slot);
             slot_destroy(slot);

@@ -50,9 +50,10 @@
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
 
+#include "dw/event_id.h"
+
 #define MAX_REQUESTS  10000000L
 #define MAX_PARTS     1024
-#define EVENT_ID_MAX  64
 #define REQUEST_MAX   2048
 #define CHANNELS      6
 #define MISSING_SHOWN 20
@@ -188,9 +189,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 static bool parse_event_id(const struct reader *rd, const char *key, size_t len, long *index,
                            int64_t *produced_us)
 {
-    if (len <= rd->prefix_len || len > EVENT_ID_MAX || memcmp(key, rd->prefix, rd->prefix_len) != 0)
+    if (len <= rd->prefix_len || len > DW_EVENT_ID_MAX ||
+        memcmp(key, rd->prefix, rd->prefix_len) != 0)
         return false;
-    char buf[EVENT_ID_MAX + 1];
+    char buf[DW_EVENT_ID_MAX + 1];
     memcpy(buf, key + rd->prefix_len, len - rd->prefix_len);
     buf[len - rd->prefix_len] = '\0';
     char *end;

@@ -24,12 +24,13 @@
 #include <stdbool.h>
 
 #include "dw/common.h"
+#include "dw/list.h"
 
 /* A place in the queue. Caller-allocated (embed it in the job); only the
  * bulkhead reads or writes its fields, under its lock. */
 struct dw_bulkhead_waiter {
-    struct dw_bulkhead_waiter *prev, *next;
     bool queued;
+    struct dw_list_node node; /* in the bulkhead's FIFO while queued */
 };
 
 enum dw_bulkhead_result {

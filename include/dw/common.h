@@ -6,13 +6,18 @@
 #ifndef DW_COMMON_H
 #define DW_COMMON_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define DW_MUST_CHECK   __attribute__((warn_unused_result))
 #define DW_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define DW_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* The struct of type that embeds *ptr as its member (intrusive lists and
+ * heaps); ptr must not be NULL. */
+#define DW_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum dw_err {
     DW_OK = 0,
@@ -50,6 +55,12 @@ int64_t dw_now_ms(void);
 int64_t dw_now_us(void);
 /* Wall clock in milliseconds since the Unix epoch; for timestamps. */
 int64_t dw_wall_ms(void);
+/* Every deadline is on the monotonic clock, so is every timed wait: a
+ * condition variable made with dw_cond_init_monotonic, waited on with
+ * pthread_cond_timedwait until dw_deadline_in(ms). A wall-clock jump then
+ * neither stretches nor cuts a wait. */
+void dw_cond_init_monotonic(pthread_cond_t *cond);
+struct timespec dw_deadline_in(int64_t ms);
 /* Formats a wall-clock time as RFC 3339 UTC with milliseconds,
  * "2025-10-29T06:13:04.123Z"; out needs 25 bytes. */
 void dw_format_time(int64_t wall_ms, char out[32]);

@@ -2,7 +2,7 @@
  * Configuration: the libconfig file, then the environment of CONTRACT
  * section 5 on top, validated once at start-up into an immutable struct.
  * The struct is open because every module reads it; nobody writes it after
- * dw_config_load returns. Keys, types, defaults and ranges live in one
+ * dw_config_create returns. Keys, types, defaults and ranges live in one
  * table in config.c; conf/distribution-worker.conf documents each.
  */
 #ifndef DW_CONFIG_H
@@ -144,8 +144,8 @@ enum dw_redrive_mode { DW_REDRIVE_ACTIVE, DW_REDRIVE_PAUSED };
  * (line 42): missing). On DW_OK the caller owns *out; free with
  * dw_config_destroy.
  */
-enum dw_err dw_config_load(const char *path, char *const *envp, struct dw_config **out,
-                           char *errbuf, size_t errlen) DW_MUST_CHECK;
+enum dw_err dw_config_create(const char *path, char *const *envp, struct dw_config **out,
+                             char *errbuf, size_t errlen) DW_MUST_CHECK;
 
 void dw_config_destroy(struct dw_config *cfg);
 

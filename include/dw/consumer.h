@@ -1,10 +1,13 @@
 /*
  * The Kafka consumer: group membership, the rebalance callback, pausing,
  * and at-least-once commits through the commit tracker. An offset is
- * committed only once dw_consumer_done was called for it and for every
- * offset before it in its partition.
+ * committed only once the producer acknowledged the record that finishes
+ * its request (dw_producer_take_acks) and every offset before it in its
+ * partition: the consumer takes those offsets from the producer, which
+ * knows nothing of the consumer.
  *
- * Single-threaded: every function runs on the poll thread (main).
+ * Single-threaded: every function runs on the poll thread (main), except
+ * dw_consumer_heartbeat_ms.
  */
 #ifndef DW_CONSUMER_H
 #define DW_CONSUMER_H
@@ -18,13 +21,16 @@
 #include "dw/config.h"
 #include "dw/log.h"
 #include "dw/metrics.h"
+#include "dw/producer.h"
 
 struct dw_consumer;
 
-/* Creates the consumer and subscribes to cfg->request_topic. */
+/* Creates the consumer and subscribes to cfg->request_topic. Offsets are
+ * done when `producer` (borrowed; it must outlive the consumer) hands them
+ * back. */
 enum dw_err dw_consumer_create(const struct dw_config *cfg, struct dw_log *log,
-                               struct dw_metrics *metrics, struct dw_consumer **out, char *errbuf,
-                               size_t errlen) DW_MUST_CHECK;
+                               struct dw_metrics *metrics, struct dw_producer *producer,
+                               struct dw_consumer **out, char *errbuf, size_t errlen) DW_MUST_CHECK;
 
 /* Builds the consumer's librdkafka configuration and lets librdkafka
  * check it, without connecting (--check-config). DW_ERR_CONFIG with the
@@ -34,12 +40,17 @@ enum dw_err dw_consumer_check_config(const struct dw_config *cfg, char *errbuf,
 
 /* Polls once (serving rebalances). Returns a request message, which the
  * caller destroys with rd_kafka_message_destroy, or NULL. A returned offset
- * is pending until dw_consumer_done. */
+ * is pending until the producer hands it back. */
 rd_kafka_message_t *dw_consumer_poll(struct dw_consumer *c, int timeout_ms);
 
-/* The work of (partition, offset) is safely stored and acknowledged. An
- * offset of a partition no longer assigned is ignored. */
-void dw_consumer_done(struct dw_consumer *c, int32_t partition, int64_t offset);
+/* Takes every offset the producer acknowledged since the last call (after
+ * dw_producer_poll served the reports) and marks it done. An offset of a
+ * partition no longer assigned is ignored. */
+void dw_consumer_take_acks(struct dw_consumer *c);
+
+/* When the poll thread last came round (dw_consumer_poll, or a revoke's
+ * wait), in dw_now_ms time; set at create. Thread-safe (used by /healthz). */
+int64_t dw_consumer_heartbeat_ms(const struct dw_consumer *c);
 
 /* Commits what became committable; async unless sync. */
 void dw_consumer_commit(struct dw_consumer *c, bool sync);
@@ -54,16 +65,15 @@ size_t dw_consumer_pending(const struct dw_consumer *c);
 
 /*
  * On a revoke, before committing and releasing the partitions, wait up to
- * max_ms for their in-flight requests to finish, calling serve(opaque)
- * repeatedly meanwhile (it must serve the delivery reports that mark offsets
- * done). Work not finished by then is left uncommitted for the next owner.
- * Without this, revoke commits what is done at once.
+ * max_ms for their in-flight requests to finish, serving the producer's
+ * delivery reports meanwhile. Work not finished by then is left uncommitted
+ * for the next owner. Without this call, revoke commits what is done at
+ * once.
  */
-typedef void (*dw_consumer_serve_cb)(void *opaque);
-void dw_consumer_set_revoke_wait(struct dw_consumer *c, int max_ms, dw_consumer_serve_cb serve,
-                                 void *opaque);
+void dw_consumer_set_revoke_wait(struct dw_consumer *c, int max_ms);
 
-/* Commits what is done (sync) and leaves the group. */
+/* Takes the producer's acknowledged offsets, commits what is done (sync)
+ * and leaves the group. */
 void dw_consumer_close(struct dw_consumer *c);
 /* Frees; NULL is a no-op. Call dw_consumer_close first. */
 void dw_consumer_destroy(struct dw_consumer *c);

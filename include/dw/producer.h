@@ -2,15 +2,16 @@
  * The Kafka producer: completion events (CONTRACT 2.2) and DLQ records
  * (CONTRACT section 1), from one idempotent producer. Each record carries
  * the partition and offset of the request it finishes; when the broker
- * acknowledges it, the delivered callback gets them so the consumer may
- * commit. A record the broker refuses is sent again, unless the error is
- * about the record itself (too large, invalid): then it is final (logged,
- * counted in dw_kafka_records_dropped_total) and the delivered callback
- * runs all the same, so one bad record never stops a partition.
+ * acknowledges it, that offset is handed back through dw_producer_take_acks
+ * so the consumer may commit it. A record the broker refuses is sent again,
+ * unless the error is about the record itself (too large, invalid): then it
+ * is final (logged, counted in dw_kafka_records_dropped_total) and its
+ * offset is handed back all the same, so one bad record never stops a
+ * partition. The producer knows nothing of the consumer.
  *
  * Threads: send functions may be called from any thread. Delivery reports
- * (and so the delivered callback) run on the thread calling
- * dw_producer_poll, which is the consumer's poll thread.
+ * run on the thread calling dw_producer_poll, which is the consumer's poll
+ * thread; dw_producer_take_acks belongs to that thread too.
  */
 #ifndef DW_PRODUCER_H
 #define DW_PRODUCER_H
@@ -27,7 +28,12 @@
 
 struct dw_producer;
 
-typedef void (*dw_producer_delivered_cb)(void *opaque, int32_t partition, int64_t offset);
+/* A request whose record the broker acknowledged (or refused for good):
+ * its offset may be committed. */
+struct dw_ack {
+    int32_t partition;
+    int64_t offset;
+};
 
 /* Builds the producer's librdkafka configuration and lets librdkafka
  * check it, without connecting (--check-config). DW_ERR_CONFIG with the
@@ -35,9 +41,9 @@ typedef void (*dw_producer_delivered_cb)(void *opaque, int32_t partition, int64_
 enum dw_err dw_producer_check_config(const struct dw_config *cfg, char *errbuf,
                                      size_t errlen) DW_MUST_CHECK;
 
+/* Builds the producer; DW_ERR_CONFIG or DW_ERR_KAFKA with errbuf filled. */
 enum dw_err dw_producer_create(const struct dw_config *cfg, struct dw_log *log,
-                               struct dw_metrics *metrics, dw_producer_delivered_cb delivered,
-                               void *opaque, struct dw_producer **out, char *errbuf,
+                               struct dw_metrics *metrics, struct dw_producer **out, char *errbuf,
                                size_t errlen) DW_MUST_CHECK;
 
 /* Queues the completion of the request at (partition, offset), keyed by
@@ -65,8 +71,14 @@ struct dw_dlq_record {
 enum dw_err dw_producer_send_dlq(struct dw_producer *p,
                                  const struct dw_dlq_record *rec) DW_MUST_CHECK;
 
-/* Serves delivery reports; call often from the poll thread. */
+/* Serves delivery reports; call often from the poll thread. The offsets
+ * of requests now done collect until dw_producer_take_acks. */
 void dw_producer_poll(struct dw_producer *p, int timeout_ms);
+
+/* Moves up to max offsets of done requests into out, in the order they were
+ * done, and returns how many. A completion sent with partition -1 (an
+ * automatic re-drive's) is never handed back. Poll thread only. */
+size_t dw_producer_take_acks(struct dw_producer *p, struct dw_ack *out, size_t max);
 
 /* Records queued or in flight, not yet acknowledged. */
 int dw_producer_outstanding(struct dw_producer *p);
@@ -81,7 +93,8 @@ bool dw_producer_ping(struct dw_producer *p, int timeout_ms);
 bool dw_producer_fatal(struct dw_producer *p, char *why, size_t whylen);
 
 /* Waits up to timeout_ms for every record to be acknowledged (serving
- * delivery reports on this thread), then frees. NULL: no-op. */
+ * delivery reports on this thread), then frees; offsets not taken by then
+ * are dropped (their requests are redelivered). NULL: no-op. */
 void dw_producer_destroy(struct dw_producer *p, int timeout_ms);
 
 #endif /* DW_PRODUCER_H */

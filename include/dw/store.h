@@ -71,8 +71,8 @@ bool dw_store_dsn_plaintext_possible(const char *dsn, char *why, size_t whylen);
 
 /* Connects (does not migrate). log may be NULL. The caller destroys. A
  * connection failure returns DW_ERR_DB with libpq's message in errbuf. */
-enum dw_err dw_store_open(const char *dsn, struct dw_log *log, struct dw_store **out, char *errbuf,
-                          size_t errlen) DW_MUST_CHECK;
+enum dw_err dw_store_create(const char *dsn, struct dw_log *log, struct dw_store **out,
+                            char *errbuf, size_t errlen) DW_MUST_CHECK;
 void dw_store_destroy(struct dw_store *store);
 
 /* Creates or migrates the schema, idempotently and safely when several

@@ -22,8 +22,7 @@ struct dw_bulkhead {
     pthread_mutex_t lock;
     int max;
     int in_use;
-    int queued;
-    struct dw_bulkhead_waiter *head, *tail;
+    struct dw_list waiters; /* FIFO */
 };
 
 struct dw_bulkhead *dw_bulkhead_create(int max_concurrent)
@@ -44,17 +43,14 @@ void dw_bulkhead_destroy(struct dw_bulkhead *b)
 
 static void unlink_waiter(struct dw_bulkhead *b, struct dw_bulkhead_waiter *w)
 {
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        b->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        b->tail = w->prev;
-    w->prev = w->next = NULL;
+    dw_list_remove(&b->waiters, &w->node);
     w->queued = false;
-    b->queued--;
+}
+
+static struct dw_bulkhead_waiter *oldest(const struct dw_bulkhead *b)
+{
+    return b->waiters.head ? DW_CONTAINER_OF(b->waiters.head, struct dw_bulkhead_waiter, node)
+                           : NULL;
 }
 
 enum dw_bulkhead_result dw_bulkhead_acquire(struct dw_bulkhead *b,
@@ -67,15 +63,8 @@ enum dw_bulkhead_result dw_bulkhead_acquire(struct dw_bulkhead *b,
         b->in_use++;
         res = DW_BULKHEAD_GRANTED;
     } else if (waiter) {
-        waiter->next = NULL;
-        waiter->prev = b->tail;
-        if (b->tail)
-            b->tail->next = waiter;
-        else
-            b->head = waiter;
-        b->tail = waiter;
+        dw_list_push_back(&b->waiters, &waiter->node);
         waiter->queued = true;
-        b->queued++;
         res = DW_BULKHEAD_QUEUED;
     } else {
         res = DW_BULKHEAD_REJECTED;
@@ -89,7 +78,7 @@ struct dw_bulkhead_waiter *dw_bulkhead_release(struct dw_bulkhead *b)
     struct dw_bulkhead_waiter *next;
 
     pthread_mutex_lock(&b->lock);
-    next = b->in_use <= b->max ? b->head : NULL;
+    next = b->in_use <= b->max ? oldest(b) : NULL;
     if (next)
         unlink_waiter(b, next); /* the slot passes over; in_use stays */
     else if (b->in_use > 0)
@@ -110,8 +99,8 @@ struct dw_bulkhead_waiter *dw_bulkhead_grant(struct dw_bulkhead *b)
     struct dw_bulkhead_waiter *next = NULL;
 
     pthread_mutex_lock(&b->lock);
-    if (b->in_use < b->max && b->head) {
-        next = b->head;
+    if (b->in_use < b->max && !dw_list_empty(&b->waiters)) {
+        next = oldest(b);
         unlink_waiter(b, next);
         b->in_use++;
     }
@@ -150,7 +139,7 @@ int dw_bulkhead_in_use(struct dw_bulkhead *b)
 int dw_bulkhead_queued(struct dw_bulkhead *b)
 {
     pthread_mutex_lock(&b->lock);
-    int n = b->queued;
+    int n = (int)b->waiters.len;
     pthread_mutex_unlock(&b->lock);
     return n;
 }

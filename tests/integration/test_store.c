@@ -122,9 +122,9 @@ static struct dw_store *open_store(const char *dsn)
 {
     struct dw_store *store = NULL;
     char errbuf[512] = "";
-    enum dw_err err = dw_store_open(dsn, test_log, &store, errbuf, sizeof(errbuf));
+    enum dw_err err = dw_store_create(dsn, test_log, &store, errbuf, sizeof(errbuf));
     if (err)
-        fail_msg("dw_store_open: %s", errbuf);
+        fail_msg("dw_store_create: %s", errbuf);
     err = dw_store_migrate(store, errbuf, sizeof(errbuf));
     if (err)
         fail_msg("dw_store_migrate: %s", errbuf);
@@ -243,7 +243,7 @@ static void *run_migrator(void *arg)
     struct migrator *m = arg;
     struct dw_store *store = NULL;
     pthread_barrier_wait(m->barrier);
-    m->open_err = dw_store_open(m->conninfo, NULL, &store, m->errbuf, sizeof(m->errbuf));
+    m->open_err = dw_store_create(m->conninfo, NULL, &store, m->errbuf, sizeof(m->errbuf));
     if (!m->open_err)
         m->migrate_err = dw_store_migrate(store, m->errbuf, sizeof(m->errbuf));
     dw_store_destroy(store);
@@ -766,8 +766,8 @@ static void test_unreachable_server(void **state)
     struct dw_store *store = (struct dw_store *)1;
     char errbuf[256] = "";
     /* Port 1 on loopback: nobody listens, the connection is refused. */
-    assert_int_equal(dw_store_open("postgresql://postgres@127.0.0.1:1/distribution", NULL, &store,
-                                   errbuf, sizeof(errbuf)),
+    assert_int_equal(dw_store_create("postgresql://postgres@127.0.0.1:1/distribution", NULL, &store,
+                                     errbuf, sizeof(errbuf)),
                      DW_ERR_DB);
     assert_null(store);
     assert_true(strlen(errbuf) > 0);

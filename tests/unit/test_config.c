@@ -68,7 +68,7 @@ static struct dw_config *load_ok(const char *text, char *const *env)
 
     if (text)
         write_conf(&t, text);
-    enum dw_err rc = dw_config_load(text ? t.path : NULL, env, &cfg, err, sizeof(err));
+    enum dw_err rc = dw_config_create(text ? t.path : NULL, env, &cfg, err, sizeof(err));
     if (text)
         unlink(t.path);
     if (rc != DW_OK)
@@ -90,7 +90,7 @@ static void load_bad(const char *text, char *const *env, ...)
 
     if (text)
         write_conf(&t, text);
-    enum dw_err rc = dw_config_load(text ? t.path : NULL, env, &cfg, err, sizeof(err));
+    enum dw_err rc = dw_config_create(text ? t.path : NULL, env, &cfg, err, sizeof(err));
     if (text)
         unlink(t.path);
     if (rc == DW_OK)
@@ -394,7 +394,7 @@ static void test_bad_dsn_is_refused_without_its_password(void **state)
                                     NULL};
     struct dw_config *cfg = NULL;
     char err[512];
-    assert_int_equal(dw_config_load(NULL, uri_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_int_equal(dw_config_create(NULL, uri_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
     assert_non_null(strstr(err, "DIST_PG_DSN: not a libpq connection string"));
     assert_null(strstr(err, "Hunter22"));
     assert_null(strstr(err, "Pa%zz"));
@@ -402,7 +402,7 @@ static void test_bad_dsn_is_refused_without_its_password(void **state)
     load_bad("postgres = { dsn = \"host=db password='Hunter22 dbname=x\"; };\n", url_env,
              "postgres.dsn (line 1): not a libpq connection string", NULL);
     static char *const kw_env[] = {ALL_URLS, "DIST_PG_DSN=host=db password='Hunter22 x", NULL};
-    assert_int_equal(dw_config_load(NULL, kw_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_int_equal(dw_config_create(NULL, kw_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
     assert_null(strstr(err, "Hunter22"));
 }
 
@@ -431,7 +431,7 @@ static void test_errors_mask_secrets(void **state)
     char err[512];
     struct tmpconf t;
     write_conf(&t, "kafka = { properties = [ \"sasl.password =Hunter22\" ]; };\n");
-    assert_int_equal(dw_config_load(t.path, url_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_int_equal(dw_config_create(t.path, url_env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
     unlink(t.path);
     assert_non_null(strstr(err, "kafka.properties"));
     assert_null(strstr(err, "Hunter22"));
@@ -447,7 +447,7 @@ static void test_bad_file_syntax(void **state)
 
     struct dw_config *cfg = (struct dw_config *)1;
     char err[256];
-    assert_int_equal(dw_config_load("/nonexistent/dw.conf", url_env, &cfg, err, sizeof(err)),
+    assert_int_equal(dw_config_create("/nonexistent/dw.conf", url_env, &cfg, err, sizeof(err)),
                      DW_ERR_CONFIG);
     assert_null(cfg);
     assert_non_null(strstr(err, "/nonexistent/dw.conf: cannot open"));
@@ -648,9 +648,9 @@ static void test_small_errbuf(void **state)
     char err[8];
     static char *const bad[] = {"DIST_HTTP_PORT=x", ALL_URLS, NULL};
 
-    assert_int_equal(dw_config_load(NULL, bad, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_int_equal(dw_config_create(NULL, bad, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
     assert_int_equal(strlen(err), sizeof(err) - 1);
-    assert_int_equal(dw_config_load(NULL, bad, &cfg, NULL, 0), DW_ERR_CONFIG);
+    assert_int_equal(dw_config_create(NULL, bad, &cfg, NULL, 0), DW_ERR_CONFIG);
     assert_null(cfg);
     dw_config_destroy(NULL);
 }
@@ -693,7 +693,7 @@ static void test_include(void **state)
         NULL,
     };
     /* Relative to the main file's directory, whatever the working directory. */
-    assert_int_equal(dw_config_load(main_path, env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
+    assert_int_equal(dw_config_create(main_path, env, &cfg, err, sizeof(err)), DW_ERR_CONFIG);
     assert_null(cfg);
     assert_non_null(strstr(err, "channels.NAVER.max_attempts (line 3 of "));
     assert_non_null(strstr(err, "secret.conf)"));
@@ -701,7 +701,7 @@ static void test_include(void **state)
     assert_non_null(fp = fopen(secret_path, "w"));
     fputs("channels = { KAKAO = { token = \"secret\"; }; };\n", fp);
     fclose(fp);
-    assert_int_equal(dw_config_load(main_path, env, &cfg, err, sizeof(err)), DW_OK);
+    assert_int_equal(dw_config_create(main_path, env, &cfg, err, sizeof(err)), DW_OK);
     assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].token, "secret");
     dw_config_destroy(cfg);
 
@@ -753,7 +753,7 @@ static void test_reference_conf(void **state)
 
     if (!find_reference_conf(path, sizeof(path)))
         fail_msg("conf/distribution-worker.conf not found (set DW_SOURCE_DIR)");
-    if (dw_config_load(path, no_env, &cfg, err, sizeof(err)) != DW_OK)
+    if (dw_config_create(path, no_env, &cfg, err, sizeof(err)) != DW_OK)
         fail_msg("%s does not load: %s", path, err);
 
     /* The developer defaults scripts/run relies on. */
@@ -791,7 +791,7 @@ static void test_reference_conf(void **state)
     /* And the scripts' overrides still win over it. */
     static char *const env[] = {"DIST_CHANNEL_KAKAO_URL=http://127.0.0.1:39999", "DIST_HTTP_PORT=0",
                                 "DIST_CHANNELS_ALLOW_INSECURE_HTTP=true", NULL};
-    assert_int_equal(dw_config_load(path, env, &cfg, err, sizeof(err)), DW_OK);
+    assert_int_equal(dw_config_create(path, env, &cfg, err, sizeof(err)), DW_OK);
     assert_string_equal(cfg->channels[DW_CHANNEL_KAKAO].url, "http://127.0.0.1:39999");
     assert_int_equal(cfg->http_port, 0);
     dw_config_destroy(cfg);

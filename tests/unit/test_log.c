@@ -259,7 +259,7 @@ static void test_store_error_path(void **state)
 
         char why[512] = "";
         struct dw_store *store = NULL;
-        enum dw_err err = dw_store_open(dsns[i], c->log, &store, why, sizeof(why));
+        enum dw_err err = dw_store_create(dsns[i], c->log, &store, why, sizeof(why));
         dw_store_destroy(store);
         assert_int_not_equal(err, DW_OK);
         assert_non_null(strstr(why, "Hunter")); /* libpq does quote it */
@@ -298,7 +298,7 @@ static void test_config_secrets_path(void **state)
     };
     struct dw_config *cfg = NULL;
     char err[512];
-    assert_int_equal(dw_config_load(NULL, env, &cfg, err, sizeof(err)), DW_OK);
+    assert_int_equal(dw_config_create(NULL, env, &cfg, err, sizeof(err)), DW_OK);
     assert_string_equal(cfg->pg_dsn,
                         "postgresql://app:pg-secret-2@db/distribution?sslmode=verify-full");
 

@@ -241,9 +241,7 @@ static void wait_results(struct results *r, int n)
 {
     pthread_mutex_lock(&r->lock);
     while (r->n < n) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 20;
+        struct timespec ts = dw_deadline_in(20000);
         if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) != 0)
             break;
     }
@@ -334,7 +332,7 @@ static int setup(void **state)
     snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d", f->server.port);
     configure(f, f->url);
     pthread_mutex_init(&f->results.lock, NULL);
-    pthread_cond_init(&f->results.cond, NULL);
+    dw_cond_init_monotonic(&f->results.cond);
     f->req = make_request("evt-1");
     f->metrics = dw_metrics_create();
     *state = f;

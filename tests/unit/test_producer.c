@@ -3,7 +3,9 @@
  * record must not stop a partition. A DLQ value too large for
  * message.max.bytes is truncated to fit (header x-value-truncated) and
  * delivered; a record the broker refuses for good (a permanent error) is
- * dropped, counted, and its request still reported done.
+ * dropped, counted, and its request still reported done. Done offsets are
+ * handed back through dw_producer_take_acks, in order, a re-drive's
+ * (partition -1) never.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,14 +43,6 @@ struct fixture {
     int64_t last_offset;
     rd_kafka_t *reader; /* read_back's consumer, destroyed at teardown */
 };
-
-static void on_delivered(void *opaque, int32_t partition, int64_t offset)
-{
-    struct fixture *f = opaque;
-    f->delivered++;
-    f->last_partition = partition;
-    f->last_offset = offset;
-}
 
 static int setup(void **state)
 {
@@ -95,13 +89,12 @@ static int setup(void **state)
         NULL,
     };
     char err[512];
-    enum dw_err rc = dw_config_load(path, env, &f->cfg, err, sizeof(err));
+    enum dw_err rc = dw_config_create(path, env, &f->cfg, err, sizeof(err));
     unlink(path);
     if (rc)
         fail_msg("config: %s", err);
     f->metrics = dw_metrics_create();
-    assert_int_equal(dw_producer_create(f->cfg, NULL, f->metrics, on_delivered, f, &f->producer,
-                                        err, sizeof(err)),
+    assert_int_equal(dw_producer_create(f->cfg, NULL, f->metrics, &f->producer, err, sizeof(err)),
                      DW_OK);
     *state = f;
     return 0;
@@ -121,12 +114,25 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Takes what the producer handed back (one at a time, to see the order). */
+static void take_acks(struct fixture *f)
+{
+    struct dw_ack ack;
+    while (dw_producer_take_acks(f->producer, &ack, 1) == 1) {
+        f->delivered++;
+        f->last_partition = ack.partition;
+        f->last_offset = ack.offset;
+    }
+}
+
 /* Serves delivery reports until `count` requests are done or WAIT_MS. */
 static void wait_delivered(struct fixture *f, int count)
 {
     int64_t until = dw_now_ms() + WAIT_MS;
-    while (f->delivered < count && dw_now_ms() < until)
+    while (f->delivered < count && dw_now_ms() < until) {
         dw_producer_poll(f->producer, 50);
+        take_acks(f);
+    }
     if (f->delivered < count)
         fail_msg("%d of %d request(s) reported done; %d record(s) outstanding", f->delivered, count,
                  dw_producer_outstanding(f->producer));
@@ -277,14 +283,36 @@ static void test_fatal_error_is_reported(void **state)
     rd_kafka_mock_push_request_errors(f->mc, API_INIT_PRODUCER_ID, 1,
                                       RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED);
     char err[512];
-    assert_int_equal(dw_producer_create(f->cfg, NULL, f->metrics, on_delivered, f, &f->producer,
-                                        err, sizeof(err)),
+    assert_int_equal(dw_producer_create(f->cfg, NULL, f->metrics, &f->producer, err, sizeof(err)),
                      DW_OK);
     int64_t until = dw_now_ms() + WAIT_MS;
     while (!dw_producer_fatal(f->producer, why, sizeof(why)) && dw_now_ms() < until)
         dw_producer_poll(f->producer, 50);
     assert_true(dw_producer_fatal(f->producer, why, sizeof(why)));
     assert_true(why[0] != '\0');
+}
+
+/* Completions come back as done offsets in the order they were acked; an
+ * automatic re-drive's completion (partition -1) is delivered but hands
+ * back nothing, since it has no offset to commit. */
+static void test_acks_are_handed_back_once(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(dw_producer_send_completion(f->producer, "e1", "{}", 0, 3), DW_OK);
+    assert_int_equal(dw_producer_send_completion(f->producer, "e2", "{}", -1, -1), DW_OK);
+    assert_int_equal(dw_producer_send_completion(f->producer, "e3", "{}", 0, 4), DW_OK);
+    int64_t until = dw_now_ms() + WAIT_MS;
+    while (dw_producer_outstanding(f->producer) > 0 && dw_now_ms() < until)
+        dw_producer_poll(f->producer, 50);
+    assert_int_equal(dw_producer_outstanding(f->producer), 0);
+    struct dw_ack acks[4];
+    assert_int_equal(dw_producer_take_acks(f->producer, acks, DW_ARRAY_LEN(acks)), 2);
+    assert_int_equal(acks[0].partition, 0);
+    assert_int_equal(acks[0].offset, 3);
+    assert_int_equal(acks[1].offset, 4);
+    /* Taken means gone. */
+    assert_int_equal(dw_producer_take_acks(f->producer, acks, DW_ARRAY_LEN(acks)), 0);
+    assert_true(metric(f, "dw_completions_produced_total") == 3);
 }
 
 int main(void)
@@ -294,6 +322,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_small_dlq_value_is_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_permanent_delivery_error_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fatal_error_is_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acks_are_handed_back_once, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

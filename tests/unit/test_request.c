@@ -265,12 +265,6 @@ static void test_minimal_request(void **state)
     dw_request_destroy(req);
 }
 
-static void test_destroy_null(void **state)
-{
-    (void)state;
-    dw_request_destroy(NULL);
-}
-
 static void test_errbuf_optional(void **state)
 {
     (void)state;
@@ -1265,7 +1259,6 @@ int main(void)
         cmocka_unit_test(test_full_example_every_field),
         cmocka_unit_test(test_minimal_request),
         cmocka_unit_test(test_encode_round_trip),
-        cmocka_unit_test(test_destroy_null),
         cmocka_unit_test(test_errbuf_optional),
         cmocka_unit_test(test_too_large_whatever_the_bytes),
         cmocka_unit_test(test_exactly_max_bytes_is_not_too_large),
