@@ -80,9 +80,10 @@ struct job {
     void *opaque;
 
     int step;
-    int last_step;   /* the job ends after this step (dw_pool_submit_steps) */
-    bool new_try;    /* the next start begins a new try (asks the guards, counts an attempt) */
-    bool connect_ok; /* its connect pace was waited for: start the call at once */
+    int last_step;      /* the job ends after this step (dw_pool_submit_steps) */
+    int overload_tries; /* tries that met an overload answer under the adaptive limit */
+    bool new_try;       /* the next start begins a new try (asks the guards, counts an attempt) */
+    bool connect_ok;    /* its connect pace was waited for: start the call at once */
     int attempts;
     char prev_id[DW_EXTERNAL_ID_MAX];
     enum dw_errcode last_error;
@@ -712,7 +713,7 @@ static void end_try(struct worker *w, struct job *job, enum dw_errcode error,
 }
 
 static void retry_or_fail(struct worker *w, struct job *job, enum dw_errcode error,
-                          const char *message, int64_t retry_after_ms)
+                          const char *message, int64_t retry_after_ms, bool overload)
 {
     struct dw_guard *g = w->pool->guards[job->channel];
     struct dw_retry_verdict v;
@@ -721,8 +722,15 @@ static void retry_or_fail(struct worker *w, struct job *job, enum dw_errcode err
     job->last_error = error;
     free(job->last_message);
     job->last_message = dw_xstrdup(message);
-    dw_guard_after_failure(g, &job->ticket, job->attempts, error, message, retry_after_ms, now,
-                           dw_retry_random(&w->rnd), &v);
+    /* Under the adaptive limit an overload answer (a 503 while the limit
+     * probed above what the channel takes) does not use up an attempt:
+     * the limit shrinks on it and the job tries again within its
+     * deadline. A channel that is down still ends the job, by the breaker
+     * or the deadline. */
+    if (overload && w->pool->opts.cfg->channels[job->channel].limit.mode == DW_LIMIT_ADAPTIVE)
+        job->overload_tries++;
+    dw_guard_after_failure(g, &job->ticket, job->attempts, job->overload_tries, error, message,
+                           retry_after_ms, now, dw_retry_random(&w->rnd), &v);
     if (!v.retry) {
         if (v.stop == DW_RETRY_STOP_BUDGET)
             dw_metrics_retry_budget(w->pool->opts.metrics, job->channel, dw_guard_budget_tokens(g),
@@ -812,7 +820,8 @@ static void on_call_done(void *owner, const struct dw_xfer_result *r)
     end_try(w, job, error, error == DW_EC_RATE_LIMITED ? retry_after_ms : 0,
             dw_guard_signal(error, r->status) == DW_LIMIT_DROP);
     if (error != DW_EC_NONE) {
-        retry_or_fail(w, job, error, message, retry_after_ms);
+        retry_or_fail(w, job, error, message, retry_after_ms,
+                      dw_guard_signal(error, r->status) == DW_LIMIT_DROP);
         return;
     }
     finish(w, job, DW_EC_NONE, NULL, &reply);

@@ -129,10 +129,13 @@ struct dw_bulkhead_waiter *dw_guard_end(struct dw_guard *g, struct dw_guard_tick
 struct dw_bulkhead_waiter *dw_guard_grant(struct dw_guard *g) DW_MUST_CHECK;
 
 /* After a failed try: retry (v->retry, v->wait_ms) or stop (v->error,
- * v->message). budget_refused: the budget stopped it. */
+ * v->message). free_tries: tries that do not count against max_attempts
+ * (overload answers under the adaptive limit; the deadline still bounds
+ * them). */
 void dw_guard_after_failure(struct dw_guard *g, struct dw_guard_ticket *t, int attempts,
-                            enum dw_errcode error, const char *message, int64_t retry_after_ms,
-                            int64_t now_ms, double rnd, struct dw_retry_verdict *v);
+                            int free_tries, enum dw_errcode error, const char *message,
+                            int64_t retry_after_ms, int64_t now_ms, double rnd,
+                            struct dw_retry_verdict *v);
 
 /* Gives back whatever the ticket holds, without an outcome (a job ends
  * or is abandoned). The waiter returned (if not NULL) was handed the slot. */

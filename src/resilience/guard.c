@@ -275,9 +275,12 @@ struct dw_bulkhead_waiter *dw_guard_grant(struct dw_guard *g)
 }
 
 void dw_guard_after_failure(struct dw_guard *g, struct dw_guard_ticket *t, int attempts,
-                            enum dw_errcode error, const char *message, int64_t retry_after_ms,
-                            int64_t now_ms, double rnd, struct dw_retry_verdict *v)
+                            int free_tries, enum dw_errcode error, const char *message,
+                            int64_t retry_after_ms, int64_t now_ms, double rnd,
+                            struct dw_retry_verdict *v)
 {
+    struct dw_retry_policy policy = g->policy;
+    policy.max_attempts += free_tries > 0 ? free_tries : 0;
     struct dw_retry_input in = {
         .attempts = attempts,
         .error = error,
@@ -288,7 +291,7 @@ void dw_guard_after_failure(struct dw_guard *g, struct dw_guard_ticket *t, int a
         .budget_allows = dw_retry_budget_allows(g->budget),
         .rnd = rnd,
     };
-    dw_retry_decide(&g->policy, &in, v);
+    dw_retry_decide(&policy, &in, v);
 }
 
 struct dw_bulkhead_waiter *dw_guard_release(struct dw_guard *g, struct dw_guard_ticket *t)
