@@ -80,10 +80,10 @@ struct job {
     void *opaque;
 
     int step;
-    int last_step;      /* the job ends after this step (dw_pool_submit_steps) */
-    int shed_tries;     /* tries the channel shed (dw_guard_shed): no attempt used up */
-    bool new_try;       /* the next start begins a new try (asks the guards, counts an attempt) */
-    bool connect_ok;    /* its connect pace was waited for: start the call at once */
+    int last_step;   /* the job ends after this step (dw_pool_submit_steps) */
+    int shed_tries;  /* tries the channel shed (dw_guard_shed): no attempt used up */
+    bool new_try;    /* the next start begins a new try (asks the guards, counts an attempt) */
+    bool connect_ok; /* its connect pace was waited for: start the call at once */
     int attempts;
     char prev_id[DW_EXTERNAL_ID_MAX];
     enum dw_errcode last_error;
@@ -699,8 +699,8 @@ static void end_try(struct worker *w, struct job *job, enum dw_errcode error,
     bool had_slot = job->ticket.has_slot;
     struct dw_breaker_transition t;
 
-    struct dw_bulkhead_waiter *handed = dw_guard_end(g, &job->ticket, error, took_us / 1000,
-                                                     dw_now_ms(), retry_after_ms, shed, &t);
+    struct dw_bulkhead_waiter *handed =
+        dw_guard_end(g, &job->ticket, error, took_us / 1000, dw_now_ms(), retry_after_ms, shed, &t);
     report(pool, job->channel, &t);
     dw_metrics_breaker_call(pool->opts.metrics, job->channel,
                             error == DW_EC_NONE                    ? DW_BREAKER_SUCCESS
