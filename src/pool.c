@@ -83,6 +83,7 @@ struct job {
 
     int step;
     int last_step;   /* the job ends after this step (dw_pool_submit_steps) */
+    int shed_tries;  /* tries the channel shed (dw_guard_shed): no attempt used up */
     bool new_try;    /* the next start begins a new try (asks the guards, counts an attempt) */
     bool connect_ok; /* its connect pace was waited for: start the call at once */
     int attempts;
@@ -594,7 +595,7 @@ static void start(struct worker *w, struct job *job)
 /* The try ended (its last step answered, or a step failed): its outcome
  * to the breaker and the budget, its slot back. */
 static void end_try(struct worker *w, struct job *job, enum dw_errcode error,
-                    int64_t retry_after_ms, bool overload)
+                    int64_t retry_after_ms, bool shed)
 {
     struct dw_pool *pool = w->pool;
     struct dw_guard *g = pool->guards[job->channel];
@@ -602,13 +603,13 @@ static void end_try(struct worker *w, struct job *job, enum dw_errcode error,
     bool had_slot = job->ticket.has_slot;
     struct dw_breaker_transition t;
 
-    struct dw_bulkhead_waiter *handed = dw_guard_end(g, &job->ticket, error, took_us / 1000,
-                                                     dw_now_ms(), retry_after_ms, overload, &t);
+    struct dw_bulkhead_waiter *handed =
+        dw_guard_end(g, &job->ticket, error, took_us / 1000, dw_now_ms(), retry_after_ms, shed, &t);
     report(pool, job->channel, &t);
     dw_metrics_breaker_call(pool->opts.metrics, job->channel,
-                            error == DW_EC_NONE           ? DW_BREAKER_SUCCESS
-                            : dw_errcode_transient(error) ? DW_BREAKER_FAILURE
-                                                          : DW_BREAKER_IGNORED,
+                            error == DW_EC_NONE                    ? DW_BREAKER_SUCCESS
+                            : shed || !dw_errcode_transient(error) ? DW_BREAKER_IGNORED
+                                                                   : DW_BREAKER_FAILURE,
                             took_us);
     dw_metrics_retry_budget(pool->opts.metrics, job->channel, dw_guard_budget_tokens(g), false);
     if (had_slot)
@@ -616,7 +617,7 @@ static void end_try(struct worker *w, struct job *job, enum dw_errcode error,
 }
 
 static void retry_or_fail(struct worker *w, struct job *job, enum dw_errcode error,
-                          const char *message, int64_t retry_after_ms)
+                          const char *message, int64_t retry_after_ms, bool shed)
 {
     struct dw_guard *g = w->pool->guards[job->channel];
     struct dw_retry_verdict v;
@@ -625,8 +626,15 @@ static void retry_or_fail(struct worker *w, struct job *job, enum dw_errcode err
     job->last_error = error;
     free(job->last_message);
     job->last_message = dw_xstrdup(message);
-    dw_guard_after_failure(g, &job->ticket, job->attempts, error, message, retry_after_ms, now,
-                           dw_retry_random(&w->rnd), &v);
+    /* Shed load (a 503 while the limit probed above what the channel
+     * takes, a SYN dropped by a full accept queue) does not use up an
+     * attempt: the limit or the pace shrinks on it and the job tries again
+     * within its deadline. A channel that is down sheds nothing (see
+     * dw_guard_shed): the breaker or the attempts end the job. */
+    if (shed)
+        job->shed_tries++;
+    dw_guard_after_failure(g, &job->ticket, job->attempts, job->shed_tries, error, message,
+                           retry_after_ms, now, dw_retry_random(&w->rnd), &v);
     if (!v.retry) {
         if (v.stop == DW_RETRY_STOP_BUDGET)
             dw_metrics_retry_budget(w->pool->opts.metrics, job->channel, dw_guard_budget_tokens(g),
@@ -713,10 +721,10 @@ static void on_call_done(void *owner, const struct dw_xfer_result *r)
     if (r->outcome == DW_XFER_ANSWERED && r->retry_after_s > 0)
         retry_after_ms =
             r->retry_after_s > INT64_MAX / 1000 / 2 ? INT64_MAX / 2 : r->retry_after_s * 1000;
-    end_try(w, job, error, error == DW_EC_RATE_LIMITED ? retry_after_ms : 0,
-            dw_guard_signal(error, r->status) == DW_LIMIT_DROP);
+    bool shed = dw_guard_shed(g, error, r->status, r->connect_timed_out, dw_now_ms());
+    end_try(w, job, error, error == DW_EC_RATE_LIMITED ? retry_after_ms : 0, shed);
     if (error != DW_EC_NONE) {
-        retry_or_fail(w, job, error, message, retry_after_ms);
+        retry_or_fail(w, job, error, message, retry_after_ms, shed);
         return;
     }
     finish(w, job, DW_EC_NONE, NULL, &reply);

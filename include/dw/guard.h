@@ -113,15 +113,36 @@ int dw_guard_call_started(struct dw_guard *g);
 int dw_guard_call_ended(struct dw_guard *g, int64_t now_us, int64_t rtt_us, int inflight,
                         enum dw_limit_signal signal);
 
+/* A channel that served a try this recently is up: its overload answers
+ * are load it sheds, not a fault (dw_guard_shed). */
+#define DW_GUARD_SERVING_MS 10000
+
+/*
+ * Whether a failed call (error, http_status; connect_timed_out: no
+ * connection was made in connect_timeout_ms) was the channel shedding load
+ * the worker put on it, rather than the channel failing. The one rule for
+ * every overload exemption: shed load is the limit's and the pace's to
+ * answer (they shrink on it), so it is no breaker failure, takes no retry
+ * budget token and uses up no attempt (the deadline still bounds it).
+ *
+ * Shed only while the channel serves: a try succeeded within
+ * DW_GUARD_SERVING_MS. A channel that answers nothing but 503, or whose
+ * connects all time out, is down, and the breaker sees every failure.
+ * Then: a connect timeout is shed when the connect pace is on (a full
+ * accept queue dropped our SYN; the pace halves on it); an overload
+ * answer (dw_guard_signal's DROP: 503, 429, 408, a timeout) when the
+ * limit is adaptive.
+ */
+bool dw_guard_shed(struct dw_guard *g, enum dw_errcode error, long http_status,
+                   bool connect_timed_out, int64_t now_ms);
 /* The try ended with error (DW_EC_NONE: success) after took_ms: the
- * outcome to the breaker (transition filled in) and the budget (an
- * overload answer, dw_guard_signal's DROP, takes no budget token when the
- * limit is adaptive); a 429's retry_after_ms (> 0) pauses the whole
- * channel; the slot goes back. The waiter returned (if not NULL) was
- * handed the slot: wake its job. */
+ * outcome to the breaker (transition filled in; shed load, dw_guard_shed,
+ * is ignored) and the budget (shed load takes no token); a 429's
+ * retry_after_ms (> 0) pauses the whole channel; the slot goes back. The
+ * waiter returned (if not NULL) was handed the slot: wake its job. */
 struct dw_bulkhead_waiter *dw_guard_end(struct dw_guard *g, struct dw_guard_ticket *t,
                                         enum dw_errcode error, int64_t took_ms, int64_t now_ms,
-                                        int64_t retry_after_ms, bool overload,
+                                        int64_t retry_after_ms, bool shed,
                                         struct dw_breaker_transition *transition) DW_MUST_CHECK;
 
 /* A queued job the limit now has room for (it grew), or NULL. Call until
@@ -129,10 +150,12 @@ struct dw_bulkhead_waiter *dw_guard_end(struct dw_guard *g, struct dw_guard_tick
 struct dw_bulkhead_waiter *dw_guard_grant(struct dw_guard *g) DW_MUST_CHECK;
 
 /* After a failed try: retry (v->retry, v->wait_ms) or stop (v->error,
- * v->message). budget_refused: the budget stopped it. */
+ * v->message). free_tries: tries that do not count against max_attempts
+ * (shed load, dw_guard_shed; the deadline still bounds them). */
 void dw_guard_after_failure(struct dw_guard *g, struct dw_guard_ticket *t, int attempts,
-                            enum dw_errcode error, const char *message, int64_t retry_after_ms,
-                            int64_t now_ms, double rnd, struct dw_retry_verdict *v);
+                            int free_tries, enum dw_errcode error, const char *message,
+                            int64_t retry_after_ms, int64_t now_ms, double rnd,
+                            struct dw_retry_verdict *v);
 
 /* Gives back whatever the ticket holds, without an outcome (a job ends
  * or is abandoned). The waiter returned (if not NULL) was handed the slot. */

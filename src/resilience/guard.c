@@ -29,6 +29,7 @@ struct dw_guard {
     atomic_int_least64_t pause_until_ms; /* a 429's Retry-After: no new call before it */
     atomic_int waiting;                  /* jobs that want to start a try */
     atomic_int calls;                    /* HTTP calls under way */
+    atomic_int_least64_t served_ms;      /* the last try that succeeded; INT64_MIN: none yet */
 
     pthread_mutex_t lock; /* the two below */
     struct dw_limit *limit;
@@ -67,6 +68,7 @@ struct dw_guard *dw_guard_create(enum dw_channel_id ch, const struct dw_channel_
         struct dw_ratelimit_config rc = {cc->limit_for_period, cc->limit_refresh_period_ms};
         g->rate = dw_ratelimit_create(&rc, now_ms);
     }
+    atomic_init(&g->served_ms, INT64_MIN);
     pthread_mutex_init(&g->lock, NULL);
     return g;
 }
@@ -234,25 +236,42 @@ int dw_guard_call_ended(struct dw_guard *g, int64_t now_us, int64_t rtt_us, int 
     return n;
 }
 
+bool dw_guard_shed(struct dw_guard *g, enum dw_errcode error, long http_status,
+                   bool connect_timed_out, int64_t now_ms)
+{
+    if (error == DW_EC_NONE)
+        return false;
+    int64_t served = atomic_load(&g->served_ms);
+    if (served == INT64_MIN || now_ms - served > DW_GUARD_SERVING_MS)
+        return false; /* not serving: whatever failed is the breaker's */
+    if (connect_timed_out)
+        return g->cc->max_connects_per_second > 0;
+    return g->cc->limit.mode == DW_LIMIT_ADAPTIVE &&
+           dw_guard_signal(error, http_status) == DW_LIMIT_DROP;
+}
+
 struct dw_bulkhead_waiter *dw_guard_end(struct dw_guard *g, struct dw_guard_ticket *t,
                                         enum dw_errcode error, int64_t took_ms, int64_t now_ms,
-                                        int64_t retry_after_ms, bool overload,
+                                        int64_t retry_after_ms, bool shed,
                                         struct dw_breaker_transition *transition)
 {
-    enum dw_breaker_outcome outcome = error == DW_EC_NONE           ? DW_BREAKER_SUCCESS
-                                      : dw_errcode_transient(error) ? DW_BREAKER_FAILURE
-                                                                    : DW_BREAKER_IGNORED;
+    enum dw_breaker_outcome outcome = error == DW_EC_NONE                    ? DW_BREAKER_SUCCESS
+                                      : shed || !dw_errcode_transient(error) ? DW_BREAKER_IGNORED
+                                                                             : DW_BREAKER_FAILURE;
     dw_breaker_record(g->breaker, &t->permit, outcome, took_ms, now_ms, transition);
-    /* An overload answer under the adaptive limit takes no budget token:
-     * the limit already bounds how many calls, retries included, can be
-     * out at once, and shrinks on it; the budget is for storms the limit
-     * does not see (500s, bad gateways). Found when a latency step's brief
-     * burst of 503s spent the budget and failed jobs at once. */
-    bool counted = !(overload && g->cc->limit.mode == DW_LIMIT_ADAPTIVE);
-    if (outcome == DW_BREAKER_SUCCESS)
+    /* Shed load takes no budget token either: the limit and the pace
+     * already bound how many calls, retries included, go out, and shrink
+     * on it; the budget is for storms they do not see (500s, bad
+     * gateways). Found when a latency step's brief burst of 503s spent
+     * the budget and failed jobs at once. */
+    if (outcome == DW_BREAKER_SUCCESS) {
         dw_retry_budget_on_success(g->budget);
-    else if (outcome == DW_BREAKER_FAILURE && counted)
+        int64_t have = atomic_load(&g->served_ms);
+        while (have < now_ms && !atomic_compare_exchange_weak(&g->served_ms, &have, now_ms))
+            ;
+    } else if (outcome == DW_BREAKER_FAILURE) {
         dw_retry_budget_on_failure(g->budget);
+    }
     if (retry_after_ms > 0) {
         /* Clamped like the retry's own wait: a longer one ends that job
          * RATE_LIMITED, and must not stop the channel for longer. */
@@ -275,9 +294,12 @@ struct dw_bulkhead_waiter *dw_guard_grant(struct dw_guard *g)
 }
 
 void dw_guard_after_failure(struct dw_guard *g, struct dw_guard_ticket *t, int attempts,
-                            enum dw_errcode error, const char *message, int64_t retry_after_ms,
-                            int64_t now_ms, double rnd, struct dw_retry_verdict *v)
+                            int free_tries, enum dw_errcode error, const char *message,
+                            int64_t retry_after_ms, int64_t now_ms, double rnd,
+                            struct dw_retry_verdict *v)
 {
+    struct dw_retry_policy policy = g->policy;
+    policy.max_attempts += free_tries > 0 ? free_tries : 0;
     struct dw_retry_input in = {
         .attempts = attempts,
         .error = error,
@@ -288,7 +310,7 @@ void dw_guard_after_failure(struct dw_guard *g, struct dw_guard_ticket *t, int a
         .budget_allows = dw_retry_budget_allows(g->budget),
         .rnd = rnd,
     };
-    dw_retry_decide(&g->policy, &in, v);
+    dw_retry_decide(&policy, &in, v);
 }
 
 struct dw_bulkhead_waiter *dw_guard_release(struct dw_guard *g, struct dw_guard_ticket *t)

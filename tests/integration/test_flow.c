@@ -231,7 +231,23 @@ static void run_burst(struct burst *b, struct flow_sim *sim)
     produce_backlog(b);
 
     static char env[6][300], user_env[2048];
-    const char *extra_env[7 + 32];
+    /* The reference configuration's flow control: worker-test.conf runs
+     * the other integration tests with fixed limits and no connect pace. */
+    static const char *const flow_env[] = {
+        "DIST_CHANNEL_URIDONGNETV_LIMIT=adaptive",
+        "DIST_CHANNEL_GINITV_LIMIT=adaptive",
+        "DIST_CHANNEL_RINGOBIZ_LIMIT=adaptive",
+        "DIST_CHANNEL_INSTAGRAM_LIMIT=adaptive",
+        "DIST_CHANNEL_NAVER_LIMIT=adaptive",
+        "DIST_CHANNEL_KAKAO_LIMIT=adaptive",
+        "DIST_CHANNEL_URIDONGNETV_MAX_CONNECTS_PER_SECOND=2000",
+        "DIST_CHANNEL_GINITV_MAX_CONNECTS_PER_SECOND=2000",
+        "DIST_CHANNEL_RINGOBIZ_MAX_CONNECTS_PER_SECOND=2000",
+        "DIST_CHANNEL_INSTAGRAM_MAX_CONNECTS_PER_SECOND=2000",
+        "DIST_CHANNEL_NAVER_MAX_CONNECTS_PER_SECOND=2000",
+        "DIST_CHANNEL_KAKAO_MAX_CONNECTS_PER_SECOND=2000",
+    };
+    const char *extra_env[7 + 12 + 32];
     for (int c = 0; c < 6; c++) {
         char lc[16];
         size_t k;
@@ -243,9 +259,11 @@ static void run_burst(struct burst *b, struct flow_sim *sim)
         extra_env[c] = env[c];
     }
     int n_env = 6;
+    for (size_t i = 0; i < sizeof(flow_env) / sizeof(flow_env[0]); i++)
+        extra_env[n_env++] = flow_env[i];
     const char *more = getenv("DW_FLOW_WORKER_ENV");
     snprintf(user_env, sizeof(user_env), "%s", more ? more : "");
-    for (char *kv = user_env; *kv && n_env < 6 + 32;) {
+    for (char *kv = user_env; *kv && n_env < 6 + 12 + 32;) {
         char *sp = strchr(kv, ' ');
         if (sp)
             *sp = '\0';

@@ -601,6 +601,8 @@ static void adaptive_limit_keeps_a_burst_within_capacity(void **state)
     /* A small retry budget: the limit's probing 503s must not spend it
      * (they are bounded by the limit), or jobs would fail at once. */
     cc->budget_max_tokens = 10;
+    /* One attempt: a 503 met while the limit probes does not use it up. */
+    cc->max_attempts = 1;
     cc->initial_backoff_ms = 20;
     cc->max_backoff_ms = 100;
     struct reply ok[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 20}};
