@@ -387,6 +387,8 @@ void dw_producer_poll(struct dw_producer *p, int timeout_ms)
 size_t dw_producer_take_acks(struct dw_producer *p, struct dw_ack *out, size_t max)
 {
     size_t n = p->ack_count < max ? p->ack_count : max;
+    if (n == 0)
+        return 0; /* acks may be NULL: memcpy must not see it, even for 0 bytes */
     memcpy(out, p->acks, n * sizeof(*out));
     memmove(p->acks, p->acks + n, (p->ack_count - n) * sizeof(*p->acks));
     p->ack_count -= n;
