@@ -4,16 +4,20 @@
  * what the guards do to the log and the metrics (breaker transitions and
  * snapshots, the limit, the jobs waiting, the bulkhead, the retry budget).
  *
- * Threads: any pool worker calls in here. A slot given back on one worker
- * may reach a job parked on another: that job goes on its own worker's
- * grant list, under the worker's lock, and dw_xfer_wake interrupts its
- * wait; only the owning worker takes it from there (dw_pool_take_grants).
- * The guards lock themselves; pool->limits is exchanged atomically.
+ * Threads: the guards are made before the workers start and destroyed
+ * after they are gone. In between any worker calls in here, and so does
+ * dw_pool_congested's caller (dw_pool_publish_flow). A slot given back on
+ * one worker may reach a job parked on another: that job goes on its own
+ * worker's grant list, under that worker's lock, and dw_xfer_wake
+ * interrupts its wait; only the owning worker takes it from there
+ * (dw_pool_take_grants). The guards lock themselves; pool->limits is
+ * exchanged atomically.
  *
  * Invariants:
- * - Every slot given back is counted once in the bulkhead metrics: free
- *   (-1 in use) or handed to a parked job (which then leaves the queue
- *   count when its worker takes the grant).
+ * - The bulkhead metrics follow every slot: a slot given back is either
+ *   free (one fewer in use) or handed to a parked job (still in use); a
+ *   parked job leaves the queue count once, when its worker takes the
+ *   grant (or when its timer gives up, in pool.c).
  * - A breaker transition is logged and counted once, by the thread whose
  *   call or try caused it.
  */

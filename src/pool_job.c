@@ -6,9 +6,11 @@
  * (outcome to the breaker and the budget, the slot back), then a retry on
  * a timer or the end of the job through the done callback.
  *
- * Threads: everything here runs on the job's worker thread (the transfer
- * loop's callbacks too). The guards lock themselves; a slot given back may
- * reach a job on another worker only through pool_guards.c.
+ * Threads: a job's life runs on its worker thread (the transfer loop's
+ * callbacks too); dw_pool_headers_init runs before the workers start, and
+ * dw_pool_running_unlink and dw_pool_job_free also at dw_pool_stop, once
+ * they are gone. The guards lock themselves; a slot given back reaches a
+ * job on another worker only through pool_guards.c.
  *
  * Invariants:
  * - A job holds a breaker permit and a slot only between the start of a
