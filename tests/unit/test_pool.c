@@ -679,6 +679,34 @@ static void new_connections_are_paced(void **state)
     assert_true(metric_is(f, "dw_channel_connections_opened_total{channel=\"KAKAO\"}", "30"));
 }
 
+/* Channels whose URLs share scheme, host and port are one origin, with one
+ * connect pace: 15 Kakao and 15 Uridongnetv calls at once, both channels at
+ * max_connects_per_second = 20 (the fixture points every channel at one
+ * server), take about 1.4 s to all be connected, where a pace per channel
+ * would let each channel's 15 through in about 0.7 s. */
+static void channels_of_one_origin_share_its_pace(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.channels[DW_CHANNEL_KAKAO].max_connects_per_second = 20;
+    f->cfg.channels[DW_CHANNEL_URIDONGNETV].max_connects_per_second = 20;
+    struct reply slow[] = {{200, "{\"postId\":\"kp\",\"adId\":\"ad\",\"url\":\"u\"}", NULL, 1500}};
+    script(&f->server, 1, slow);
+    start_pool(f, 1, 64);
+    enum { N = 30 };
+    for (int i = 0; i < N / 2; i++) {
+        submit(f, DW_CHANNEL_KAKAO);
+        submit(f, DW_CHANNEL_URIDONGNETV);
+    }
+    wait_results(&f->results, N);
+    pthread_mutex_lock(&f->server.lock);
+    int64_t spread = f->server.call_ms[N - 1] - f->server.call_ms[0];
+    pthread_mutex_unlock(&f->server.lock);
+    print_message("  %d calls of two channels of one origin started over %lld ms\n", N,
+                  (long long)spread);
+    assert_int_equal(f->results.success, N);
+    assert_true(spread >= 1000);
+}
+
 /* The rate limiter: 5 calls per 400 ms cycle, 15 jobs at once: three
  * cycles, so the last call starts at least two cycles after the first. */
 static void rate_limiter_spreads_calls(void **state)
@@ -1126,6 +1154,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(retry_after_pauses_the_whole_channel, setup, teardown),
         cmocka_unit_test_setup_teardown(new_connections_are_paced, setup, teardown),
+        cmocka_unit_test_setup_teardown(channels_of_one_origin_share_its_pace, setup, teardown),
         cmocka_unit_test_setup_teardown(rate_limiter_spreads_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(congestion_follows_jobs_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(oversized_answer_is_bad_response, setup, teardown),
