@@ -372,7 +372,12 @@ int main(int argc, char **argv)
         status = err == DW_ERR_CONFIG ? 2 : 1;
         goto out;
     }
-    struct dw_dispatch_options dopts = {app.cfg, app.log, app.metrics, app.producer};
+    struct dw_dispatch_options dopts = {
+        .cfg = app.cfg,
+        .log = app.log,
+        .metrics = app.metrics,
+        .producer = app.producer,
+    };
     if (dw_dispatch_start(&dopts, &app.dispatch, errbuf, sizeof(errbuf)) != DW_OK) {
         dw_log_error(app.log, "%s", errbuf);
         goto out;
