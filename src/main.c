@@ -7,10 +7,11 @@
  * consumer -> HTTP listener.
  *
  * The poll loop (this thread) never blocks on work: it polls Kafka briefly,
- * validates each request, sends broken ones to the DLQ and valid ones to
- * dispatch, serves the producer's delivery reports and lets the consumer
- * take the offsets they made done, commits, and pauses every partition
- * while dispatch holds too many requests or the database is away.
+ * hands each record to intake (src/intake.c: broken ones to the DLQ, valid
+ * ones to dispatch), serves the producer's delivery reports and lets the
+ * consumer take the offsets they made done, commits, and pauses every
+ * partition while dispatch holds too many requests or the database is
+ * away (intake again, which decides; main only wires it).
  *
  * Exit codes (CONTRACT section 5): 0 clean stop, 2 bad configuration,
  * 1 anything else fatal.
@@ -31,6 +32,7 @@
 #include "dw/consumer.h"
 #include "dw/dispatch.h"
 #include "dw/http.h"
+#include "dw/intake.h"
 #include "dw/log.h"
 #include "dw/metrics.h"
 #include "dw/producer.h"
@@ -72,6 +74,7 @@ struct app {
     struct dw_consumer *consumer;
     struct dw_http *http;
     struct dw_store *ready_store; /* the readiness thread's own; NULL after a failure */
+    struct dw_intake intake;      /* what the poll loop does with records */
 };
 
 /* Serves the producer's delivery reports; the consumer takes the offsets
@@ -135,59 +138,59 @@ static bool ready(void *opaque, char *why, size_t whylen)
     return true;
 }
 
-static void handle_message(struct app *app, rd_kafka_message_t *m)
+/* ---- intake's calls (src/intake.c decides, these act) ---- */
+
+static enum dw_err intake_send_dlq(void *opaque, const struct dw_dlq_record *rec)
 {
-    char why[512] = "";
-    struct dw_request *req = NULL;
-    struct dw_log_ctx ctx = {NULL, NULL, m->partition, m->offset};
-    enum dw_dlq_code code = dw_request_decode(m->payload, m->len, &req, why, sizeof(why));
-    if (code != DW_DLQ_NONE) {
-        dw_log_write(app->log, DW_LOG_WARN, ctx, "to the DLQ as %s: %s", dw_dlq_name(code), why);
-        dw_metrics_dlq(app->metrics, code);
-        struct dw_dlq_record rec = {
-            .key = m->key,
-            .key_len = m->key_len,
-            .value = m->payload,
-            .value_len = m->len,
-            .topic = rd_kafka_topic_name(m->rkt),
-            .partition = m->partition,
-            .offset = m->offset,
-            .code = code,
-            .message = why,
-        };
-        /* On failure the offset stays pending: never committed unsent. */
-        if (dw_producer_send_dlq(app->producer, &rec) != DW_OK)
-            dw_log_write(app->log, DW_LOG_ERROR, ctx, "DLQ produce failed; offset not committed");
-        return;
-    }
-    ctx.event_id = req->event_id;
-    /* End-to-end latency runs from the record's timestamp when there is one
-     * (a re-sent old request would make requestedAt misleading). */
-    rd_kafka_timestamp_type_t ts_type;
-    int64_t ts = rd_kafka_message_timestamp(m, &ts_type);
-    req->enqueued_at_ms = ts > 0 ? ts : req->requested_at_ms;
-    dw_log_write(app->log, DW_LOG_DEBUG, ctx, "request with %d channel(s)", req->channel_count);
-    if (dw_dispatch_submit(app->dispatch, req, m->partition, m->offset) != DW_OK)
-        dw_log_write(app->log, DW_LOG_WARN, ctx, "stopping; request left for redelivery");
+    struct app *app = opaque;
+    return dw_producer_send_dlq(app->producer, rec);
 }
 
-/* Pause while dispatch holds too many requests or too many bytes, the
- * database is away, or a channel has more jobs waiting than it can start
- * soon; resume with hysteresis (dw_backpressure_pause). */
-static void backpressure(struct app *app)
+static enum dw_err intake_submit(void *opaque, struct dw_request *req, int32_t partition,
+                                 int64_t offset)
 {
-    struct dw_backpressure_load load = {
+    struct app *app = opaque;
+    return dw_dispatch_submit(app->dispatch, req, partition, offset);
+}
+
+static void intake_load(void *opaque, struct dw_backpressure_load *out)
+{
+    struct app *app = opaque;
+    *out = (struct dw_backpressure_load){
         .requests = dw_dispatch_in_flight(app->dispatch),
         .bytes = dw_dispatch_in_flight_bytes(app->dispatch),
         .store_ok = dw_dispatch_store_ok(app->dispatch),
         .channels_congested = dw_dispatch_congested(app->dispatch, 2.0),
         .channels_busy = dw_dispatch_congested(app->dispatch, 1.0),
     };
-    bool paused = dw_consumer_paused(app->consumer);
-    bool pause = dw_backpressure_pause(paused, &load, (size_t)app->cfg->max_in_flight_requests,
-                                       (size_t)app->cfg->max_in_flight_bytes);
-    if (pause != paused)
-        dw_consumer_set_paused(app->consumer, pause);
+}
+
+static bool intake_paused(void *opaque)
+{
+    struct app *app = opaque;
+    return dw_consumer_paused(app->consumer);
+}
+
+static void intake_set_paused(void *opaque, bool paused)
+{
+    struct app *app = opaque;
+    dw_consumer_set_paused(app->consumer, paused);
+}
+
+static void handle_message(struct app *app, rd_kafka_message_t *m)
+{
+    rd_kafka_timestamp_type_t ts_type;
+    struct dw_intake_record rec = {
+        .key = m->key,
+        .key_len = m->key_len,
+        .value = m->payload,
+        .value_len = m->len,
+        .topic = rd_kafka_topic_name(m->rkt),
+        .partition = m->partition,
+        .offset = m->offset,
+        .timestamp_ms = rd_kafka_message_timestamp(m, &ts_type),
+    };
+    dw_intake_record(&app->intake, &rec);
 }
 
 static void run(struct app *app)
@@ -200,7 +203,10 @@ static void run(struct app *app)
             rd_kafka_message_destroy(m);
         }
         serve_deliveries(app);
-        backpressure(app);
+        /* Pause while dispatch holds too many requests or bytes, the
+         * database is away, or a channel has more jobs waiting than it can
+         * start soon; resume with hysteresis. */
+        (void)dw_intake_backpressure(&app->intake);
         if (dw_now_ms() >= next_commit) {
             dw_consumer_commit(app->consumer, false);
             next_commit = dw_now_ms() + app->cfg->commit_interval_ms;
@@ -372,7 +378,12 @@ int main(int argc, char **argv)
         status = err == DW_ERR_CONFIG ? 2 : 1;
         goto out;
     }
-    struct dw_dispatch_options dopts = {app.cfg, app.log, app.metrics, app.producer};
+    struct dw_dispatch_options dopts = {
+        .cfg = app.cfg,
+        .log = app.log,
+        .metrics = app.metrics,
+        .producer = app.producer,
+    };
     if (dw_dispatch_start(&dopts, &app.dispatch, errbuf, sizeof(errbuf)) != DW_OK) {
         dw_log_error(app.log, "%s", errbuf);
         goto out;
@@ -384,6 +395,13 @@ int main(int argc, char **argv)
         status = err == DW_ERR_CONFIG ? 2 : 1;
         goto out;
     }
+    app.intake = (struct dw_intake){
+        .cfg = app.cfg,
+        .log = app.log,
+        .metrics = app.metrics,
+        .calls = {&app, intake_send_dlq, intake_submit, intake_load, intake_paused,
+                  intake_set_paused},
+    };
     /* A rebalance should not hold the whole group for long: bounded wait. */
     dw_consumer_set_revoke_wait(app.consumer, app.cfg->drain_timeout_ms < REVOKE_WAIT_MAX_MS
                                                   ? app.cfg->drain_timeout_ms

@@ -5,6 +5,10 @@
 #   guards   (src/resilience/, their headers): no adapter, store or Kafka header
 #   adapters (src/channels/, dw/channel.h):    no store, guard or Kafka header
 #   store    (src/store.c, dw/store.h):         no adapter header
+#   intake   (src/intake.c, dw/intake.h):       no store, adapter or librdkafka
+#                                               header (main.c hands it records)
+#   dispatch (src/dispatch*.c, dw/dispatch.h):  no Kafka header but the
+#                                               producer's (completions)
 #   metrics, log:                               no domain header (only the
 #                                               leaves common.h, status.h,
 #                                               channel_id.h)
@@ -45,7 +49,7 @@ closure() { # file
         seen[$inc]=1
         echo "$1 $inc"
         file=$(resolve "$1" "$inc")
-        [ -n "$file" ] && closure "$file"
+        if [ -n "$file" ]; then closure "$file"; fi
     done < <(sed -nE 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]([^">]+)[">].*/\1/p' "$1")
 }
 
@@ -85,6 +89,10 @@ check "a guard includes no adapter, store or Kafka header" \
 check "an adapter includes no store, guard or Kafka header" \
     "$store $guard $kafka" src/channels/*.c src/channels/*.h include/dw/channel.h
 check "the store includes no adapter header" "$adapter" src/store.c include/dw/store.h
+check "intake includes no store, adapter or librdkafka header" \
+    "$adapter $store librdkafka/rdkafka.h" src/intake.c include/dw/intake.h
+check "dispatch includes no Kafka header but the producer's" \
+    "${kafka/dw\/producer.h/}" src/dispatch*.c src/dispatch_internal.h include/dw/dispatch.h
 check "metrics include no domain header" - src/metrics.c include/dw/metrics.h
 check "the log includes no domain header" - src/log.c include/dw/log.h
 check "the channel vocabulary is a leaf" - src/channel_id.c include/dw/channel_id.h
