@@ -55,7 +55,6 @@
 #include "dw/store.h"
 
 #define RECONNECT_MIN_MS 100
-#define RECONNECT_MAX_MS 5000
 /* An idle dispatch pings the database this often, so readiness and the
  * consumer's pause follow an outage even when no request is flowing. */
 #define IDLE_PING_MS 1000
@@ -150,7 +149,6 @@ struct dw_dispatch {
     struct result_msg *step_q; /* first steps answered, their ids to store before the next */
     struct run *hold_head, *hold_tail; /* by hold_until, earliest first */
     int64_t reconnect_at;
-    int reconnect_wait;
     int64_t last_store_ok; /* when a store call last worked */
     uint64_t round_trips_seen;
     struct list blocked_q; /* runs whose event another worker drives; by begin_again_at */
@@ -335,7 +333,8 @@ static void count_round_trips(struct dw_dispatch *d)
     d->round_trips_seen = now;
 }
 
-/* A store call failed: note it, and retry after a growing wait. */
+/* A store call failed: note it, and retry when the store's reconnect
+ * policy says. */
 static void store_failed(struct dw_dispatch *d, const char *what)
 {
     dw_metrics_count(d->opts.metrics, DW_COUNTER_DB_ERRORS, 1);
@@ -346,17 +345,13 @@ static void store_failed(struct dw_dispatch *d, const char *what)
                      what);
     else
         dw_log_warn(d->opts.log, "PostgreSQL %s failed; retrying", what);
-    d->reconnect_wait = d->reconnect_wait ? d->reconnect_wait * 2 : RECONNECT_MIN_MS;
-    if (d->reconnect_wait > RECONNECT_MAX_MS)
-        d->reconnect_wait = RECONNECT_MAX_MS;
-    d->reconnect_at = dw_now_ms() + d->reconnect_wait;
+    d->reconnect_at = dw_store_retry_at(d->store); /* the store's policy */
 }
 
 static void store_worked(struct dw_dispatch *d)
 {
     count_round_trips(d);
     d->last_store_ok = dw_now_ms();
-    d->reconnect_wait = 0;
     if (!atomic_exchange(&d->store_ok, true))
         dw_log_info(d->opts.log, "PostgreSQL is back");
 }

@@ -15,15 +15,25 @@
  * - A failed pipeline rolls its transaction back (one more round trip) or
  *   closes the connection; nothing half-done survives a call.
  * - round_trips counts every message exchange with the server.
+ * - The store owns its reconnect policy (dw/backoff.h): a failed call or
+ *   connection attempt makes dw_store_reconnect wait (100 ms doubling to
+ *   5 s, with jitter); a connection lost while it worked may be re-made at
+ *   once, once; a call that works resets it. Callers keep no wait of their
+ *   own: they read dw_store_retry_at.
  */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "store_internal.h"
+
+/* The reconnect policy (dw/backoff.h). */
+#define RECONNECT_MIN_MS 100
+#define RECONNECT_MAX_MS 5000
 
 /* ---- errors and the connection ---------------------------------------- */
 
@@ -64,12 +74,24 @@ void dw_pg_close(struct dw_store *store)
 
 /* Logs a failure and, when the connection cannot be trusted any more, closes
  * it so that no call ever finds it mid-pipeline or mid-transaction. */
+void dw_pg_note_failure(struct dw_store *store, bool lost)
+{
+    int64_t now = dw_now_ms();
+    if (lost)
+        dw_backoff_lost(&store->reconnect, now);
+    else
+        dw_backoff_failed(&store->reconnect, now);
+}
+
 enum dw_err dw_pg_fail(struct dw_store *store, const char *what, const char *msg, bool close)
 {
     char text[DW_PG_ERRTEXT_MAX];
     dw_pg_copy_message(text, sizeof(text), msg);
     dw_log_write(store->log, DW_LOG_ERROR, DW_LOG_NOCTX, "store: %s failed: %s%s", what, text,
                  close ? " (connection closed)" : "");
+    /* Without a connection nothing was tried; else the policy hears it. */
+    if (store->conn)
+        dw_pg_note_failure(store, close && !store->timed_out);
     if (close)
         dw_pg_close(store);
     return DW_ERR_DB;
@@ -235,8 +257,10 @@ enum dw_err dw_pg_run_pipeline(struct dw_store *store, const char *what, struct 
         dw_pg_clear_results(steps, n);
         return dw_pg_fail(store, what, first_error[0] ? first_error : PQerrorMessage(conn), true);
     }
-    if (!failed)
+    if (!failed) {
+        dw_backoff_succeeded(&store->reconnect);
         return DW_OK;
+    }
 
     dw_pg_clear_results(steps, n);
     PGTransactionStatusType ts = PQtransactionStatus(conn);
@@ -255,6 +279,20 @@ enum dw_err dw_pg_run_pipeline(struct dw_store *store, const char *what, struct 
 
 /* ---- the public calls --------------------------------------------------- */
 
+static struct dw_store *new_store(const char *dsn, struct dw_log *log)
+{
+    struct dw_store *store = dw_xcalloc(1, sizeof(*store));
+    store->dsn = dw_xstrdup(dsn);
+    dw_store_set_owner(store, "", 600000);
+    store->log = log;
+    /* Seeded per store and process, so workers that lost PostgreSQL
+     * together do not all come back in the same millisecond. */
+    dw_backoff_init(&store->reconnect, RECONNECT_MIN_MS, RECONNECT_MAX_MS,
+                    (uint64_t)(uintptr_t)store ^ ((uint64_t)getpid() << 32) ^
+                        (uint64_t)dw_now_ms());
+    return store;
+}
+
 enum dw_err dw_store_create(const char *dsn, struct dw_log *log, struct dw_store **out,
                             char *errbuf, size_t errlen)
 {
@@ -264,17 +302,20 @@ enum dw_err dw_store_create(const char *dsn, struct dw_log *log, struct dw_store
             dw_snprintf(errbuf, errlen, "no PostgreSQL DSN");
         return DW_ERR_INVALID;
     }
-    struct dw_store *store = dw_xcalloc(1, sizeof(*store));
-    store->dsn = dw_xstrdup(dsn);
-    dw_store_set_owner(store, "", 600000);
-    store->log = log;
+    struct dw_store *store = new_store(dsn, log);
     enum dw_err err = dw_pg_connect(store, errbuf, errlen);
     if (err) {
         dw_store_destroy(store);
         return err;
     }
+    store->ever_connected = true;
     *out = store;
     return DW_OK;
+}
+
+struct dw_store *dw_store_create_offline(const char *dsn, struct dw_log *log)
+{
+    return dsn ? new_store(dsn, log) : NULL;
 }
 
 void dw_store_destroy(struct dw_store *store)
@@ -293,11 +334,27 @@ bool dw_store_connected(struct dw_store *store)
 
 enum dw_err dw_store_reconnect(struct dw_store *store)
 {
+    if (!dw_backoff_due(&store->reconnect, dw_now_ms()))
+        return DW_ERR_DB; /* waiting out the policy: no attempt */
     enum dw_err err = dw_pg_connect(store, NULL, 0);
-    if (err)
+    if (err) {
+        dw_pg_note_failure(store, false); /* timed from the attempt's end */
         return err;
-    dw_log_write(store->log, DW_LOG_INFO, DW_LOG_NOCTX, "store: reconnected to PostgreSQL");
+    }
+    dw_log_write(store->log, DW_LOG_INFO, DW_LOG_NOCTX, "store: %s to PostgreSQL",
+                 store->ever_connected ? "reconnected" : "connected");
+    store->ever_connected = true;
+    /* A session that was set up is set up again at once, so the next call
+     * is one round trip; a new store's is set up by its first call (or by
+     * dw_store_migrate, before which the statements cannot be prepared). */
+    if (!store->had_session)
+        return DW_OK;
     return dw_store_prepare_session(store, "preparing statements");
+}
+
+int64_t dw_store_retry_at(const struct dw_store *store)
+{
+    return store ? dw_backoff_next_at(&store->reconnect) : 0;
 }
 
 enum dw_err dw_store_ping(struct dw_store *store)

@@ -177,6 +177,7 @@ out:
     PQclear(rows);
     if (err) {
         dw_log_write(store->log, DW_LOG_ERROR, DW_LOG_NOCTX, "store: %s", errbuf ? errbuf : "");
+        dw_pg_note_failure(store, false);
         if (PQstatus(store->conn) != CONNECTION_OK) {
             dw_pg_close(store);
         } else if (PQtransactionStatus(store->conn) != PQTRANS_IDLE) {

@@ -21,6 +21,7 @@
 
 #include <libpq-fe.h>
 
+#include "dw/backoff.h"
 #include "dw/store.h"
 
 /* Longest error text we keep from libpq or the server. */
@@ -36,6 +37,11 @@ struct dw_store {
     uint64_t round_trips;
     char owner[128];   /* claimed_by of this store's re-drive claims */
     char lease_ms[16]; /* a claim's length, as a parameter */
+    /* The reconnect policy: when dw_store_reconnect may try again. Every
+     * call that reaches the server feeds it (pg_pipeline.c). */
+    struct dw_backoff reconnect;
+    bool ever_connected; /* a connection was made once (for the log) */
+    bool had_session;    /* the session was set up once: reconnect redoes it */
 };
 
 /* ---- pg_pipeline.c ---- */
@@ -64,6 +70,10 @@ void dw_pg_close(struct dw_store *store);
 /* Logs a failure of `what` and returns DW_ERR_DB; with close, closes the
  * connection so no call ever finds it mid-pipeline or mid-transaction. */
 enum dw_err dw_pg_fail(struct dw_store *store, const char *what, const char *msg, bool close);
+/* A call that reached the server (or tried to) failed: the reconnect
+ * policy hears it. lost: a working connection broke (not by the time
+ * limit). For failures outside dw_pg_fail (the migrations). */
+void dw_pg_note_failure(struct dw_store *store, bool lost);
 /* (Re)opens the connection; errbuf may be NULL. */
 enum dw_err dw_pg_connect(struct dw_store *store, char *errbuf, size_t errlen);
 /* Sends all steps and one Sync, reads every result: one round trip. On

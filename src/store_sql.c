@@ -177,6 +177,6 @@ enum dw_err dw_store_prepare_session(struct dw_store *store, const char *what)
     enum dw_err err = dw_pg_run_pipeline(store, "preparing statements", steps, n);
     dw_pg_clear_results(steps, n);
     if (!err)
-        store->prepared = true;
+        store->prepared = store->had_session = true;
     return err;
 }
