@@ -23,7 +23,6 @@
 #include "dw/request.h"
 
 #define RECONNECT_MIN_MS 100
-#define RECONNECT_MAX_MS 5000
 /* An idle dispatch pings the database this often, so readiness and the
  * consumer's pause follow an outage even when no request is flowing. */
 #define IDLE_PING_MS 1000
@@ -125,7 +124,6 @@ struct dw_dispatch {
     struct result_msg *step_q; /* first steps answered, their ids to store before the next */
     struct run *hold_head, *hold_tail; /* by hold_until, earliest first */
     int64_t reconnect_at;
-    int reconnect_wait;
     int64_t last_store_ok; /* when a store call last worked */
     uint64_t round_trips_seen;
     struct list blocked_q; /* runs whose event another worker drives; by begin_again_at */

@@ -35,7 +35,7 @@ static void count_round_trips(struct dw_dispatch *d)
     d->round_trips_seen = now;
 }
 
-/* A store call failed: note it, and retry after a growing wait. */
+/* A store call failed: note it, and retry when the store's policy allows. */
 static void store_failed(struct dw_dispatch *d, const char *what)
 {
     dw_dispatch_tick(d);
@@ -47,10 +47,10 @@ static void store_failed(struct dw_dispatch *d, const char *what)
                      what);
     else
         dw_log_warn(d->opts.log, "PostgreSQL %s failed; retrying", what);
-    d->reconnect_wait = d->reconnect_wait ? d->reconnect_wait * 2 : RECONNECT_MIN_MS;
-    if (d->reconnect_wait > RECONNECT_MAX_MS)
-        d->reconnect_wait = RECONNECT_MAX_MS;
-    d->reconnect_at = d->now + d->reconnect_wait;
+    /* The store owns the reconnect policy (its back-off); the dispatch
+     * only sleeps until it allows the next try. */
+    d->reconnect_at =
+        d->store.retry_at ? d->store.retry_at(d->store.opaque) : d->now + RECONNECT_MIN_MS;
 }
 
 static void store_worked(struct dw_dispatch *d)
@@ -58,7 +58,6 @@ static void store_worked(struct dw_dispatch *d)
     dw_dispatch_tick(d);
     count_round_trips(d);
     d->last_store_ok = d->now;
-    d->reconnect_wait = 0;
     if (!atomic_exchange(&d->store_ok, true))
         dw_log_info(d->opts.log, "PostgreSQL is back");
 }
@@ -481,6 +480,11 @@ static enum dw_err real_reconnect(void *opaque)
     return dw_store_reconnect(opaque);
 }
 
+static int64_t real_retry_at(void *opaque)
+{
+    return dw_store_retry_at(opaque);
+}
+
 static enum dw_err real_ping(void *opaque)
 {
     return dw_store_ping(opaque);
@@ -537,6 +541,7 @@ enum dw_err dw_dispatch_store_open(struct dw_dispatch *d, char *errbuf, size_t e
         .save_and_finish = real_save_and_finish,
         .save_steps = real_save_steps,
         .redrive_claim = real_redrive_claim,
+        .retry_at = real_retry_at,
     };
     return DW_OK;
 }

@@ -52,7 +52,6 @@
 #include "dw/store.h"
 
 #define METRICS_MAX_BYTES (4 * 1024 * 1024)
-#define STORE_RETRY_MS    1000
 #define STATUS_QUEUE_MAX  64 /* status reads waiting for the reader */
 #define LISTEN_BACKLOG    256
 /* At most one warn line per kind this often; the rest are counted. */
@@ -129,8 +128,7 @@ struct dw_http {
     pthread_t reader_thread;
     bool reader_started;
     /* Reader thread only. */
-    struct dw_store *store;    /* NULL until first needed or after a failure */
-    int64_t store_retry_at_ms; /* no new connection attempt before this */
+    struct dw_store *store; /* NULL until first needed; reconnects by its own policy */
 };
 
 static void warn_limited(struct dw_http *http, struct warn_limit *w, const char *fmt, ...)
@@ -210,46 +208,40 @@ static void *readiness_main(void *arg)
 
 /* ---- status reads, on the reader thread ---- */
 
-/* Reads one event on the reader's own connection: opens it when there is
- * none (at most once per STORE_RETRY_MS after a failure) and, when a read
- * finds the connection broken, reconnects once and reads again. A read
- * that passes the time limit closes the connection (store.c), so the next
- * job waits STORE_RETRY_MS instead of the limit again. */
+/* Reads one event on the reader's own connection: made when first needed
+ * and, when a read finds it broken, made again and the read repeated once.
+ * When to try connecting is the store's reconnect policy: while it says
+ * wait (after a failed attempt, or a read that passed the time limit, so
+ * the next job does not wait the limit again) a read fails at once. */
 static enum dw_err read_status(struct dw_http *http, const char *event_id, struct dw_status *st)
 {
-    char errbuf[256] = "";
     enum dw_err err;
 
+    if (!http->store) {
+        http->store = dw_store_create_offline(http->opts.pg_dsn, http->opts.log);
+        if (!http->store)
+            return DW_ERR_DB;
+        dw_store_set_timeout(http->store, http->opts.status_read_timeout_ms);
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (!http->store) {
-            if (dw_now_ms() < http->store_retry_at_ms)
+        if (!dw_store_connected(http->store)) {
+            if (dw_now_ms() < dw_store_retry_at(http->store))
                 return DW_ERR_DB;
-            err = dw_store_create(http->opts.pg_dsn, http->opts.log, &http->store, errbuf,
-                                  sizeof(errbuf));
+            err = dw_store_reconnect(http->store);
             if (err) {
-                http->store = NULL;
-                http->store_retry_at_ms = dw_now_ms() + STORE_RETRY_MS;
                 dw_metrics_count(http->opts.metrics, DW_COUNTER_DB_ERRORS, 1);
                 warn_limited(http, &http->warn_db,
-                             "status read: PostgreSQL unavailable (%s); next attempt in %d ms",
-                             errbuf, STORE_RETRY_MS);
+                             "status read: PostgreSQL unavailable; next attempt in %lld ms",
+                             (long long)(dw_store_retry_at(http->store) - dw_now_ms()));
                 return err;
             }
-            dw_store_set_timeout(http->store, http->opts.status_read_timeout_ms);
         }
         err = dw_store_read(http->store, event_id, st);
         if (err != DW_ERR_DB)
             return err;
         dw_metrics_count(http->opts.metrics, DW_COUNTER_DB_ERRORS, 1);
-        if (dw_store_connected(http->store))
-            return err; /* the query failed, not the connection */
-        bool timed_out = dw_store_timed_out(http->store);
-        dw_store_destroy(http->store);
-        http->store = NULL;
-        if (timed_out) {
-            http->store_retry_at_ms = dw_now_ms() + STORE_RETRY_MS;
-            return err;
-        }
+        if (dw_store_connected(http->store) || dw_store_timed_out(http->store))
+            return err; /* the query failed, or the time limit passed */
         warn_limited(http, &http->warn_db, "status read: PostgreSQL connection lost; reconnecting");
     }
     return DW_ERR_DB;

@@ -254,27 +254,30 @@ static void usage(FILE *out)
                  "Environment variables (DIST_*) override the file: see README.md.\n");
 }
 
-/* Connects and migrates, retrying while PostgreSQL is unreachable: a
- * broken dependency is waited for, not skipped. */
+/* Connects and migrates, retrying while PostgreSQL is unreachable (when:
+ * the store's reconnect policy): a broken dependency is waited for, not
+ * skipped. */
 static enum dw_err prepare_schema(struct app *app)
 {
-    int wait_ms = 200;
+    struct dw_store *store = dw_store_create_offline(app->cfg->pg_dsn, app->log);
     for (;;) {
-        char why[512] = "";
-        struct dw_store *store = NULL;
-        enum dw_err err = dw_store_create(app->cfg->pg_dsn, app->log, &store, why, sizeof(why));
+        char why[512] = "no connection (see the store's error above)";
+        enum dw_err err = dw_store_reconnect(store);
         if (err == DW_OK)
             err = dw_store_migrate(store, why, sizeof(why));
-        dw_store_destroy(store);
         if (err == DW_OK)
-            return DW_OK;
-        dw_log_error(app->log, "PostgreSQL not ready (%s); retrying in %d ms", why, wait_ms);
-        for (int slept = 0; slept < wait_ms && !stop_signals; slept += 50)
+            break;
+        dw_log_error(app->log, "PostgreSQL not ready (%s); retrying in %lld ms", why,
+                     (long long)(dw_store_retry_at(store) - dw_now_ms()));
+        while (dw_now_ms() < dw_store_retry_at(store) && !stop_signals)
             usleep(50 * 1000);
-        if (stop_signals)
+        if (stop_signals) {
+            dw_store_destroy(store);
             return DW_ERR_STOPPED;
-        wait_ms = wait_ms < 5000 ? wait_ms * 2 : 5000;
+        }
     }
+    dw_store_destroy(store);
+    return DW_OK;
 }
 
 int main(int argc, char **argv)

@@ -14,10 +14,8 @@
  * - What is per channel (names, settings, needs) comes from the channel
  *   types (include/dw/channel.h), walked in registry order; nothing here
  *   names a channel.
- * - json-c 0.16 is lenient even in strict mode (it takes overlong UTF-8,
- *   encoded surrogates, raw control characters in strings, 'single quotes',
- *   NaN, Infinity, "1." and "-01"), so the bytes are checked here first
- *   (scan_bytes) and json-c only builds the tree.
+ * - The bytes are parsed as strict JSON by json_scan.c (json-c alone is
+ *   lenient) and requestedAt by rfc3339.c; the rules are all here.
  * - A request handed out holds no empty strings: an optional field that is
  *   missing, JSON null or "" (content and the channel settings) is NULL.
  * - Every string handed out is valid UTF-8 without NUL: a "\u0000" escape
@@ -39,14 +37,16 @@
 #include "dw/channel.h"
 #include "dw/common.h"
 #include "dw/event_id.h"
+#include "dw/json_scan.h"
+#include "dw/rfc3339.h"
 #include "dw/status.h"
 #include "dw/utf8.h"
 
 #define TITLE_MAX     200
 #define CONTENT_MAX   10000
 #define IMAGE_URL_MAX 2048 /* code points (CONTRACT 2.1) */
-/* Nesting json-c accepts; the request itself needs 3 levels, the rest is
- * room for unknown fields. Deeper input is INVALID_JSON. */
+/* Nesting accepted; the request itself needs 3 levels, the rest is room
+ * for unknown fields. Deeper input is INVALID_JSON. */
 #define JSON_DEPTH_MAX 64
 /* Channel names longer than this are not echoed in error messages. */
 #define ECHO_MAX 32
@@ -85,181 +85,6 @@ static enum dw_dlq_code fail(struct decode *d, enum dw_dlq_code code, const char
         vsnprintf(d->errbuf, d->errlen, fmt, ap);
         va_end(ap);
     }
-    return code;
-}
-
-static bool is_digit(unsigned char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static bool is_json_space(unsigned char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static bool is_number_char(unsigned char c)
-{
-    return is_digit(c) || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
-}
-
-/* Bytes that may stand outside strings and numbers: white space,
- * punctuation and the letters of true, false and null. */
-static bool is_structural_char(unsigned char c)
-{
-    return c != '\0' && strchr(" \t\n\r{}[],:truefalsn", c) != NULL;
-}
-
-/* The length of the RFC 8259 number at p, or 0 when it is malformed. */
-static size_t number_len(const unsigned char *p, size_t avail)
-{
-    size_t k = 0, start;
-
-    if (k < avail && p[k] == '-')
-        k++;
-    if (k < avail && p[k] == '0') {
-        k++;
-    } else if (k < avail && p[k] >= '1' && p[k] <= '9') {
-        while (k < avail && is_digit(p[k]))
-            k++;
-    } else {
-        return 0;
-    }
-    if (k < avail && p[k] == '.') {
-        start = ++k;
-        while (k < avail && is_digit(p[k]))
-            k++;
-        if (k == start)
-            return 0;
-    }
-    if (k < avail && (p[k] == 'e' || p[k] == 'E')) {
-        k++;
-        if (k < avail && (p[k] == '+' || p[k] == '-'))
-            k++;
-        start = k;
-        while (k < avail && is_digit(p[k]))
-            k++;
-        if (k == start)
-            return 0;
-    }
-    if (k < avail && is_number_char(p[k]))
-        return 0; /* "01", "1.2.3", "1e5e5" */
-    return k;
-}
-
-/*
- * Checks the bytes for what json-c lets through: strict UTF-8 anywhere, no
- * NUL byte, no raw control character inside a string, outside strings only
- * JSON's own characters, numbers in RFC 8259's grammar. The structure
- * (brackets, commas, literals, escapes) is json-c's job.
- */
-static enum dw_dlq_code scan_bytes(const unsigned char *p, size_t len, struct decode *d)
-{
-    bool in_string = false, escaped = false;
-    size_t i = 0;
-
-    while (i < len) {
-        unsigned char c = p[i];
-
-        if (c >= 0x80) {
-            size_t n = dw_utf8_seq_len((const char *)p + i, len - i);
-            if (n == 0)
-                return fail(d, DW_DLQ_INVALID_JSON, "value: invalid UTF-8 at byte %zu", i);
-            if (!in_string)
-                return fail(d, DW_DLQ_INVALID_JSON,
-                            "value: not JSON: unexpected character at byte %zu", i);
-            escaped = false;
-            i += n;
-            continue;
-        }
-        if (c == '\0')
-            return fail(d, DW_DLQ_INVALID_JSON, "value: NUL byte at byte %zu", i);
-        if (in_string) {
-            if (c < 0x20)
-                return fail(d, DW_DLQ_INVALID_JSON,
-                            "value: not JSON: unescaped control character in a string at "
-                            "byte %zu",
-                            i);
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-            i++;
-        } else if (c == '"') {
-            in_string = true;
-            i++;
-        } else if (c == '-' || is_digit(c)) {
-            size_t n = number_len(p + i, len - i);
-            if (n == 0)
-                return fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: malformed number at byte %zu",
-                            i);
-            i += n;
-        } else if (is_structural_char(c)) {
-            i++;
-        } else {
-            return fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: unexpected character at byte %zu",
-                        i);
-        }
-    }
-    return DW_DLQ_NONE;
-}
-
-/* Parses value into *root (set even on some failures: the caller puts it). */
-static enum dw_dlq_code parse_json(const char *value, size_t len, struct json_object **root,
-                                   struct decode *d)
-{
-    struct json_tokener *tok = NULL;
-    enum json_tokener_error jerr;
-    enum dw_dlq_code code;
-    size_t end;
-
-    code = scan_bytes((const unsigned char *)value, len, d);
-    if (code)
-        goto out;
-    end = 0;
-    while (end < len && is_json_space((unsigned char)value[end]))
-        end++;
-    if (end == len) {
-        code = fail(d, DW_DLQ_INVALID_JSON, "value: empty");
-        goto out;
-    }
-
-    tok = json_tokener_new_ex(JSON_DEPTH_MAX);
-    if (!tok)
-        abort(); /* out of memory: the daemon's policy (see dw_xmalloc) */
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    /* len <= DW_REQUEST_MAX_BYTES, so it fits an int. */
-    *root = json_tokener_parse_ex(tok, value, (int)len);
-    jerr = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
-    if (!*root) {
-        if (jerr == json_tokener_continue)
-            code =
-                fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: ends before the value is complete");
-        else if (jerr == json_tokener_error_depth)
-            code = fail(d, DW_DLQ_INVALID_JSON, "value: JSON nested deeper than %d levels",
-                        JSON_DEPTH_MAX);
-        else
-            code = fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: %s at byte %zu",
-                        json_tokener_error_desc(jerr), end);
-        goto out;
-    }
-    while (end < len && is_json_space((unsigned char)value[end]))
-        end++;
-    if (end != len) {
-        code = fail(d, DW_DLQ_INVALID_JSON, "value: not JSON: trailing data at byte %zu", end);
-        goto out;
-    }
-    if (!json_object_is_type(*root, json_type_object)) {
-        code = fail(d, DW_DLQ_INVALID_JSON, "value: must be a JSON object, not %s",
-                    json_type_to_name(json_object_get_type(*root)));
-        goto out;
-    }
-out:
-    if (tok) /* json-c 0.16's free is not NULL-safe */
-        json_tokener_free(tok);
     return code;
 }
 
@@ -586,126 +411,6 @@ static enum dw_dlq_code check_channel_needs(const struct dw_request *req, struct
     return DW_DLQ_NONE;
 }
 
-/* Reads n digits at *p (advancing it); false when one is not a digit. */
-static bool take_digits(const char **p, const char *end, int n, int *out)
-{
-    int v = 0;
-
-    if (end - *p < n)
-        return false;
-    for (int i = 0; i < n; i++) {
-        if (!is_digit((unsigned char)(*p)[i]))
-            return false;
-        v = v * 10 + ((*p)[i] - '0');
-    }
-    *p += n;
-    *out = v;
-    return true;
-}
-
-static bool take_char(const char **p, const char *end, char a, char b)
-{
-    if (*p == end || (**p != a && **p != b))
-        return false;
-    (*p)++;
-    return true;
-}
-
-static bool is_leap_year(int y)
-{
-    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    return m == 2 && is_leap_year(y) ? 29 : days[m - 1];
-}
-
-/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar
- * (Howard Hinnant's days_from_civil). */
-static int64_t days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-/*
- * Parses an RFC 3339 date-time, YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)
- * ('t' and 'z' too), into ms since the epoch (the fraction truncated to ms).
- * Second 60 is taken only where a leap second can be, 23:59:60 UTC, and
- * counts as the next second (as POSIX time does). Returns NULL or why not.
- */
-static const char *parse_rfc3339(const char *s, size_t len, int64_t *ms_out)
-{
-    static const char *const form =
-        "not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.fraction] then Z or +HH:MM)";
-    const char *p = s, *end = s + len;
-    int year, month, day, hour, minute, second, off_h = 0, off_m = 0, off_sign = 0, ms = 0;
-
-    if (!take_digits(&p, end, 4, &year) || !take_char(&p, end, '-', '-') ||
-        !take_digits(&p, end, 2, &month) || !take_char(&p, end, '-', '-') ||
-        !take_digits(&p, end, 2, &day) || !take_char(&p, end, 'T', 't') ||
-        !take_digits(&p, end, 2, &hour) || !take_char(&p, end, ':', ':') ||
-        !take_digits(&p, end, 2, &minute) || !take_char(&p, end, ':', ':') ||
-        !take_digits(&p, end, 2, &second))
-        return form;
-    if (take_char(&p, end, '.', '.')) {
-        int digits = 0;
-        while (p < end && is_digit((unsigned char)*p)) {
-            if (digits < 3)
-                ms = ms * 10 + (*p - '0');
-            digits++;
-            p++;
-        }
-        if (digits == 0)
-            return form;
-        for (; digits < 3; digits++)
-            ms *= 10;
-    }
-    if (take_char(&p, end, 'Z', 'z')) {
-        off_sign = 0;
-    } else if (p < end && (*p == '+' || *p == '-')) {
-        off_sign = *p == '-' ? -1 : 1;
-        p++;
-        if (!take_digits(&p, end, 2, &off_h) || !take_char(&p, end, ':', ':') ||
-            !take_digits(&p, end, 2, &off_m))
-            return form;
-    } else {
-        return form;
-    }
-    if (p != end)
-        return form;
-
-    if (month < 1 || month > 12)
-        return "month out of range";
-    if (day < 1 || day > days_in_month(year, month))
-        return "day out of range for the month";
-    if (hour > 23)
-        return "hour out of range";
-    if (minute > 59)
-        return "minute out of range";
-    if (off_h > 23 || off_m > 59)
-        return "offset out of range";
-    int offset_min = off_sign * (off_h * 60 + off_m);
-    if (second > 60)
-        return "second out of range";
-    if (second == 60) {
-        int utc_min = ((hour * 60 + minute - offset_min) % 1440 + 1440) % 1440;
-        if (utc_min != 23 * 60 + 59)
-            return "second 60 is only valid at 23:59 UTC (a leap second)";
-    }
-
-    int64_t secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second -
-                   (int64_t)offset_min * 60;
-    *ms_out = secs * 1000 + ms;
-    return NULL;
-}
-
 static enum dw_dlq_code read_requested_at(struct json_object *root, struct dw_request *req,
                                           struct decode *d)
 {
@@ -717,8 +422,7 @@ static enum dw_dlq_code read_requested_at(struct json_object *root, struct dw_re
     code = get_string(root, "requestedAt", "requestedAt", DW_DLQ_INVALID_FIELD, &s, &len, d);
     if (code || !s)
         return code;
-    why = parse_rfc3339(s, len, &ms);
-    if (why)
+    if (dw_rfc3339_parse(s, len, &ms, &why) != DW_OK)
         return fail(d, DW_DLQ_INVALID_FIELD, "requestedAt: %s", why);
     req->requested_at = dw_xstrndup(s, len);
     req->requested_at_ms = ms;
@@ -769,9 +473,16 @@ enum dw_dlq_code dw_request_decode_types(const struct dw_channel_type *const *ty
         code = fail(&d, DW_DLQ_INVALID_JSON, "value: missing (a null message value)");
         goto out;
     }
-    code = parse_json(value, len, &root, &d);
-    if (code)
+    char why[160];
+    if (dw_json_parse(value, len, JSON_DEPTH_MAX, &root, why, sizeof(why)) != DW_OK) {
+        code = fail(&d, DW_DLQ_INVALID_JSON, "value: %s", why);
         goto out;
+    }
+    if (!json_object_is_type(root, json_type_object)) {
+        code = fail(&d, DW_DLQ_INVALID_JSON, "value: must be a JSON object, not %s",
+                    json_type_to_name(json_object_get_type(root)));
+        goto out;
+    }
 
     req = dw_xcalloc(1, sizeof(*req));
     if ((code = read_event_id(root, req, &d)) || (code = read_title(root, req, &d)) ||

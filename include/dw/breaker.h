@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dw/channel_id.h"
 #include "dw/common.h"
 
 /* The order is the value of the dw_breaker_state gauge (docs/metrics.md). */
@@ -165,5 +166,21 @@ void dw_breaker_snapshot(struct dw_breaker *b, int64_t now_ms, struct dw_breaker
 
 /* "CLOSED", "OPEN", "HALF_OPEN", "FORCED_OPEN", "DISABLED"; never NULL. */
 const char *dw_breaker_state_name(enum dw_breaker_state state);
+
+/*
+ * The breaker's numbers pushed into the metrics (dw/metrics.h is a leaf
+ * that knows no breaker; these translate into its words). They keep the
+ * names the pool calls them by; src/resilience/breaker_metrics.c.
+ */
+struct dw_metrics;
+/* The snapshot's state and window; call it from the breaker's observer. */
+void dw_metrics_breaker(struct dw_metrics *m, enum dw_channel_id ch,
+                        const struct dw_breaker_snapshot *snap);
+/* A state change; only the four automatic transitions are counted. */
+void dw_metrics_breaker_transition(struct dw_metrics *m, enum dw_channel_id ch,
+                                   enum dw_breaker_state from, enum dw_breaker_state to);
+/* A permitted call ended with outcome after duration_us. */
+void dw_metrics_breaker_call(struct dw_metrics *m, enum dw_channel_id ch,
+                             enum dw_breaker_outcome outcome, int64_t duration_us);
 
 #endif /* DW_BREAKER_H */

@@ -61,6 +61,9 @@ struct dw_dispatch_store {
     enum dw_err (*redrive_claim)(void *opaque, unsigned blocked, int limit,
                                  struct dw_store_claimed **out, size_t *n, int64_t *due,
                                  int64_t *oldest_due_ms);
+    /* When reconnect will try again (dw_store_retry_at: the store owns
+     * the reconnect policy, on the clock's now_ms). NULL: 100 ms on. */
+    int64_t (*retry_at)(void *opaque);
 };
 
 /* The channel calls a dispatch makes: dw_pool_submit_steps, and the

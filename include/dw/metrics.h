@@ -6,9 +6,9 @@
 #ifndef DW_METRICS_H
 #define DW_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
-#include "dw/breaker.h"
 #include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/status.h"
@@ -60,20 +60,52 @@ void dw_metrics_request_latency(struct dw_metrics *m, int64_t latency_us);
  * Resilience (docs/resilience.md), named as Resilience4j's Prometheus
  * metrics with the label name=<channel>, so Resilience4j dashboards work.
  */
-/* The breaker's state and window now (resilience4j_circuitbreaker_state,
- * _failure_rate, _slow_call_rate, _buffered_calls, _slow_calls and
- * dw_breaker_state). Call it from the breaker's observer, so snapshots
- * land in the order they were taken. */
-void dw_metrics_breaker(struct dw_metrics *m, enum dw_channel_id ch,
-                        const struct dw_breaker_snapshot *snap);
+/* The circuit breaker in the metrics' own words, so that the metrics
+ * include no guard: the breaker pushes its numbers (its adapter,
+ * dw_metrics_breaker and friends in dw/breaker.h, translates). States in
+ * Resilience4j's order, the values of dw_breaker_state's gauge. */
+enum dw_metrics_cb_state {
+    DW_METRICS_CB_CLOSED,
+    DW_METRICS_CB_HALF_OPEN,
+    DW_METRICS_CB_OPEN,
+    DW_METRICS_CB_FORCED_OPEN,
+    DW_METRICS_CB_DISABLED,
+    DW_METRICS_CB_STATE_COUNT
+};
+
+/* How a permitted call ended: resilience4j_circuitbreaker_calls_seconds{kind}. */
+enum dw_metrics_cb_call {
+    DW_METRICS_CB_SUCCESSFUL,
+    DW_METRICS_CB_FAILED,
+    DW_METRICS_CB_IGNORED,
+    DW_METRICS_CB_CALL_COUNT
+};
+
+/* The breaker's state and window now. */
+struct dw_metrics_cb_window {
+    enum dw_metrics_cb_state state;
+    double failure_rate;   /* percent; -1 below minimum_calls */
+    double slow_call_rate; /* percent; -1 below minimum_calls */
+    int calls;             /* recorded calls in the window */
+    int failed_calls;      /* of which failures */
+    int slow_calls;        /* of which slow (successes and failures) */
+    int slow_failed_calls; /* of which slow failures */
+};
+
+/* The window (resilience4j_circuitbreaker_state, _failure_rate,
+ * _slow_call_rate, _buffered_calls, _slow_calls and dw_breaker_state).
+ * Call it from the breaker's observer, so windows land in the order they
+ * were taken. */
+void dw_metrics_cb_window(struct dw_metrics *m, enum dw_channel_id ch,
+                          const struct dw_metrics_cb_window *w);
 /* The breaker moved (resilience4j_circuitbreaker_transitions_total); only
  * the four automatic transitions are counted. */
-void dw_metrics_breaker_transition(struct dw_metrics *m, enum dw_channel_id ch,
-                                   enum dw_breaker_state from, enum dw_breaker_state to);
+void dw_metrics_cb_transition(struct dw_metrics *m, enum dw_channel_id ch,
+                              enum dw_metrics_cb_state from, enum dw_metrics_cb_state to);
 /* A call the breaker permitted ended after duration_us
  * (resilience4j_circuitbreaker_calls_seconds{kind}). */
-void dw_metrics_breaker_call(struct dw_metrics *m, enum dw_channel_id ch,
-                             enum dw_breaker_outcome outcome, int64_t duration_us);
+void dw_metrics_cb_call(struct dw_metrics *m, enum dw_channel_id ch, enum dw_metrics_cb_call kind,
+                        int64_t duration_us);
 /* A call the breaker refused (resilience4j_circuitbreaker_not_permitted_calls_total). */
 void dw_metrics_breaker_not_permitted(struct dw_metrics *m, enum dw_channel_id ch);
 /* A channel job ended (resilience4j_retry_calls_total{kind}). */

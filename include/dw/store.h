@@ -82,8 +82,24 @@ enum dw_err dw_store_migrate(struct dw_store *store, char *errbuf, size_t errlen
 /* False once the connection is known broken. Cheap. */
 bool dw_store_connected(struct dw_store *store);
 
-/* Tries once to re-establish a broken connection. */
+/* A store with no connection yet, for a caller that must not fail at
+ * start: the first dw_store_reconnect connects. NULL when dsn is NULL. */
+struct dw_store *dw_store_create_offline(const char *dsn, struct dw_log *log);
+
+/*
+ * Tries once to (re)establish the connection, when the store's reconnect
+ * policy allows: a failed call or attempt makes the next wait 100 ms,
+ * doubling up to 5 s, each wait shortened at random by up to a quarter; a
+ * connection lost while it worked may be re-made at once, once; a call
+ * that works starts over. While the policy says wait it returns DW_ERR_DB
+ * at once without trying (dw_store_retry_at says until when). A session
+ * that was set up (prepared statements) is set up again.
+ */
 enum dw_err dw_store_reconnect(struct dw_store *store) DW_MUST_CHECK;
+
+/* When dw_store_reconnect will try again (dw_now_ms clock); at or before
+ * now: at once. For callers that sleep until then. */
+int64_t dw_store_retry_at(const struct dw_store *store);
 
 /*
  * Starts drives of requests. For each item: the distribution row is

@@ -17,7 +17,7 @@
 #     listed in tests/deploy/pending-metrics.txt, with who adds it).
 #  6. Autoscaling follows the backlog: the ScaledObject's default trigger
 #     is prometheus, its query (the chart's own) names dw_consumer_backlog,
-#     which the worker exports (src/metrics.c) and docs/metrics.md
+#     which the worker exports (src/metrics*.c) and docs/metrics.md
 #     documents; the kafka fallback sets ensureEvenDistributionOfPartitions.
 #  7. Operational values are there and used: the NetworkPolicy (ingress
 #     from the namespace and the monitoring namespace to the HTTP port;
@@ -189,8 +189,8 @@ if ! awk '/define "dw.backlogQuery"/ {d = 1} d && /end -}}$/ && ++e == 2 {exit} 
     grep -q "${backlog_metric}{"; then
     fail "dw.backlogQuery does not query $backlog_metric"
 fi
-if ! grep -q "\"$backlog_metric" "$src/src/metrics.c"; then
-    fail "the worker does not export $backlog_metric (src/metrics.c)"
+if ! cat "$src"/src/metrics*.c | grep -q "\"$backlog_metric"; then
+    fail "the worker does not export $backlog_metric (src/metrics*.c)"
 fi
 if ! grep -q "^### \`$backlog_metric" "$src/docs/metrics.md"; then
     fail "$backlog_metric is not documented in docs/metrics.md"

@@ -855,8 +855,14 @@ static void test_database_down_and_back(void **state)
     struct dw_store_finish fin = finish_item(id, DW_OVERALL_COMPLETED, 1, 1, 0);
     assert_int_equal(dw_store_finish(store, &fin, 1), DW_ERR_DB);
     assert_false(dw_store_connected(store));
+    /* The connection was lost while it worked: one attempt at once. */
+    assert_true(dw_store_retry_at(store) <= dw_now_ms());
     assert_int_equal(dw_store_reconnect(store), DW_ERR_DB);
     assert_false(dw_store_connected(store));
+    /* It failed: the store's policy waits 75..100 ms before the next. */
+    int64_t retry_at = dw_store_retry_at(store);
+    int64_t now = dw_now_ms();
+    assert_true(retry_at > now && retry_at <= now + 100);
     struct dw_status st;
     assert_int_equal(dw_store_read(store, id, &st), DW_ERR_DB);
     assert_int_equal(dw_store_finish(store, &fin, 1), DW_ERR_DB);
@@ -865,14 +871,58 @@ static void test_database_down_and_back(void **state)
 
     snprintf(query, sizeof(query), "ALTER DATABASE %s ALLOW_CONNECTIONS true", dbname);
     sql_do(admin, query);
+    /* Back, but the policy's wait is not over: no attempt is made. */
+    if (dw_now_ms() < dw_store_retry_at(store)) {
+        assert_int_equal(dw_store_reconnect(store), DW_ERR_DB);
+        assert_false(dw_store_connected(store));
+    }
+    while (dw_now_ms() < dw_store_retry_at(store))
+        usleep(10 * 1000);
     assert_int_equal(dw_store_reconnect(store), DW_OK);
     assert_true(dw_store_connected(store));
     assert_int_equal(dw_store_finish(store, &fin, 1), DW_OK);
+    assert_true(dw_store_retry_at(store) == 0); /* a call worked: starts over */
     assert_int_equal(fin.status.overall, DW_OVERALL_COMPLETED);
 
     dw_store_destroy(store);
     drop_database(admin, dbname);
     PQfinish(admin);
+}
+
+/* A store made offline connects on its first reconnect, at once; one that
+ * cannot connect waits out the policy between attempts. */
+static void test_offline_store(void **state)
+{
+    (void)state;
+    assert_null(dw_store_create_offline(NULL, test_log));
+
+    struct dw_store *store = dw_store_create_offline(pg_dsn(), test_log);
+    assert_non_null(store);
+    assert_false(dw_store_connected(store));
+    struct dw_status st;
+    assert_int_equal(dw_store_read(store, "offline-none", &st), DW_ERR_DB);
+    assert_true(dw_store_retry_at(store) <= dw_now_ms()); /* nothing was tried */
+    assert_int_equal(dw_store_reconnect(store), DW_OK);
+    assert_true(dw_store_connected(store));
+    char errbuf[256];
+    assert_int_equal(dw_store_migrate(store, errbuf, sizeof(errbuf)), DW_OK);
+    assert_int_equal(dw_store_read(store, "offline-none", &st), DW_ERR_NOT_FOUND);
+    dw_store_destroy(store);
+
+    /* Nothing listens on port 1 of the loopback. */
+    store = dw_store_create_offline("host=127.0.0.1 port=1 dbname=x connect_timeout=2", NULL);
+    assert_int_equal(dw_store_reconnect(store), DW_ERR_DB);
+    int64_t first = dw_store_retry_at(store);
+    assert_true(first > dw_now_ms());
+    assert_int_equal(dw_store_reconnect(store), DW_ERR_DB); /* no attempt: still waiting */
+    assert_true(dw_store_retry_at(store) == first);
+    while (dw_now_ms() < dw_store_retry_at(store))
+        usleep(10 * 1000);
+    int64_t before = dw_now_ms();
+    assert_int_equal(dw_store_reconnect(store), DW_ERR_DB);
+    /* The second failure waits longer: 150..200 ms. */
+    assert_true(dw_store_retry_at(store) - before >= 150);
+    dw_store_destroy(store);
 }
 
 /* The store's backend is idle: no transaction left open, nothing half-done. */
@@ -988,6 +1038,7 @@ int main(void)
         cmocka_unit_test(test_unreachable_server),
         cmocka_unit_test(test_reconnect_after_backend_terminated),
         cmocka_unit_test(test_database_down_and_back),
+        cmocka_unit_test(test_offline_store),
         cmocka_unit_test(test_failed_batch_rolls_back),
         cmocka_unit_test(test_invalid_arguments),
     };

@@ -45,6 +45,7 @@ struct fake_store {
     size_t results_stored; /* result items written */
     size_t last_nres, last_nfin;
     uint64_t round_trips;
+    int64_t retry_at; /* what its reconnect policy says (dw_store_retry_at) */
     struct fake_event events[MAX_EVENTS];
     size_t nevents;
 };
@@ -88,10 +89,17 @@ static enum dw_err st_reconnect(void *opaque)
 {
     struct fake_store *s = opaque;
     s->reconnect_calls++;
-    if (s->down)
+    if (s->down) {
+        s->retry_at += 30000; /* a failed try moves the policy's next one on */
         return DW_ERR_DB;
+    }
     s->connected = true;
     return DW_OK;
+}
+
+static int64_t st_retry_at(void *opaque)
+{
+    return ((struct fake_store *)opaque)->retry_at;
 }
 
 static enum dw_err st_ping(void *opaque)
@@ -276,7 +284,7 @@ static void start(struct fixture *f, int result_hold_ms)
     f->clock = (struct fake_clock){1000000, 1700000000000};
     f->store_if = (struct dw_dispatch_store){
         &f->store, st_connected,       st_reconnect,  st_ping,  st_round_trips,
-        st_begin,  st_save_and_finish, st_save_steps, st_claim,
+        st_begin,  st_save_and_finish, st_save_steps, st_claim, st_retry_at,
     };
     f->calls_if =
         (struct dw_dispatch_calls){&f->calls, calls_submit, calls_free_permits, calls_congested};
@@ -478,16 +486,21 @@ static void test_store_fails_and_comes_back(void **state)
     struct fixture *f = *state;
     start(f, 0);
     f->store.down = true;
+    f->store.retry_at = f->clock.now + 30000; /* its reconnect policy's next try */
     submit(f, "e5", "\"NAVER\"", 5);
     dw_dispatch_pass(f->d);
     assert_int_equal(f->store.begin_calls, 1);
     assert_false(dw_dispatch_store_ok(f->d));
     assert_int_equal(f->calls.njobs, 0);
 
-    dw_dispatch_pass(f->d); /* the retry waits */
+    /* The retry waits for the store's reconnect policy, to the ms. */
+    dw_dispatch_pass(f->d);
     assert_int_equal(f->store.begin_calls, 1);
     assert_int_equal(f->store.reconnect_calls, 0);
-    f->clock.now += 60000;
+    f->clock.now = f->store.retry_at - 1;
+    dw_dispatch_pass(f->d);
+    assert_int_equal(f->store.reconnect_calls, 0);
+    f->clock.now = f->store.retry_at;
     dw_dispatch_pass(f->d); /* still down: the reconnect fails */
     assert_int_equal(f->store.reconnect_calls, 1);
     assert_int_equal(f->store.begin_calls, 1);

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "dw/breaker.h"
 #include "dw/channel_id.h"
 #include "dw/common.h"
 #include "dw/metrics.h"
