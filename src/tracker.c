@@ -153,6 +153,13 @@ int64_t dw_tracker_committable(struct dw_tracker *t, int32_t partition)
     return p->commit_offset;
 }
 
+void dw_tracker_commit_failed(struct dw_tracker *t, int32_t partition)
+{
+    struct partition *p = find(t, partition);
+    if (p && p->commit_offset >= 0)
+        p->commit_new = true;
+}
+
 int64_t dw_tracker_position(const struct dw_tracker *t, int32_t partition)
 {
     const struct partition *p = find(t, partition);

@@ -31,6 +31,12 @@ bool dw_tracker_done(struct dw_tracker *t, int32_t partition, int64_t offset);
  * nothing new became committable since the last call. */
 int64_t dw_tracker_committable(struct dw_tracker *t, int32_t partition);
 
+/* A commit of partition's offset (taken from dw_tracker_committable) did
+ * not land (an outage, a refused asynchronous commit): the next
+ * dw_tracker_committable returns the partition's offset again, even if no
+ * more work is done on it. Ignored for a partition not held. */
+void dw_tracker_commit_failed(struct dw_tracker *t, int32_t partition);
+
 /* The offset safe to commit for partition now (one past the done prefix,
  * whether or not reported before), or -1 when nothing is done yet. */
 int64_t dw_tracker_position(const struct dw_tracker *t, int32_t partition);

@@ -29,6 +29,25 @@ static void in_order(void **state)
     dw_tracker_destroy(t);
 }
 
+/* A commit that did not land is handed out again, with no new work. */
+static void failed_commit_is_committed_again(void **state)
+{
+    (void)state;
+    struct dw_tracker *t = dw_tracker_create();
+    dw_tracker_add(t, 0, 10);
+    dw_tracker_add(t, 0, 11);
+    assert_true(dw_tracker_done(t, 0, 10));
+    assert_int_equal(dw_tracker_committable(t, 0), 11);
+    assert_int_equal(dw_tracker_committable(t, 0), -1);
+    dw_tracker_commit_failed(t, 0);
+    assert_int_equal(dw_tracker_committable(t, 0), 11);
+    assert_int_equal(dw_tracker_committable(t, 0), -1);
+    /* Nothing held, nothing to commit again. */
+    dw_tracker_commit_failed(t, 5);
+    assert_int_equal(dw_tracker_committable(t, 5), -1);
+    dw_tracker_destroy(t);
+}
+
 static void out_of_order_waits_for_lowest(void **state)
 {
     (void)state;
@@ -156,6 +175,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(in_order),
+        cmocka_unit_test(failed_commit_is_committed_again),
         cmocka_unit_test(out_of_order_waits_for_lowest),
         cmocka_unit_test(gaps_in_offsets),
         cmocka_unit_test(partitions_are_independent),
