@@ -621,7 +621,10 @@ static void adaptive_limit_keeps_a_burst_within_capacity(void **state)
         "  %d jobs, capacity 32: %d calls, %d answered 503, limit now %d, %d connections\n", N,
         calls, shed, flow.limit, server_get(&f->server, &f->server.connections));
     assert_int_equal(f->results.success, N);
-    assert_true(shed * 10 <= calls); /* at most 10 % of calls shed */
+    /* At most a quarter of calls shed: a fixed limit of 100 sheds about
+     * two thirds of them. The share itself (1 to 11 % seen, more when the
+     * machine is busy) is a figure for scripts/bench, not a test. */
+    assert_true(shed * 4 <= calls);
     assert_true(flow.limit >= 1 && flow.limit <= 48);
     assert_int_equal(flow.waiting, 0);
     assert_int_equal(flow.in_use, 0);
