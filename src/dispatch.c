@@ -244,29 +244,21 @@ void dw_dispatch_accept(struct dw_dispatch *d, struct list *in)
 static void hold_link(struct dw_dispatch *d, struct run *r)
 {
     r->holding = true;
-    r->hold_next = NULL;
-    r->hold_prev = d->hold_tail;
-    if (d->hold_tail)
-        d->hold_tail->hold_next = r;
-    else
-        d->hold_head = r;
-    d->hold_tail = r;
+    dw_list_push_back(&d->hold, &r->hold_node);
 }
 
 static void hold_unlink(struct dw_dispatch *d, struct run *r)
 {
     if (!r->holding)
         return;
-    if (r->hold_prev)
-        r->hold_prev->hold_next = r->hold_next;
-    else
-        d->hold_head = r->hold_next;
-    if (r->hold_next)
-        r->hold_next->hold_prev = r->hold_prev;
-    else
-        d->hold_tail = r->hold_prev;
-    r->hold_prev = r->hold_next = NULL;
+    dw_list_remove(&d->hold, &r->hold_node);
     r->holding = false;
+}
+
+/* The run holding longest, or NULL. */
+static struct run *hold_first(const struct dw_dispatch *d)
+{
+    return d->hold.head ? DW_CONTAINER_OF(d->hold.head, struct run, hold_node) : NULL;
 }
 
 /* The run's held results go to the store queue. */
@@ -285,8 +277,9 @@ static void release_held(struct dw_dispatch *d, struct run *r)
  * Every run holds for the same time, so the list is in deadline order. */
 static void release_due(struct dw_dispatch *d)
 {
-    while (d->hold_head && d->hold_head->hold_until <= d->now)
-        release_held(d, d->hold_head);
+    struct run *r;
+    while ((r = hold_first(d)) && r->hold_until <= d->now)
+        release_held(d, r);
 }
 
 /*
@@ -375,7 +368,7 @@ static int64_t due_in(const struct dw_dispatch *d, int64_t now)
         return 0;
     if (!busy && now - d->last_store_ok >= IDLE_PING_MS && now >= d->reconnect_at)
         return 0; /* time for an idle ping */
-    if (d->hold_head && now >= d->hold_head->hold_until)
+    if (hold_first(d) && now >= hold_first(d)->hold_until)
         return 0; /* held results are due */
     if (d->blocked_q.head && now >= d->blocked_q.head->begin_again_at)
         return 0; /* a blocked begin may go again */
@@ -383,8 +376,8 @@ static int64_t due_in(const struct dw_dispatch *d, int64_t now)
     if (claiming && now >= d->next_claim_at)
         return 0; /* time to look for due re-drives */
     int64_t wait_ms = busy ? d->reconnect_at - now : IDLE_PING_MS;
-    if (d->hold_head && d->hold_head->hold_until - now < wait_ms)
-        wait_ms = d->hold_head->hold_until - now;
+    if (hold_first(d) && hold_first(d)->hold_until - now < wait_ms)
+        wait_ms = hold_first(d)->hold_until - now;
     if (d->blocked_q.head && d->blocked_q.head->begin_again_at - now < wait_ms)
         wait_ms = d->blocked_q.head->begin_again_at - now;
     if (claiming && d->next_claim_at - now < wait_ms)

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "dw/dispatch.h"
+#include "dw/list.h"
 #include "dw/request.h"
 
 #define RECONNECT_MIN_MS 100
@@ -53,7 +54,7 @@ struct run {
     int arrived;
     bool holding;
     int64_t hold_until;
-    struct run *hold_prev, *hold_next;
+    struct dw_list_node hold_node; /* in the dispatch's hold list while holding */
     int in_batch; /* scratch: results of this run in the store batch being written */
     /* Automatic re-drive. */
     bool redrive;           /* run by the worker itself: no Kafka record behind it */
@@ -122,7 +123,7 @@ struct dw_dispatch {
     struct result_msg *save_q;
     size_t save_len;
     struct result_msg *step_q; /* first steps answered, their ids to store before the next */
-    struct run *hold_head, *hold_tail; /* by hold_until, earliest first */
+    struct dw_list hold;       /* runs holding results (hold_node), by hold_until, earliest first */
     int64_t reconnect_at;
     int64_t last_store_ok; /* when a store call last worked */
     uint64_t round_trips_seen;

@@ -29,9 +29,9 @@
 
 #include <libpq-fe.h>
 
+#include "dw/event_id.h"
 #include "dw/pgarray.h"
 #include "dw/request.h"
-#include "dw/utf8.h"
 #include "store_internal.h"
 
 /* ---- parameters --------------------------------------------------------- */
@@ -55,9 +55,11 @@ static void channel_list(unsigned mask, char *buf, size_t len)
     }
 }
 
+/* The one eventId rule (dw/event_id.h): a key that breaks it is the
+ * caller's bug, refused before it reaches SQL. */
 static bool event_id_ok(const char *event_id)
 {
-    return event_id && *event_id && dw_utf8_valid(event_id);
+    return event_id && dw_event_id_valid(event_id, strlen(event_id));
 }
 
 /* ---- merging a batch by key -------------------------------------------- */
