@@ -185,11 +185,13 @@ fi
 if ! grep -q -- '- type: prometheus' "$so" || ! grep -q 'include "dw.backlogQuery"' "$so"; then
     fail "scaledobject.yaml has no prometheus trigger whose query is dw.backlogQuery"
 fi
-if ! awk '/define "dw.backlogQuery"/ {d = 1} d && /end -}}$/ && ++e == 2 {exit} d' "$helpers" |
-    grep -q "${backlog_metric}{"; then
+# No `producer | grep -q` under pipefail: grep leaves at the first match,
+# the producer may die of SIGPIPE, and the pipeline then fails on a match.
+backlog_query=$(awk '/define "dw.backlogQuery"/ {d = 1} d && /end -}}$/ && ++e == 2 {exit} d' "$helpers")
+if ! grep -q "${backlog_metric}{" <<<"$backlog_query"; then
     fail "dw.backlogQuery does not query $backlog_metric"
 fi
-if ! cat "$src"/src/metrics*.c | grep -q "\"$backlog_metric"; then
+if ! grep -q "\"$backlog_metric" "$src"/src/metrics*.c; then
     fail "the worker does not export $backlog_metric (src/metrics*.c)"
 fi
 if ! grep -q "^### \`$backlog_metric" "$src/docs/metrics.md"; then
