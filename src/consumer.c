@@ -222,7 +222,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  * hands an offset out once, so without this a commit lost in a broker
  * outage stayed lost until more work finished on that partition, and an
  * idle partition kept its done work uncommitted (redelivered to the next
- * owner). Found by the fault suite's Kafka outage.
+ * owner). Found by the fault suite's Kafka outage. A commit refused by a
+ * rebalance is not sent again (see below).
  */
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque)
@@ -230,6 +231,13 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     (void)rk;
     struct dw_consumer *c = opaque;
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET || !offsets)
+        return;
+    /* Refused because the group is rebalancing or moved on: the revoke
+     * commits what is done synchronously, and the next generation's owner
+     * starts from there; sending it again would only repeat the refusal
+     * every interval while the rebalance lasts. */
+    if (err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+        err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION || err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID)
         return;
     int failed = 0;
     for (int i = 0; i < offsets->cnt; i++) {

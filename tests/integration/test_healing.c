@@ -272,6 +272,24 @@ static int64_t sim_count(const char *path)
     return v;
 }
 
+/* Two workers hold all six partitions between them. The mock cluster
+ * keeps a departed member (an earlier case's SIGKILLed worker) in the group
+ * until its session times out, and a rebalance meanwhile hands it
+ * partitions; records sent before the group settles wait for that, which
+ * the cases' 60 s waits are not about. */
+static void await_group(const struct itest_worker *a, const struct itest_worker *b)
+{
+    double held = 0;
+    for (int i = 0; i < 600; i++) {
+        held =
+            itest_metric(a, "dw_partitions_assigned") + itest_metric(b, "dw_partitions_assigned");
+        if (held == 6)
+            return;
+        usleep(50 * 1000);
+    }
+    fail_msg("the two workers hold %.0f of 6 partitions after 30 s", held);
+}
+
 static void sim_reset(void)
 {
     itest_sim("/_sim/reset", NULL);
@@ -410,6 +428,7 @@ static void two_workers_run_each_redrive_once(void **state)
     clean_schedule();
     start(&a, "redrive-two-a", slow_env);
     start(&b, "redrive-two-b", slow_env);
+    await_group(&a, &b);
     itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"down\":true}");
     send_batch("two", N, "\"KAKAO\",\"NAVER\"", NULL);
     await_first(&a, "two", N);
@@ -491,6 +510,7 @@ static void kafka_request_waits_for_a_redrive_elsewhere(void **state)
     clean_schedule();
     start(&a, "redrive-lock-a", lock_env);
     start(&b, "redrive-lock-b", lock_env);
+    await_group(&a, &b);
     itest_sim("/_sim/faults", "{\"channel\":\"KAKAO\",\"down\":true}");
     send_batch("lock", N, "\"KAKAO\",\"NAVER\"", NULL);
     await_first(&a, "lock", N);
