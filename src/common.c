@@ -85,6 +85,17 @@ char *dw_xstrndup(const char *s, size_t n)
     return p;
 }
 
+int dw_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 size_t dw_strlcpy(char *dst, const char *src, size_t dstlen)
 {
     size_t len = strlen(src);

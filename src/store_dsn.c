@@ -15,17 +15,6 @@
 
 #include "dw/store.h"
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Adds text[0..len) and, when it holds valid %XX escapes, its decoded form. */
 static void add_password(char ***out, size_t *n, const char *text, size_t len)
 {
@@ -43,8 +32,9 @@ static void add_password(char ***out, size_t *n, const char *text, size_t len)
         for (size_t i = 0; i < len && ok; i++) {
             if (raw[i] != '%') {
                 dec[j++] = raw[i];
-            } else if (i + 2 < len && hex_digit(raw[i + 1]) >= 0 && hex_digit(raw[i + 2]) >= 0) {
-                dec[j++] = (char)(hex_digit(raw[i + 1]) * 16 + hex_digit(raw[i + 2]));
+            } else if (i + 2 < len && dw_hex_digit(raw[i + 1]) >= 0 &&
+                       dw_hex_digit(raw[i + 2]) >= 0) {
+                dec[j++] = (char)(dw_hex_digit(raw[i + 1]) * 16 + dw_hex_digit(raw[i + 2]));
                 i += 2;
             } else {
                 ok = false;

@@ -63,3 +63,19 @@ bool dw_utf8_valid(const char *s)
 {
     return dw_utf8_count(s, strlen(s)) != SIZE_MAX;
 }
+
+size_t dw_utf8_prefix(const char *s, size_t max_chars)
+{
+    size_t chars = 0;
+    size_t i = 0;
+    for (; s[i] != '\0'; i++) {
+        /* A code point starts at every byte that is not a continuation
+         * byte (10xxxxxx); stop at the start of the one past the limit. */
+        if (((unsigned char)s[i] & 0xC0) != 0x80) {
+            if (chars == max_chars)
+                break;
+            chars++;
+        }
+    }
+    return i;
+}

@@ -47,6 +47,9 @@ char *dw_xstrndup(const char *s, size_t n);
  * Returns strlen(src) so callers can detect truncation. */
 size_t dw_strlcpy(char *dst, const char *src, size_t dstlen);
 
+/* The value of the hexadecimal digit c (0-9, a-f, A-F), or -1. */
+int dw_hex_digit(char c);
+
 /* Formats into dst (always terminated, truncated when too long). */
 void dw_snprintf(char *dst, size_t dstlen, const char *fmt, ...) DW_PRINTF(3, 4);
 

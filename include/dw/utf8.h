@@ -22,4 +22,8 @@ size_t dw_utf8_count(const char *s, size_t len);
 /* Whether the NUL-terminated s is well-formed. */
 bool dw_utf8_valid(const char *s);
 
+/* The byte length of the longest prefix of the UTF-8 text s holding at most
+ * max_chars code points; never ends inside a multi-byte sequence. */
+size_t dw_utf8_prefix(const char *s, size_t max_chars);
+
 #endif /* DW_UTF8_H */

@@ -139,22 +139,6 @@ void dw_channel_json_call(struct json_object *obj, const char *path, const char 
     json_object_put(obj); /* text belonged to obj: copied first */
 }
 
-size_t dw_channel_utf8_prefix(const char *s, size_t max_chars)
-{
-    size_t chars = 0;
-    size_t i = 0;
-    for (; s[i] != '\0'; i++) {
-        /* A code point starts at every byte that is not a continuation
-         * byte (10xxxxxx); stop at the start of the one past the limit. */
-        if (((unsigned char)s[i] & 0xC0) != 0x80) {
-            if (chars == max_chars)
-                break;
-            chars++;
-        }
-    }
-    return i;
-}
-
 static enum dw_errcode bad_response(char *errbuf, size_t errlen, const char *fmt, ...)
     DW_PRINTF(3, 4);
 

@@ -63,10 +63,6 @@ void dw_channel_json_put(struct json_object *obj, const char *key, const char *v
 void dw_channel_json_call(struct json_object *obj, const char *path, const char *suffix,
                           struct dw_http_call *call);
 
-/* The byte length of the longest prefix of the UTF-8 text s holding at most
- * max_chars code points; never ends inside a multi-byte sequence. */
-size_t dw_channel_utf8_prefix(const char *s, size_t max_chars);
-
 /*
  * Reads a 2xx reply: body (len bytes, not necessarily NUL-terminated) must be
  * a JSON object; nest is a NULL-terminated list of keys of nested objects to

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "channel_internal.h"
+#include "dw/utf8.h"
 #include "dw/request.h"
 
 #define MESSAGE_MAX_CHARS 60
@@ -29,8 +30,7 @@ static enum dw_err build(const struct dw_request *req, int step, const char *pre
         return DW_ERR_INVALID;
     struct json_object *body =
         dw_channel_json_from_fields(req, DW_CHANNEL_RINGOBIZ, fields, DW_ARRAY_LEN(fields));
-    dw_channel_json_put(body, "message", req->title,
-                        dw_channel_utf8_prefix(req->title, MESSAGE_MAX_CHARS));
+    dw_channel_json_put(body, "message", req->title, dw_utf8_prefix(req->title, MESSAGE_MAX_CHARS));
     dw_channel_json_call(body, "/api/v1/ringback", "", call);
     return DW_OK;
 }

@@ -129,17 +129,6 @@ static bool check_fields(struct sim *sim, const struct endpoint *ep, const struc
     return true;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes %XX and '+' in place; returns the new length or -1 when malformed
  * (a bad escape or a NUL byte). */
 static long form_decode(char *s, size_t n)
@@ -152,8 +141,8 @@ static long form_decode(char *s, size_t n)
         } else if (c == '%') {
             if (i + 2 >= n)
                 return -1;
-            int hi = hex_value(s[i + 1]);
-            int lo = hex_value(s[i + 2]);
+            int hi = dw_hex_digit(s[i + 1]);
+            int lo = dw_hex_digit(s[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -1;
             s[o++] = (char)(hi * 16 + lo);
