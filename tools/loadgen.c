@@ -3,6 +3,7 @@
  *
  *   loadgen -b BROKERS [--requests N] [--rate R] [--run-id ID] [--timeout S]
  *           [--stall S] [--request-topic T] [--completed-topic T] [--quiet]
+ *           [--warmup S] [--latencies FILE]
  *
  * The producer (main thread) writes N distribution requests of all six
  * channels to the request topic, as fast as librdkafka takes them or at R
@@ -20,11 +21,19 @@
  *   RESULT requests=N completed=N missing=N duplicates=N ok=N partial=N failed=N
  *          other=N delivery_errors=N produce_s=S duration_s=S req_per_s=R
  *          chan_per_s=R p50_ms=.. p95_ms=.. p99_ms=.. max_ms=.. mean_ms=.. cpu_s=..
+ *          warm_n=N steady_p50_ms=.. steady_p95_ms=.. steady_p99_ms=..
  * ok/partial/failed count overall statuses (other: anything else);
  * produce_s runs from the first produce call until the broker acknowledged
  * the last request; duration_s from the first produce call to the last
  * completion; chan_per_s is six channel calls per request; cpu_s is
- * loadgen's own CPU time. Exit 0 when every request completed, 1 when some
+ * loadgen's own CPU time. The steady_ percentiles leave out the warm_n
+ * requests produced in the first --warmup seconds (default 0: none): a
+ * worker that starts cold finds each channel's concurrency limit in its
+ * first second or so, and that start-up is the whole tail of a run at a
+ * steady offered rate; the two figures tell it from the steady state.
+ * --latencies FILE writes one line per completed request,
+ * "produced_s,latency_ms" (produce time from the first produce), for a plot
+ * of latency over the run. Exit 0 when every request completed, 1 when some
  * did not within --timeout (after the last produce) or nothing completed
  * for --stall seconds (the first 20 missing eventIds go to stderr), 2 bad
  * usage.
@@ -67,6 +76,8 @@ struct options {
     double rate; /* 0: as fast as possible */
     int timeout_s;
     int stall_s;
+    double warmup_s;
+    const char *latencies; /* NULL: none written */
     bool quiet;
 };
 
@@ -84,9 +95,10 @@ struct reader {
     const struct options *opts;
     struct shared *sh;
     rd_kafka_t *rk;
-    unsigned char *seen; /* per request index: completions received */
-    int64_t *latency_us; /* per request index: of the first completion */
-    char prefix[48];     /* "lg-<run>-" */
+    unsigned char *seen;  /* per request index: completions received */
+    int64_t *latency_us;  /* per request index: of the first completion */
+    int64_t *produced_us; /* per request index: its produce time (mono) */
+    char prefix[48];      /* "lg-<run>-" */
     size_t prefix_len;
 };
 
@@ -112,7 +124,7 @@ static void die_usage(const char *msg, const char *arg)
     fprintf(stderr,
             "usage: loadgen -b BROKERS [--requests N] [--rate R] [--run-id ID]\n"
             "               [--timeout S] [--stall S] [--request-topic T] [--completed-topic T]\n"
-            "               [--quiet]\n");
+            "               [--quiet] [--warmup S] [--latencies FILE]\n");
     exit(2);
 }
 
@@ -248,6 +260,7 @@ static void *reader_main(void *arg)
         if (m->key && parse_event_id(rd, m->key, m->key_len, &index, &produced_us)) {
             if (rd->seen[index]++ == 0) {
                 rd->latency_us[index] = now - produced_us;
+                rd->produced_us[index] = produced_us;
                 count_status(sh, m->payload, m->len);
                 atomic_store(&sh->last_completion_us, now);
                 atomic_fetch_add(&sh->completed, 1);
@@ -397,11 +410,13 @@ int main(int argc, char **argv)
         {"request-topic", required_argument, NULL, 't'},
         {"completed-topic", required_argument, NULL, 'c'},
         {"quiet", no_argument, NULL, 'q'},
+        {"warmup", required_argument, NULL, 'w'},
+        {"latencies", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, "b:n:r:i:T:S:t:c:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:n:r:i:T:S:t:c:qw:L:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'b':
             o.brokers = optarg;
@@ -432,6 +447,12 @@ int main(int argc, char **argv)
         case 'q':
             o.quiet = true;
             break;
+        case 'w':
+            o.warmup_s = parse_double("--warmup", optarg, 0, 86400);
+            break;
+        case 'L':
+            o.latencies = optarg;
+            break;
         case 'h':
             die_usage("help", NULL);
             break;
@@ -451,7 +472,8 @@ int main(int argc, char **argv)
     rd.prefix_len = (size_t)snprintf(rd.prefix, sizeof(rd.prefix), "lg-%s-", o.run_id);
     rd.seen = calloc((size_t)o.requests, 1);
     rd.latency_us = calloc((size_t)o.requests, sizeof(*rd.latency_us));
-    if (!rd.seen || !rd.latency_us) {
+    rd.produced_us = calloc((size_t)o.requests, sizeof(*rd.produced_us));
+    if (!rd.seen || !rd.latency_us || !rd.produced_us) {
         fprintf(stderr, "loadgen: out of memory\n");
         return 1;
     }
@@ -598,31 +620,50 @@ int main(int argc, char **argv)
         }
     }
 
+    /* All completed requests' latencies, then those produced after the
+     * warm-up (steady); each sorted for its percentiles. */
     int64_t *lat = malloc(sizeof(*lat) * (size_t)(completed ? completed : 1));
-    long n = 0;
+    int64_t *steady = malloc(sizeof(*steady) * (size_t)(completed ? completed : 1));
+    FILE *lf = o.latencies ? fopen(o.latencies, "w") : NULL;
+    if (o.latencies && !lf)
+        fprintf(stderr, "loadgen: %s: %s\n", o.latencies, strerror(errno));
+    long n = 0, ns = 0;
     double sum = 0;
+    int64_t warm_end = t0 + (int64_t)(o.warmup_s * 1e6);
     for (long i = 0; i < o.requests; i++) {
-        if (rd.seen[i]) {
-            lat[n++] = rd.latency_us[i];
-            sum += (double)rd.latency_us[i];
-        }
+        if (!rd.seen[i])
+            continue;
+        lat[n++] = rd.latency_us[i];
+        sum += (double)rd.latency_us[i];
+        if (rd.produced_us[i] >= warm_end)
+            steady[ns++] = rd.latency_us[i];
+        if (lf)
+            fprintf(lf, "%.3f,%.1f\n", (double)(rd.produced_us[i] - t0) / 1e6,
+                    (double)rd.latency_us[i] / 1000.0);
     }
+    if (lf)
+        fclose(lf);
     qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
+    qsort(steady, (size_t)ns, sizeof(*steady), cmp_i64);
     int64_t t_last = atomic_load(&sh.last_completion_us);
     double duration = completed ? (double)(t_last - t0) / 1e6 : 0;
     double rps = duration > 0 ? (double)completed / duration : 0;
     printf("RESULT requests=%ld completed=%ld missing=%ld duplicates=%ld ok=%ld partial=%ld "
            "failed=%ld other=%ld delivery_errors=%ld produce_s=%.3f duration_s=%.3f "
            "req_per_s=%.1f chan_per_s=%.1f p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f max_ms=%.1f "
-           "mean_ms=%.1f cpu_s=%.2f\n",
+           "mean_ms=%.1f cpu_s=%.2f warm_n=%ld steady_p50_ms=%.1f steady_p95_ms=%.1f "
+           "steady_p99_ms=%.1f\n",
            o.requests, completed, missing, atomic_load(&sh.duplicates), atomic_load(&sh.ok),
            atomic_load(&sh.partial), atomic_load(&sh.failed), atomic_load(&sh.other),
            atomic_load(&sh.delivery_errors), (double)(t_produced - t0) / 1e6, duration, rps,
            rps * CHANNELS, pct_ms(lat, n, 50), pct_ms(lat, n, 95), pct_ms(lat, n, 99),
-           n ? (double)lat[n - 1] / 1000.0 : 0, n ? sum / (double)n / 1000.0 : 0, own_cpu_s());
+           n ? (double)lat[n - 1] / 1000.0 : 0, n ? sum / (double)n / 1000.0 : 0, own_cpu_s(),
+           n - ns, pct_ms(steady, ns, 50), pct_ms(steady, ns, 95), pct_ms(steady, ns, 99));
     fflush(stdout);
 
     free(lat);
+    free(steady);
+    free(rd.produced_us);
     free(rd.seen);
     free(rd.latency_us);
     rd_kafka_consumer_close(rd.rk);
