@@ -104,7 +104,8 @@ static void decrease(struct dw_limit *l, int64_t now_us)
     l->decreases++;
 }
 
-static void grow(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int inflight)
+/* doubling: slow start's one more per answer, else about sqrt(limit) per RTT. */
+static void grow(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int inflight, bool doubling)
 {
     /* App-limited: a limit that is not used says nothing about the channel. */
     if ((double)inflight < l->limit / 2.0)
@@ -113,7 +114,7 @@ static void grow(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infligh
      * that was too high: it must not undo the decrease. */
     if (l->decreased && now_us - rtt_us < l->last_decrease_us)
         return;
-    if (l->slow_start) {
+    if (doubling) {
         l->limit += 1.0;
     } else {
         double step = sqrt(l->limit);
@@ -191,7 +192,7 @@ int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infl
     double weight = l->samples < WARMUP ? 1.0 / (double)l->samples : SMOOTHING;
     l->smoothed_us += weight * ((double)rtt_us - l->smoothed_us);
     if (l->samples < WARMUP) {
-        grow(l, now_us, rtt_us, inflight);
+        grow(l, now_us, rtt_us, inflight, l->slow_start);
         return dw_limit_get(l);
     }
     double rtt = l->smoothed_us;
@@ -204,15 +205,18 @@ int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infl
      * uncongested (DW_LIMIT_LATENCY_FLOOR_US). */
     if (rtt - (double)l->baseline_us <= DW_LIMIT_LATENCY_FLOOR_US)
         ratio = 1.0;
-    if (l->slow_start && ratio > 1.0 + (l->cfg.tolerance - 1.0) * SLOW_START_EXIT)
-        /* The latency starts to rise: slow start would overshoot by up to
-         * one RTT of doubling before it reached the tolerance, so go on
-         * gently from here (HyStart's delay-increase exit). */
-        l->slow_start = false;
     if (ratio <= l->cfg.tolerance) {
         l->latency_streak = 0;
         l->interval_min_us = 0;
-        grow(l, now_us, rtt_us, inflight);
+        /* The latency starts to rise: doubling would overshoot by up to
+         * one RTT before the tolerance was reached, so slow start holds
+         * and the limit grows gently while it stays up (HyStart's
+         * delay-increase exit). Only a decrease ends slow start: a rise
+         * that passes without one (the client's own CPU busy opening
+         * connections in a cold start, a brief hiccup at the server) was
+         * not the channel's capacity, and doubling goes on. */
+        bool hold = ratio > 1.0 + (l->cfg.tolerance - 1.0) * SLOW_START_EXIT;
+        grow(l, now_us, rtt_us, inflight, l->slow_start && !hold);
         return dw_limit_get(l);
     }
 

@@ -1,6 +1,7 @@
 /*
  * The adaptive concurrency limit with a fake clock: FIXED ignores samples,
- * slow start doubles per RTT, an unused limit does not grow, one decrease
+ * slow start doubles per RTT and holds while latency is up, an unused
+ * limit does not grow, one decrease
  * per overloaded moment however many drops it brings, the [min, max]
  * clamp, re-baselining after a latency step.
  *
@@ -92,6 +93,37 @@ static void slow_start_doubles_per_rtt(void **state)
     assert_int_equal(after_drop, 115); /* 128 x 0.9 */
     int grown = one_round(l, &now, 20 * MS);
     assert_in_range(grown, after_drop + 9, after_drop + 12); /* sqrt(115) = 10.7 */
+    dw_limit_destroy(l);
+}
+
+/* A latency rise within the tolerance (here 1.4x) holds slow start: the
+ * limit grows gently while it lasts, and doubles again once it has passed,
+ * with no decrease in between (a cold start's own CPU load raises every
+ * RTT for a moment; that was not the channel's capacity). */
+static void slow_start_holds_while_latency_is_up(void **state)
+{
+    (void)state;
+    struct dw_limit_config c = adaptive(8, 1, 100000);
+    struct dw_limit *l = dw_limit_create(&c);
+    int64_t now = 0;
+    while (dw_limit_get(l) < 64)
+        one_round(l, &now, 20 * MS);
+    int before = dw_limit_get(l);
+    /* Three rounds at 28 ms: the smoothed RTT passes 25 ms (a quarter into
+     * the band) after about 8 answers, and from there growth is gentle. */
+    for (int r = 0; r < 3; r++)
+        one_round(l, &now, 28 * MS);
+    int held = dw_limit_get(l);
+    assert_in_range(held, before + 1, before + before / 2);
+    struct dw_limit_snapshot s;
+    dw_limit_snapshot(l, &s);
+    assert_true(s.slow_start);
+    assert_int_equal(s.decreases, 0);
+    /* Back at 20 ms: doubling again (all but the first few answers of the
+     * first round, while the smoothed RTT comes down). */
+    one_round(l, &now, 20 * MS);
+    int again = one_round(l, &now, 20 * MS);
+    assert_true(again >= 3 * held);
     dw_limit_destroy(l);
 }
 
@@ -648,6 +680,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fixed_ignores_samples),
         cmocka_unit_test(slow_start_doubles_per_rtt),
+        cmocka_unit_test(slow_start_holds_while_latency_is_up),
         cmocka_unit_test(unused_limit_does_not_grow),
         cmocka_unit_test(sub_millisecond_noise_is_not_congestion),
         cmocka_unit_test(after_an_outage_slow_start_again),
