@@ -211,6 +211,7 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
             .max_host_connections = opts->cfg->max_host_connections,
             .done = dw_pool_on_call_done,
             .conn = dw_pool_on_conn,
+            .connect = dw_pool_on_connect,
             .owner = w,
         };
         err = dw_xfer_loop_create(&xo, &w->loop, errbuf, errlen);

@@ -4,9 +4,11 @@
  * any call there, whichever channel opened it, and the server's accept
  * queue is the origin's. A call that needs a new connection (none of its
  * origin's is free on its worker) takes a token of the origin's pace
- * (src/resilience/pace.c: max_connects_per_second, shrunk by connect
- * timeouts); without one it waits in its worker's connect queue of the
- * origin, holding its slot, until a connection frees up or a token comes.
+ * (src/resilience/pace.c: a window of connects under way, and a rate up
+ * to max_connects_per_second, shrunk by connect timeouts); without one it
+ * waits in its worker's connect queue of the origin, holding its slot,
+ * until a connection frees up or a token comes. The transfer loops report
+ * each connect's begin and end (dw_pool_on_connect) to the pace.
  *
  * Threads: the origins are found and the paces made before the workers
  * start (read-only after). Each pace is shared by every worker, under its
@@ -157,18 +159,34 @@ void dw_pool_connq_run(struct worker *w, int64_t now)
 
 void dw_pool_connect_result(struct worker *w, enum dw_channel_id ch, const struct dw_xfer_result *r)
 {
-    struct dw_pool *pool = w->pool;
     if (r->outcome == DW_XFER_ANSWERED)
-        w->multiplexed[pool->origin[ch]] = r->multiplexed;
-    if (r->new_connection || r->connect_timed_out) {
-        struct origin_pace *op = &pool->paces[pool->origin[ch]];
-        pthread_mutex_lock(&op->lock);
-        if (r->connect_timed_out)
-            dw_pace_failed(&op->pace, dw_now_ms());
-        else
-            dw_pace_connected(&op->pace, dw_now_ms());
-        pthread_mutex_unlock(&op->lock);
+        w->multiplexed[w->pool->origin[ch]] = r->multiplexed;
+}
+
+/* A connect of channel `tag` began or ended on this worker's loop: the
+ * origin's pace counts those under way, and learns from how they end. */
+void dw_pool_on_connect(void *owner, int tag, enum dw_xfer_connect_event ev)
+{
+    struct worker *w = owner;
+    if (tag < 0 || tag >= DW_CHANNEL_COUNT)
+        return;
+    struct origin_pace *op = &w->pool->paces[w->pool->origin[tag]];
+    pthread_mutex_lock(&op->lock);
+    switch (ev) {
+    case DW_XFER_CONNECT_BEGAN:
+        dw_pace_connecting(&op->pace);
+        break;
+    case DW_XFER_CONNECT_MADE:
+        dw_pace_connected(&op->pace, dw_now_ms());
+        break;
+    case DW_XFER_CONNECT_TIMED_OUT:
+        dw_pace_failed(&op->pace, dw_now_ms());
+        break;
+    case DW_XFER_CONNECT_GAVE_UP:
+        dw_pace_abandoned(&op->pace);
+        break;
     }
+    pthread_mutex_unlock(&op->lock);
 }
 
 /* A connection of channel `tag` opened or closed on this worker's loop. */

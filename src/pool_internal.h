@@ -216,13 +216,14 @@ bool dw_pool_connect_ready(struct worker *w, struct job *job, int64_t now);
  * when to look again. */
 void dw_pool_connq_run(struct worker *w, int64_t now);
 
-/* What a finished call says about its origin: whether it multiplexes,
- * and a new connection made or timed out, to the origin's pace. */
+/* What a finished call says about its origin: whether it multiplexes. */
 void dw_pool_connect_result(struct worker *w, enum dw_channel_id ch,
                             const struct dw_xfer_result *r);
 
-/* The transfer loop's connection callback (owner: the worker). */
+/* The transfer loop's callbacks (owner: the worker): a connection opened
+ * or closed; a connect began or ended. */
 void dw_pool_on_conn(void *owner, int tag, int delta);
+void dw_pool_on_connect(void *owner, int tag, enum dw_xfer_connect_event ev);
 
 /* ---- pool_guards.c: the guards' side ---- */
 

@@ -18,6 +18,9 @@
  * - Every connection socket counted +1 through opts.conn is counted -1
  *   when libcurl closes it (on_close_socket), at the latest in
  *   dw_xfer_loop_destroy.
+ * - slot->connecting: the slot's call reported DW_XFER_CONNECT_BEGAN and
+ *   not yet its end (on_prereq, transfer_done or dw_xfer_loop_destroy
+ *   reports it and clears the flag).
  */
 #include "dw/transfer.h"
 
@@ -63,6 +66,7 @@ struct slot {
     int tag;
     int transport_tag; /* the tag dw_transport_apply last set it up for; -1: none */
     int64_t started_us;
+    bool connecting; /* a connect this call began is under way */
     char error[CURL_ERROR_SIZE];
     struct dw_buf body;
     /* The call's header list: its own lines (copied here), then the
@@ -221,8 +225,39 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
         loop->fds[fd] = FD_OWNED | ((uint32_t)slot->tag << FD_TAG_SHIFT);
         if (loop->opts.conn)
             loop->opts.conn(loop->opts.owner, slot->tag, 1);
+        /* One connect per call, however many sockets it tries (IPv4 and
+         * IPv6 side by side count once). */
+        if (!slot->connecting) {
+            slot->connecting = true;
+            if (loop->opts.connect)
+                loop->opts.connect(loop->opts.owner, slot->tag, DW_XFER_CONNECT_BEGAN);
+        }
     }
     return fd;
+}
+
+/* Ends the connect the slot's call began, if one is under way. */
+static void connect_ended(struct slot *slot, enum dw_xfer_connect_event ev)
+{
+    if (!slot->connecting)
+        return;
+    slot->connecting = false;
+    if (slot->loop->opts.connect)
+        slot->loop->opts.connect(slot->loop->opts.owner, slot->tag, ev);
+}
+
+/* libcurl's CURLOPT_PREREQFUNCTION: the call's connection is made (the
+ * TLS handshake too) and the request is about to go; on a reused
+ * connection nothing was under way. */
+static int on_prereq(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+                     int conn_primary_port, int conn_local_port)
+{
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    connect_ended(clientp, DW_XFER_CONNECT_MADE);
+    return CURL_PREREQFUNC_OK;
 }
 
 /* libcurl's CURLOPT_CLOSESOCKETFUNCTION (clientp: the loop, which outlives
@@ -274,6 +309,8 @@ static struct slot *slot_new(struct dw_xfer_loop *loop)
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, slot);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, loop);
+    curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(easy, CURLOPT_PREREQDATA, slot);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -398,20 +435,17 @@ static void transfer_done(struct dw_xfer_loop *loop, struct slot *slot, CURLcode
         .tag = slot->tag,
         .took_us = dw_now_us() - slot->started_us,
     };
-    long connects = 0;
     curl_off_t pretransfer_us = 0;
-    curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
-    /* NUM_CONNECTS counts only connects that worked. A call that timed out
-     * before it could send (pretransfer 0) never got through the connect
-     * (or the TLS handshake): the signature of a server's accept queue
-     * dropping our SYN. A refused or reset connect is not: nothing
-     * listens, and pacing would not help. */
-    r.new_connection = connects > 0;
+    /* A call that timed out before it could send (pretransfer 0) never got
+     * through the connect (or the TLS handshake): the signature of a
+     * server's accept queue dropping our SYN. A refused or reset connect
+     * is not: nothing listens, and pacing would not help. */
     long version = 0;
     curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &version);
     r.multiplexed = version >= CURL_HTTP_VERSION_2_0;
     r.connect_timed_out = rc == CURLE_OPERATION_TIMEDOUT && pretransfer_us == 0;
+    connect_ended(slot, r.connect_timed_out ? DW_XFER_CONNECT_TIMED_OUT : DW_XFER_CONNECT_GAVE_UP);
     if (rc == CURLE_OK) {
         curl_off_t retry_after = 0;
         r.outcome = DW_XFER_ANSWERED;
@@ -561,6 +595,7 @@ void dw_xfer_loop_destroy(struct dw_xfer_loop *loop)
             struct slot *slot = DW_CONTAINER_OF(loop->running.head, struct slot, running);
             curl_multi_remove_handle(loop->multi, slot->easy);
             running_unlink(loop, slot);
+            connect_ended(slot, DW_XFER_CONNECT_GAVE_UP);
             slot_destroy(slot);
         }
         /* The multi before the table: closing its cached connections

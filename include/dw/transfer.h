@@ -64,7 +64,6 @@ struct dw_xfer_result {
     size_t body_len;
     const char *error;      /* otherwise: libcurl's words */
     int64_t took_us;        /* from dw_xfer_start to the end */
-    bool new_connection;    /* the call opened a connection, and it worked */
     bool multiplexed;       /* it ran over HTTP/2: calls share connections */
     bool connect_timed_out; /* the connect (or TLS handshake) timed out */
 };
@@ -72,6 +71,18 @@ struct dw_xfer_result {
 typedef void (*dw_xfer_done_fn)(void *owner, const struct dw_xfer_result *result);
 /* A connection of tag opened (+1) or closed (-1). */
 typedef void (*dw_xfer_conn_fn)(void *owner, int tag, int delta);
+
+/* What became of a connect a call began: for the connect pace
+ * (include/dw/pace.h), which needs to know how many are under way. */
+enum dw_xfer_connect_event {
+    DW_XFER_CONNECT_BEGAN,     /* the call opened a connection's socket */
+    DW_XFER_CONNECT_MADE,      /* connected (and the TLS handshake done): it may send */
+    DW_XFER_CONNECT_TIMED_OUT, /* the call timed out before it was made */
+    DW_XFER_CONNECT_GAVE_UP,   /* refused, reset, a TLS error, or the call ended */
+};
+/* Each BEGAN is followed by exactly one of the other three, on the same
+ * tag (at the latest in dw_xfer_loop_destroy). */
+typedef void (*dw_xfer_connect_fn)(void *owner, int tag, enum dw_xfer_connect_event ev);
 
 struct dw_transport;
 
@@ -85,8 +96,9 @@ struct dw_xfer_options {
     size_t response_cap;      /* an answer body larger than this ends TOO_LARGE */
     bool env_proxy;           /* a proxy variable is set: let libcurl read it */
     dw_xfer_done_fn done;
-    dw_xfer_conn_fn conn; /* may be NULL */
-    void *owner;          /* the callbacks' first argument */
+    dw_xfer_conn_fn conn;       /* may be NULL */
+    dw_xfer_connect_fn connect; /* may be NULL */
+    void *owner;                /* the callbacks' first argument */
 };
 
 enum dw_err dw_xfer_loop_create(const struct dw_xfer_options *opts, struct dw_xfer_loop **out,

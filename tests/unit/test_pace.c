@@ -2,7 +2,7 @@
  * The pace of new connections (src/resilience/pace.c) with a fake clock:
  * the burst, then one token per 1/rate, nothing reserved by asking; a
  * failed connect halves the rate once per overload; connects that work
- * bring it back; 0 is unpaced.
+ * bring it back; the window of connects under way; 0 is unpaced.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -71,14 +71,14 @@ static void connects_that_work_bring_the_rate_back(void **state)
         dw_pace_connected(&p, 10000);
         n++;
     }
-    assert_true(p.rate == 200);   /* never above the setting */
-    assert_in_range(n, 100, 150); /* a hundredth at a time: 1.01^139 = 4 */
+    assert_true(p.rate == 200); /* never above the setting */
+    assert_in_range(n, 14, 16); /* a tenth at a time: 1.1^14.5 = 4 */
     dw_pace_connected(&p, 10000);
     assert_true(p.rate == 200);
 }
 
 /* A pace of 2000 starts at 200 with a burst of 10, and climbs to 2000 as
- * connects work (about 230 of them); the burst never passes 10. */
+ * connects work (about 25 of them); the burst never passes 10. */
 static void starts_low_and_climbs(void **state)
 {
     (void)state;
@@ -95,11 +95,45 @@ static void starts_low_and_climbs(void **state)
         n++;
     }
     assert_true(p.rate == 2000);
-    assert_in_range(n, 200, 260);
+    assert_in_range(n, 24, 26);
     burst = 0;
     while (dw_pace_take(&p, 60000) == 0)
         burst++;
     assert_int_equal(burst, (int)DW_PACE_MAX_BURST);
+}
+
+/* At most DW_PACE_WINDOW connects under way: with tokens to spare, a full
+ * window still says "ask again soon" and takes nothing; each way a
+ * connect ends frees its place; an end without a begin frees nothing. */
+static void the_window_of_connects_under_way(void **state)
+{
+    (void)state;
+    struct dw_pace p;
+    dw_pace_init(&p, 1000000, 0);
+    p.rate = 1000000; /* tokens are never short here */
+    for (int i = 0; i < DW_PACE_WINDOW; i++) {
+        assert_int_equal(dw_pace_take(&p, 1000 + i), 0);
+        dw_pace_connecting(&p);
+    }
+    assert_int_equal(dw_pace_take(&p, 5000), DW_PACE_WINDOW_POLL_MS);
+    assert_int_equal(dw_pace_take(&p, 9000), DW_PACE_WINDOW_POLL_MS);
+    dw_pace_connected(&p, 9000);
+    assert_int_equal(dw_pace_take(&p, 9000), 0);
+    dw_pace_connecting(&p);
+    assert_int_equal(dw_pace_take(&p, 9001), DW_PACE_WINDOW_POLL_MS);
+    dw_pace_abandoned(&p);
+    assert_int_equal(dw_pace_take(&p, 9002), 0);
+    dw_pace_connecting(&p);
+    dw_pace_failed(&p, 9003);
+    assert_int_equal(dw_pace_take(&p, 20000), 0);
+    dw_pace_connecting(&p);
+    assert_int_equal(p.connecting, DW_PACE_WINDOW);
+    /* All end; more ends than begins leave the count at 0, not below. */
+    for (int i = 0; i < 2 * DW_PACE_WINDOW; i++)
+        dw_pace_abandoned(&p);
+    assert_int_equal(p.connecting, 0);
+    dw_pace_connecting(&p);
+    assert_int_equal(p.connecting, 1);
 }
 
 static void zero_is_unpaced(void **state)
@@ -120,6 +154,7 @@ int main(void)
         cmocka_unit_test(a_failed_connect_halves_the_rate_once_per_overload),
         cmocka_unit_test(connects_that_work_bring_the_rate_back),
         cmocka_unit_test(starts_low_and_climbs),
+        cmocka_unit_test(the_window_of_connects_under_way),
         cmocka_unit_test(zero_is_unpaced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
