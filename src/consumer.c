@@ -10,8 +10,17 @@
  * offsets; their in-flight work still finishes but commits nothing, and the
  * next owner re-drives it (requests are idempotent).
  *
- * Pausing is by our own flag, re-applied to every new assignment, because
- * librdkafka forgets pauses across rebalances.
+ * Pausing is by our own flag, set on every partition of a new assignment
+ * before it is assigned (pause_before_assign). librdkafka 2.0.2 keeps a
+ * partition's application pause across a revoke, so a partition paused
+ * when it was revoked and assigned again after intake resumed stayed
+ * paused for good: assigned, lag growing, nothing consumed, no error. And
+ * a pause sent right after rd_kafka_assign races the fetch start that the
+ * assignment sends on librdkafka's main thread: an op with an older
+ * version barrier is dropped as outdated, and the dropped fetch start
+ * leaves the partition never fetched (librdkafka issues #2190, #5591).
+ * pause and resume are synchronous, so both are done before the partition
+ * is assigned and its fetch started.
  *
  * Consumer lag: librdkafka's statistics (every statistics.interval.ms,
  * 5 s unless set) give each partition's consumer_lag (high watermark less
@@ -133,7 +142,7 @@ static void restart_fetch(struct dw_consumer *c, const rd_kafka_topic_partition_
 }
 
 /* Applies our pause flag to the current assignment. `resumed`: the flag just
- * went from paused to running (a new assignment starts unpaused anyway). */
+ * went from paused to running. */
 static void apply_pause(struct dw_consumer *c, bool resumed)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -149,6 +158,34 @@ static void apply_pause(struct dw_consumer *c, bool resumed)
     }
     dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_PAUSED, c->paused ? parts->cnt : 0);
     rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* Sets our pause state on a new assignment's partitions before they are
+ * assigned (see the top of this file): paused, or resumed from a pause
+ * that outlived their last revoke. Returns the partitions librdkafka did
+ * not know yet, to pause once assigned (NULL: none, or not paused). */
+static rd_kafka_topic_partition_list_t *
+pause_before_assign(struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts)
+{
+    if (parts->cnt == 0)
+        return NULL;
+    /* A copy: the call writes an error into each element. */
+    rd_kafka_topic_partition_list_t *copy = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_topic_partition_list_t *unknown = NULL;
+    if (c->paused)
+        rd_kafka_pause_partitions(c->rk, copy);
+    else
+        rd_kafka_resume_partitions(c->rk, copy);
+    for (int i = 0; i < copy->cnt && c->paused; i++) {
+        if (copy->elems[i].err) {
+            if (!unknown)
+                unknown = rd_kafka_topic_partition_list_new(copy->cnt);
+            rd_kafka_topic_partition_list_add(unknown, copy->elems[i].topic,
+                                              copy->elems[i].partition);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(copy);
+    return unknown;
 }
 
 static size_t pending_in(const struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts)
@@ -187,14 +224,22 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     struct dw_consumer *c = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_topic_partition_list_t *unknown = pause_before_assign(c, parts);
         rd_kafka_assign(rk, parts);
+        if (unknown) {
+            /* Not known before the assignment made them: the race above
+             * is the lesser harm than fetching while paused for good. */
+            rd_kafka_pause_partitions(rk, unknown);
+            rd_kafka_topic_partition_list_destroy(unknown);
+        }
         c->assigned = parts->cnt;
         for (int i = 0; i < parts->cnt; i++) {
             dw_tracker_forget(c->tracker, parts->elems[i].partition);
             dw_metrics_backlog_assign(c->metrics, parts->elems[i].partition);
         }
-        dw_log_info(c->log, "assigned %d partition(s) of %s", parts->cnt, c->topic);
-        apply_pause(c, false);
+        dw_log_info(c->log, "assigned %d partition(s) of %s%s", parts->cnt, c->topic,
+                    c->paused ? " (paused: intake is full)" : "");
+        dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_PAUSED, c->paused ? parts->cnt : 0);
     } else {
         bool lost = rd_kafka_assignment_lost(rk);
         dw_consumer_take_acks(c);
@@ -438,12 +483,18 @@ void dw_consumer_set_paused(struct dw_consumer *c, bool paused)
         return;
     c->paused = paused;
     apply_pause(c, !paused);
-    dw_log_debug(c->log, "partitions %s", paused ? "paused" : "resumed");
+    dw_log_debug(c->log, "intake %s: %d assigned partition(s) %s", paused ? "full" : "has room",
+                 c->assigned, paused ? "paused" : "resumed");
 }
 
 bool dw_consumer_paused(const struct dw_consumer *c)
 {
     return c->paused;
+}
+
+int dw_consumer_assigned(const struct dw_consumer *c)
+{
+    return c->assigned;
 }
 
 size_t dw_consumer_pending(const struct dw_consumer *c)

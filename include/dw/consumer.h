@@ -60,6 +60,9 @@ void dw_consumer_commit(struct dw_consumer *c, bool sync);
 void dw_consumer_set_paused(struct dw_consumer *c, bool paused);
 bool dw_consumer_paused(const struct dw_consumer *c);
 
+/* Partitions assigned now (0 between a revoke and the next assignment). */
+int dw_consumer_assigned(const struct dw_consumer *c);
+
 /* Offsets handed out and not yet done, over all partitions. */
 size_t dw_consumer_pending(const struct dw_consumer *c);
 
