@@ -30,6 +30,7 @@
 #include "dw/log.h"
 #include "dw/metrics.h"
 #include "dw/producer.h"
+#include "kafka_config.h"
 
 #define TOPIC      "req"
 #define PARTITIONS 2
@@ -77,40 +78,14 @@ static int setup(void **state)
     assert_int_equal(rd_kafka_mock_topic_create(f->mc, "req.dlq", 1, 1), 0);
     const char *brokers = rd_kafka_mock_cluster_bootstraps(f->mc);
 
-    char path[] = "/tmp/dw-test-consumer-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    static const char text[] =
-        "kafka = { request_topic = \"" TOPIC "\"; completed_topic = \"done\";\n"
-        "  dlq_topic = \"req.dlq\"; group = \"dw-test-consumer\";\n"
-        "  consumer_properties = [ \"session.timeout.ms=4000\", \"heartbeat.interval.ms=100\",\n"
-        "    \"fetch.wait.max.ms=10\", \"auto.offset.reset=earliest\", \"log_level=0\" ];\n"
-        "  producer_properties = [ \"log_level=0\" ]; };\n";
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-    char brokers_env[256];
-    dw_snprintf(brokers_env, sizeof(brokers_env), "DIST_KAFKA_BROKERS=%s", brokers);
-    char *const env[] = {
-        brokers_env,
-        "DIST_CHANNEL_URIDONGNETV_URL=https://u",
-        "DIST_CHANNEL_GINITV_URL=https://g",
-        "DIST_CHANNEL_RINGOBIZ_URL=https://r",
-        "DIST_CHANNEL_INSTAGRAM_URL=https://i",
-        "DIST_CHANNEL_NAVER_URL=https://n",
-        "DIST_CHANNEL_KAKAO_URL=https://k",
-        "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
-        "DIST_CHANNEL_GINITV_TOKEN=tg",
-        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",
-        "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
-        "DIST_CHANNEL_NAVER_TOKEN=tn",
-        "DIST_CHANNEL_KAKAO_TOKEN=tk",
-        NULL,
-    };
+    f->cfg = dw_test_kafka_config(
+        "request_topic = \"" TOPIC "\"; completed_topic = \"done\"; dlq_topic = \"req.dlq\";\n"
+        "group = \"dw-test-consumer\";\n"
+        "consumer_properties = [ \"session.timeout.ms=4000\", \"heartbeat.interval.ms=100\",\n"
+        "  \"fetch.wait.max.ms=10\", \"auto.offset.reset=earliest\", \"log_level=0\" ];\n"
+        "producer_properties = [ \"log_level=0\" ];",
+        brokers);
     char err[512];
-    enum dw_err rc = dw_config_create(path, env, &f->cfg, err, sizeof(err));
-    unlink(path);
-    if (rc)
-        fail_msg("config: %s", err);
     f->metrics = dw_metrics_create();
     if (getenv("DW_TEST_LOG"))
         f->log = dw_log_create(2, DW_LOG_DEBUG);

@@ -24,6 +24,7 @@
 #include "dw/config.h"
 #include "dw/metrics.h"
 #include "dw/producer.h"
+#include "kafka_config.h"
 
 #define MAX_MESSAGE_BYTES 20000
 /* How long a test waits for a delivery report before it calls it lost. */
@@ -58,41 +59,13 @@ static int setup(void **state)
     assert_int_equal(rd_kafka_mock_topic_create(f->mc, "done", 1, 1), 0);
     assert_int_equal(rd_kafka_mock_topic_create(f->mc, "req.dlq", 1, 1), 0);
 
-    char path[] = "/tmp/dw-test-producer-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    char text[512];
-    dw_snprintf(text, sizeof(text),
-                "kafka = { request_topic = \"req\"; completed_topic = \"done\";\n"
-                "  dlq_topic = \"req.dlq\";\n"
-                "  producer_properties = [ \"message.max.bytes=%d\", \"log_level=0\" ]; };\n",
+    char kafka[256];
+    dw_snprintf(kafka, sizeof(kafka),
+                "request_topic = \"req\"; completed_topic = \"done\"; dlq_topic = \"req.dlq\";\n"
+                "producer_properties = [ \"message.max.bytes=%d\", \"log_level=0\" ];",
                 MAX_MESSAGE_BYTES);
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-    char brokers[256];
-    dw_snprintf(brokers, sizeof(brokers), "DIST_KAFKA_BROKERS=%s",
-                rd_kafka_mock_cluster_bootstraps(f->mc));
-    char *const env[] = {
-        brokers,
-        "DIST_CHANNEL_URIDONGNETV_URL=https://u",
-        "DIST_CHANNEL_GINITV_URL=https://g",
-        "DIST_CHANNEL_RINGOBIZ_URL=https://r",
-        "DIST_CHANNEL_INSTAGRAM_URL=https://i",
-        "DIST_CHANNEL_NAVER_URL=https://n",
-        "DIST_CHANNEL_KAKAO_URL=https://k",
-        "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
-        "DIST_CHANNEL_GINITV_TOKEN=tg",
-        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",
-        "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
-        "DIST_CHANNEL_NAVER_TOKEN=tn",
-        "DIST_CHANNEL_KAKAO_TOKEN=tk",
-        NULL,
-    };
+    f->cfg = dw_test_kafka_config(kafka, rd_kafka_mock_cluster_bootstraps(f->mc));
     char err[512];
-    enum dw_err rc = dw_config_create(path, env, &f->cfg, err, sizeof(err));
-    unlink(path);
-    if (rc)
-        fail_msg("config: %s", err);
     f->metrics = dw_metrics_create();
     assert_int_equal(dw_producer_create(f->cfg, NULL, f->metrics, &f->producer, err, sizeof(err)),
                      DW_OK);
