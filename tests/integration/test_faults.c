@@ -293,15 +293,21 @@ static int64_t resend_bound(int64_t posts0)
     return in_flight + (unstored > 0 ? unstored : 0);
 }
 
-static void everything_committed(void)
+/* Waits up to about ms for the group to have committed every request. */
+static void committed_within(int ms)
 {
     int64_t behind = -1;
-    for (int i = 0; i < 100 && behind != 0; i++) {
+    for (int i = 0; i < ms / 100 && behind != 0; i++) {
         behind = itest_uncommitted(GROUP, REQUEST_TOPIC);
         if (behind)
             read_completions(100);
     }
     assert_int_equal(behind, 0);
+}
+
+static void everything_committed(void)
+{
+    committed_within(10000);
 }
 
 static int setup(void **state)
@@ -678,6 +684,14 @@ static void kafka_outage(void **state)
     free(why);
     assert_true(still);
     wait_completed(l, N, 120000);
+    /* The session timed out in the outage, so the partitions were lost and
+     * what finished after that could not be committed. Every request may
+     * have completed before the group took the worker back (in the mock
+     * cluster about 13 s after the brokers return): only then are those
+     * requests read again (done already: nothing re-posted) and committed.
+     * Stopping the worker before that would leave them for the next one,
+     * which is at least once, but not what this checks. */
+    committed_within(45000);
     assert_int_equal(itest_worker_stop(&w, SIGTERM, 20000), 0);
     verdict("Kafka outage", l, 0, resent0, 0);
     everything_committed();
