@@ -28,12 +28,15 @@
  *   doubling overshoots by up to one RTT's worth; so while the smoothed
  *   RTT is more than a quarter of the way into the tolerance band, slow
  *   start holds and grows as congestion avoidance does (HyStart's
- *   delay-increase exit). It resumes when the RTT comes back down: only a
- *   decrease ends it. A rise that passes without one was not the
- *   channel's capacity (in a cold start, the client's own CPU opening
- *   hundreds of connections raises every RTT for a moment); ending slow
- *   start on it left a limit far below what the channel takes growing by
- *   sqrt(limit) per RTT for seconds.
+ *   delay-increase exit). It doubles again once a round trip's worth of
+ *   answers in a row (as many as the limit) came back below that: only a
+ *   decrease ends it. A rise that passes like that was not the channel's
+ *   capacity (in a cold start, the client's own CPU opening hundreds of
+ *   connections raises every RTT for a moment); ending slow start on it
+ *   left a limit far below what the channel takes growing by sqrt(limit)
+ *   per RTT for seconds. A latency that only dips between slow answers (a
+ *   proxy whose upstream connects hang in a full accept queue) keeps the
+ *   hold: resuming at each dip doubled the load on it again and again.
  * - Congestion avoidance: after slow start every uncongested sample adds
  *   max(1, sqrt(limit)) / limit, about sqrt(limit) per RTT: a limit of 16
  *   grows by 4 per RTT, one of 400 by 20.

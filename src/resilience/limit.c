@@ -37,6 +37,8 @@ struct dw_limit {
     bool slow_start;
     bool decreased;           /* last_decrease_us is set */
     int64_t last_decrease_us; /* when the limit was last decreased */
+    bool held;                /* slow start holds: the latency rose without a decrease */
+    int calm;                 /* held: answers in a row near the baseline since */
     int latency_streak;       /* paced latency decreases in a row */
     int64_t interval_min_us;  /* the lowest congested smoothed RTT since the last decrease */
     /* interval_min_us as it was at each of the streak's last K decreases,
@@ -123,6 +125,23 @@ static void grow(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infligh
     l->limit = clamp(l->limit, l->cfg.min, l->cfg.max);
 }
 
+/* Slow start's hold (include/dw/limit.h): it begins when the smoothed RTT
+ * rises into the band (high), and ends once a round trip's worth of
+ * answers in a row (as many as the limit) came back below it: a latency
+ * that only dips between slow answers (a server that queues some calls
+ * for seconds) does not restart the doubling. */
+static void hold(struct dw_limit *l, bool high)
+{
+    if (!l->slow_start)
+        return;
+    if (high) {
+        l->held = true;
+        l->calm = 0;
+    } else if (l->held && ++l->calm >= dw_limit_get(l)) {
+        l->held = false;
+    }
+}
+
 /* Did the last K latency decreases in a row bring the RTT down? Compared
  * with the highest of the lowest RTTs between them, not with the oldest:
  * the answers that arrive right after a decrease still carry the queue of
@@ -145,6 +164,7 @@ static void rebaseline(struct dw_limit *l)
     l->latency_streak = 0;
     l->interval_min_us = 0;
     l->slow_start = true;
+    l->held = false;
     l->rebaselines++;
 }
 
@@ -162,6 +182,7 @@ static void forget(struct dw_limit *l)
     l->latency_streak = 0;
     l->interval_min_us = 0;
     l->slow_start = true;
+    l->held = false;
 }
 
 int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int inflight,
@@ -215,12 +236,13 @@ int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infl
          * that passes without one (the client's own CPU busy opening
          * connections in a cold start, a brief hiccup at the server) was
          * not the channel's capacity, and doubling goes on. */
-        bool hold = ratio > 1.0 + (l->cfg.tolerance - 1.0) * SLOW_START_EXIT;
-        grow(l, now_us, rtt_us, inflight, l->slow_start && !hold);
+        hold(l, ratio > 1.0 + (l->cfg.tolerance - 1.0) * SLOW_START_EXIT);
+        grow(l, now_us, rtt_us, inflight, l->slow_start && !l->held);
         return dw_limit_get(l);
     }
 
     /* Congested. */
+    l->calm = 0;
     if (l->interval_min_us == 0 || rtt < (double)l->interval_min_us)
         l->interval_min_us = llround(rtt);
     if (!may_decrease(l, now_us, rtt_us))

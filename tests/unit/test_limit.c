@@ -119,11 +119,37 @@ static void slow_start_holds_while_latency_is_up(void **state)
     dw_limit_snapshot(l, &s);
     assert_true(s.slow_start);
     assert_int_equal(s.decreases, 0);
-    /* Back at 20 ms: doubling again (all but the first few answers of the
-     * first round, while the smoothed RTT comes down). */
+    /* Back at 20 ms: doubling again once a round trip's worth of answers
+     * in a row came back near the baseline (in the second round). */
+    one_round(l, &now, 20 * MS);
     one_round(l, &now, 20 * MS);
     int again = one_round(l, &now, 20 * MS);
     assert_true(again >= 3 * held);
+    dw_limit_destroy(l);
+}
+
+/* A latency that dips between slow answers (one call in ten waits 3x
+ * longer, a proxy whose upstream connects sometimes wait: each lifts the
+ * smoothed RTT back into the band, and a few fast answers bring it below)
+ * keeps slow start held: no doubling, however many answers are fast. */
+static void slow_start_stays_held_while_slow_answers_recur(void **state)
+{
+    (void)state;
+    struct dw_limit_config c = adaptive(8, 1, 100000);
+    struct dw_limit *l = dw_limit_create(&c);
+    int64_t now = 0;
+    while (dw_limit_get(l) < 64)
+        one_round(l, &now, 20 * MS);
+    for (int r = 0; r < 3; r++)
+        one_round(l, &now, 28 * MS);
+    int held = dw_limit_get(l);
+    for (int r = 0; r < 6; r++) {
+        int n = dw_limit_get(l);
+        now += 20 * MS;
+        for (int i = 0; i < n; i++)
+            dw_limit_sample(l, now, i % 10 == 9 ? 60 * MS : 20 * MS, n, DW_LIMIT_OK);
+    }
+    assert_true(dw_limit_get(l) < 2 * held);
     dw_limit_destroy(l);
 }
 
@@ -681,6 +707,7 @@ int main(void)
         cmocka_unit_test(fixed_ignores_samples),
         cmocka_unit_test(slow_start_doubles_per_rtt),
         cmocka_unit_test(slow_start_holds_while_latency_is_up),
+        cmocka_unit_test(slow_start_stays_held_while_slow_answers_recur),
         cmocka_unit_test(unused_limit_does_not_grow),
         cmocka_unit_test(sub_millisecond_noise_is_not_congestion),
         cmocka_unit_test(after_an_outage_slow_start_again),
