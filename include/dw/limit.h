@@ -25,18 +25,9 @@
  *   constant per RTT (its log10 queue-size steps), which takes tens of RTTs
  *   to reach a limit of a few hundred; slow start reaches it in a handful.
  *   Because the latency of a call is known only one RTT after it started,
- *   doubling overshoots by up to one RTT's worth; so while the smoothed
- *   RTT is more than a quarter of the way into the tolerance band, slow
- *   start holds and grows as congestion avoidance does (HyStart's
- *   delay-increase exit). It doubles again once a round trip's worth of
- *   answers in a row (as many as the limit) came back below that: only a
- *   decrease ends it. A rise that passes like that was not the channel's
- *   capacity (in a cold start, the client's own CPU opening hundreds of
- *   connections raises every RTT for a moment); ending slow start on it
- *   left a limit far below what the channel takes growing by sqrt(limit)
- *   per RTT for seconds. A latency that only dips between slow answers (a
- *   proxy whose upstream connects hang in a full accept queue) keeps the
- *   hold: resuming at each dip doubled the load on it again and again.
+ *   doubling overshoots by up to one RTT's worth; so slow start also ends,
+ *   without a decrease, as soon as the smoothed RTT is a quarter of the
+ *   way into the tolerance band (HyStart's delay-increase exit).
  * - Congestion avoidance: after slow start every uncongested sample adds
  *   max(1, sqrt(limit)) / limit, about sqrt(limit) per RTT: a limit of 16
  *   grows by 4 per RTT, one of 400 by 20.
@@ -138,7 +129,7 @@ struct dw_limit_snapshot {
     double limit_exact;   /* the real-valued limit */
     int64_t baseline_us;  /* lowest smoothed RTT; 0: fewer than 8 answered calls yet */
     int64_t smoothed_us;  /* the EWMA of answered calls' RTT; 0: none yet */
-    bool slow_start;      /* in slow start (a decrease ends it) */
+    bool slow_start;      /* growing by 1 per sample */
     int latency_streak;   /* paced latency decreases in a row */
     uint64_t decreases;   /* decreases so far */
     uint64_t rebaselines; /* re-baselines so far */

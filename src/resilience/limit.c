@@ -37,8 +37,6 @@ struct dw_limit {
     bool slow_start;
     bool decreased;           /* last_decrease_us is set */
     int64_t last_decrease_us; /* when the limit was last decreased */
-    bool held;                /* slow start holds: the latency rose without a decrease */
-    int calm;                 /* held: answers in a row near the baseline since */
     int latency_streak;       /* paced latency decreases in a row */
     int64_t interval_min_us;  /* the lowest congested smoothed RTT since the last decrease */
     /* interval_min_us as it was at each of the streak's last K decreases,
@@ -106,8 +104,7 @@ static void decrease(struct dw_limit *l, int64_t now_us)
     l->decreases++;
 }
 
-/* doubling: slow start's one more per answer, else about sqrt(limit) per RTT. */
-static void grow(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int inflight, bool doubling)
+static void grow(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int inflight)
 {
     /* App-limited: a limit that is not used says nothing about the channel. */
     if ((double)inflight < l->limit / 2.0)
@@ -116,30 +113,13 @@ static void grow(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infligh
      * that was too high: it must not undo the decrease. */
     if (l->decreased && now_us - rtt_us < l->last_decrease_us)
         return;
-    if (doubling) {
+    if (l->slow_start) {
         l->limit += 1.0;
     } else {
         double step = sqrt(l->limit);
         l->limit += (step < 1.0 ? 1.0 : step) / l->limit;
     }
     l->limit = clamp(l->limit, l->cfg.min, l->cfg.max);
-}
-
-/* Slow start's hold (include/dw/limit.h): it begins when the smoothed RTT
- * rises into the band (high), and ends once a round trip's worth of
- * answers in a row (as many as the limit) came back below it: a latency
- * that only dips between slow answers (a server that queues some calls
- * for seconds) does not restart the doubling. */
-static void hold(struct dw_limit *l, bool high)
-{
-    if (!l->slow_start)
-        return;
-    if (high) {
-        l->held = true;
-        l->calm = 0;
-    } else if (l->held && ++l->calm >= dw_limit_get(l)) {
-        l->held = false;
-    }
 }
 
 /* Did the last K latency decreases in a row bring the RTT down? Compared
@@ -164,7 +144,6 @@ static void rebaseline(struct dw_limit *l)
     l->latency_streak = 0;
     l->interval_min_us = 0;
     l->slow_start = true;
-    l->held = false;
     l->rebaselines++;
 }
 
@@ -182,7 +161,6 @@ static void forget(struct dw_limit *l)
     l->latency_streak = 0;
     l->interval_min_us = 0;
     l->slow_start = true;
-    l->held = false;
 }
 
 int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int inflight,
@@ -213,7 +191,7 @@ int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infl
     double weight = l->samples < WARMUP ? 1.0 / (double)l->samples : SMOOTHING;
     l->smoothed_us += weight * ((double)rtt_us - l->smoothed_us);
     if (l->samples < WARMUP) {
-        grow(l, now_us, rtt_us, inflight, l->slow_start);
+        grow(l, now_us, rtt_us, inflight);
         return dw_limit_get(l);
     }
     double rtt = l->smoothed_us;
@@ -226,23 +204,19 @@ int dw_limit_sample(struct dw_limit *l, int64_t now_us, int64_t rtt_us, int infl
      * uncongested (DW_LIMIT_LATENCY_FLOOR_US). */
     if (rtt - (double)l->baseline_us <= DW_LIMIT_LATENCY_FLOOR_US)
         ratio = 1.0;
+    if (l->slow_start && ratio > 1.0 + (l->cfg.tolerance - 1.0) * SLOW_START_EXIT)
+        /* The latency starts to rise: slow start would overshoot by up to
+         * one RTT of doubling before it reached the tolerance, so go on
+         * gently from here (HyStart's delay-increase exit). */
+        l->slow_start = false;
     if (ratio <= l->cfg.tolerance) {
         l->latency_streak = 0;
         l->interval_min_us = 0;
-        /* The latency starts to rise: doubling would overshoot by up to
-         * one RTT before the tolerance was reached, so slow start holds
-         * and the limit grows gently while it stays up (HyStart's
-         * delay-increase exit). Only a decrease ends slow start: a rise
-         * that passes without one (the client's own CPU busy opening
-         * connections in a cold start, a brief hiccup at the server) was
-         * not the channel's capacity, and doubling goes on. */
-        hold(l, ratio > 1.0 + (l->cfg.tolerance - 1.0) * SLOW_START_EXIT);
-        grow(l, now_us, rtt_us, inflight, l->slow_start && !l->held);
+        grow(l, now_us, rtt_us, inflight);
         return dw_limit_get(l);
     }
 
     /* Congested. */
-    l->calm = 0;
     if (l->interval_min_us == 0 || rtt < (double)l->interval_min_us)
         l->interval_min_us = llround(rtt);
     if (!may_decrease(l, now_us, rtt_us))

@@ -1,7 +1,7 @@
 /*
  * The adaptive concurrency limit with a fake clock: FIXED ignores samples,
- * slow start doubles per RTT and holds while latency is up, an unused
- * limit does not grow, one decrease
+ * slow start doubles per RTT and ends at a latency rise, an unused limit
+ * does not grow, one decrease
  * per overloaded moment however many drops it brings, the [min, max]
  * clamp, re-baselining after a latency step.
  *
@@ -96,11 +96,14 @@ static void slow_start_doubles_per_rtt(void **state)
     dw_limit_destroy(l);
 }
 
-/* A latency rise within the tolerance (here 1.4x) holds slow start: the
- * limit grows gently while it lasts, and doubles again once it has passed,
- * with no decrease in between (a cold start's own CPU load raises every
- * RTT for a moment; that was not the channel's capacity). */
-static void slow_start_holds_while_latency_is_up(void **state)
+/* A latency rise a quarter into the tolerance band (here 1.4x) ends slow
+ * start without a decrease: from there the limit grows by about
+ * sqrt(limit) per RTT, even when the latency comes back down. Holding slow
+ * start instead and doubling again once the latency came back (tried)
+ * gained a cold start nothing the connect window had not already gained,
+ * and cost throughput where latency only dips between slow answers
+ * (docs/resilience.md, "Adaptive concurrency limit"). */
+static void a_latency_rise_ends_slow_start(void **state)
 {
     (void)state;
     struct dw_limit_config c = adaptive(8, 1, 100000);
@@ -108,48 +111,17 @@ static void slow_start_holds_while_latency_is_up(void **state)
     int64_t now = 0;
     while (dw_limit_get(l) < 64)
         one_round(l, &now, 20 * MS);
-    int before = dw_limit_get(l);
-    /* Three rounds at 28 ms: the smoothed RTT passes 25 ms (a quarter into
-     * the band) after about 8 answers, and from there growth is gentle. */
     for (int r = 0; r < 3; r++)
         one_round(l, &now, 28 * MS);
-    int held = dw_limit_get(l);
-    assert_in_range(held, before + 1, before + before / 2);
     struct dw_limit_snapshot s;
     dw_limit_snapshot(l, &s);
-    assert_true(s.slow_start);
+    assert_false(s.slow_start);
     assert_int_equal(s.decreases, 0);
-    /* Back at 20 ms: doubling again once a round trip's worth of answers
-     * in a row came back near the baseline (in the second round). */
-    one_round(l, &now, 20 * MS);
-    one_round(l, &now, 20 * MS);
-    int again = one_round(l, &now, 20 * MS);
-    assert_true(again >= 3 * held);
-    dw_limit_destroy(l);
-}
-
-/* A latency that dips between slow answers (one call in ten waits 3x
- * longer, a proxy whose upstream connects sometimes wait: each lifts the
- * smoothed RTT back into the band, and a few fast answers bring it below)
- * keeps slow start held: no doubling, however many answers are fast. */
-static void slow_start_stays_held_while_slow_answers_recur(void **state)
-{
-    (void)state;
-    struct dw_limit_config c = adaptive(8, 1, 100000);
-    struct dw_limit *l = dw_limit_create(&c);
-    int64_t now = 0;
-    while (dw_limit_get(l) < 64)
-        one_round(l, &now, 20 * MS);
+    int ended = dw_limit_get(l);
+    int again = ended;
     for (int r = 0; r < 3; r++)
-        one_round(l, &now, 28 * MS);
-    int held = dw_limit_get(l);
-    for (int r = 0; r < 6; r++) {
-        int n = dw_limit_get(l);
-        now += 20 * MS;
-        for (int i = 0; i < n; i++)
-            dw_limit_sample(l, now, i % 10 == 9 ? 60 * MS : 20 * MS, n, DW_LIMIT_OK);
-    }
-    assert_true(dw_limit_get(l) < 2 * held);
+        again = one_round(l, &now, 20 * MS);
+    assert_in_range(again, ended + 1, ended + ended / 2);
     dw_limit_destroy(l);
 }
 
@@ -706,8 +678,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fixed_ignores_samples),
         cmocka_unit_test(slow_start_doubles_per_rtt),
-        cmocka_unit_test(slow_start_holds_while_latency_is_up),
-        cmocka_unit_test(slow_start_stays_held_while_slow_answers_recur),
+        cmocka_unit_test(a_latency_rise_ends_slow_start),
         cmocka_unit_test(unused_limit_does_not_grow),
         cmocka_unit_test(sub_millisecond_noise_is_not_congestion),
         cmocka_unit_test(after_an_outage_slow_start_again),
