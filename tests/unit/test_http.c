@@ -116,13 +116,18 @@ static int setup(void **state)
     /* Another process may take the port between our probe and the bind. */
     for (int attempt = 0; attempt < 10 && err == DW_ERR_IO; attempt++) {
         f->port = unused_port();
-        f->management_port = unused_port();
+        /* Two probes in a row can be handed the same free port. */
+        do
+            f->management_port = unused_port();
+        while (f->management_port == f->port);
         struct dw_http_options opts = options(f, f->port);
         opts.management_port = f->management_port;
         err = dw_http_start(&opts, &f->http, errbuf, sizeof(errbuf));
     }
     if (err) {
         fprintf(stderr, "cannot start the listener: %s\n", errbuf);
+        dw_metrics_destroy(f->metrics);
+        free(f);
         return -1;
     }
     *state = f;
@@ -132,6 +137,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
+    if (!f)
+        return 0; /* setup failed and said why */
     dw_http_stop(f->http);
     dw_metrics_destroy(f->metrics);
     free(f);
