@@ -2,7 +2,9 @@
 # The simulator's capacity faults (docs/simulator.md), checked with curl
 # against a channel-sim of its own (no fixture):
 #   - capacity 2 with 500 ms latency: of 5 concurrent calls, 2 answer 200
-#     and 3 answer 503 at once; overCapacity 3, maxServing 2;
+#     and 3 answer 503 at once; overCapacity 3, maxServing 2; served 2,
+#     each holding its slot at least the 500 ms (servedMicros), the
+#     refused ones none;
 #   - capacityStatus 429 with capacityRetryAfter: the refusal is a 429
 #     carrying that Retry-After;
 #   - latencyKnee: the 6th of 6 concurrent calls with knee 2 is delayed
@@ -79,6 +81,14 @@ echo "capacity 2, 5 calls at once:"; echo "$out"
 [ "$(grep -c '^503 ' <<<"$out")" = 3 ] || fail "expected three 503s"
 [ "$(stat .channels.KAKAO.overCapacity)" = 3 ] || fail "overCapacity is not 3"
 [ "$(stat .channels.KAKAO.maxServing)" = 2 ] || fail "maxServing is not 2"
+# A call counts as served when the simulator has finished it, which may be
+# a moment after curl has read the answer.
+for _ in $(seq 1 40); do
+    [ "$(stat .channels.KAKAO.served)" = 2 ] && break
+    sleep 0.05
+done
+[ "$(stat .channels.KAKAO.served)" = 2 ] || fail "served is not 2"
+[ "$(stat .channels.KAKAO.servedMicros)" -ge 1000000 ] || fail "servedMicros below 2 x 500 ms"
 [ "$(stat .channels.KAKAO.connectionsOpened)" = 5 ] || fail "connectionsOpened is not 5"
 [ "$(stat .connectionsAccepted)" -ge 5 ] || fail "connectionsAccepted below 5"
 

@@ -336,11 +336,11 @@ static void stats_reset(struct sim *sim)
 {
     for (int c = 0; c < CH_COUNT; c++) {
         struct channel_stats *st = &sim->stats[c];
-        atomic_uint_fast64_t *all[] = {&st->calls,       &st->success,         &st->errors,
-                                       &st->posts,       &st->duplicate_posts, &st->status2xx,
-                                       &st->status4xx,   &st->status5xx,       &st->status429,
-                                       &st->dropped,     &st->bad_responses,   &st->over_capacity,
-                                       &st->conns_opened};
+        atomic_uint_fast64_t *all[] = {&st->calls,        &st->success,         &st->errors,
+                                       &st->posts,        &st->duplicate_posts, &st->status2xx,
+                                       &st->status4xx,    &st->status5xx,       &st->status429,
+                                       &st->dropped,      &st->bad_responses,   &st->over_capacity,
+                                       &st->conns_opened, &st->served,          &st->served_us};
         for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
             atomic_store_explicit(all[i], 0, memory_order_relaxed);
         /* Gauges are live, not tallies: their peaks restart from them. */
@@ -405,6 +405,10 @@ static json_object *stats_to_json(struct sim *sim)
                                json_object_new_int64((int64_t)counter_get(&st->over_capacity)));
         json_object_object_add(o, "serving", gauge_json(&st->serving));
         json_object_object_add(o, "maxServing", gauge_json(&st->max_serving));
+        json_object_object_add(o, "served",
+                               json_object_new_int64((int64_t)counter_get(&st->served)));
+        json_object_object_add(o, "servedMicros",
+                               json_object_new_int64((int64_t)counter_get(&st->served_us)));
         json_object_object_add(o, "connectionsOpened",
                                json_object_new_int64((int64_t)counter_get(&st->conns_opened)));
         json_object_object_add(o, "connectionsOpen", gauge_json(&st->conns_open));
@@ -541,6 +545,8 @@ static enum MHD_Result handle_channel_call(struct sim *sim, struct sim_request *
     if (!f.down) {
         req->serving = serving_enter(st, f.capacity, &serving);
         over = !req->serving;
+        if (req->serving)
+            req->serving_since_us = dw_now_us();
     }
     bool hang = f.hang && !over;
 
@@ -786,8 +792,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         struct channel_stats *st = &sim->stats[req->ep->channel];
         if (!req->finished)
             stats_drop(st); /* a hang that ended, or a call cut off at shutdown */
-        if (req->serving)
+        if (req->serving) {
             gauge_down(&st->serving);
+            counter_add(&st->served, 1);
+            counter_add(&st->served_us, (uint64_t)(dw_now_us() - req->serving_since_us));
+        }
         gauge_down(&st->in_flight);
     }
     free(req->body);

@@ -130,6 +130,11 @@ struct channel_stats {
     atomic_uint_fast64_t bad_responses;
     atomic_uint_fast64_t over_capacity; /* answered capacity_status: over capacity */
     atomic_uint_fast64_t conns_opened;  /* connections whose first call was ours */
+    /* Calls that held a capacity slot, and the microseconds they held it
+     * (admission to the answer's last byte written): how long a slot is
+     * really held, which the set latency is a lower bound of. */
+    atomic_uint_fast64_t served;
+    atomic_uint_fast64_t served_us;
     atomic_int_fast64_t in_flight;
     atomic_int_fast64_t max_in_flight;
     atomic_int_fast64_t serving; /* calls admitted (not over capacity) and not finished */
@@ -246,6 +251,7 @@ struct sim_request {
     bool too_large;
     int fd; /* for the hang check only */
     int64_t arrival_wall_ms;
+    int64_t serving_since_us; /* when it took its capacity slot */
     int64_t hang_since_us;
     char *body;
     size_t body_len;
