@@ -20,7 +20,8 @@ bool dw_backpressure_pause(bool paused, const struct dw_backpressure_load *load,
 {
     if (!paused)
         return !load->store_ok || over(load->requests, max_requests) ||
-               over(load->bytes, max_bytes) || load->channels_congested;
+               over(load->bytes, max_bytes) || load->queue_ratio > DW_BACKPRESSURE_QUEUE_PAUSE;
     return !(load->store_ok && well_under(load->requests, max_requests) &&
-             well_under(load->bytes, max_bytes) && !load->channels_busy);
+             well_under(load->bytes, max_bytes) &&
+             load->queue_ratio <= DW_BACKPRESSURE_QUEUE_RESUME);
 }

@@ -175,9 +175,9 @@ size_t dw_dispatch_in_flight(const struct dw_dispatch *d)
     return atomic_load(&d->in_flight);
 }
 
-bool dw_dispatch_congested(const struct dw_dispatch *d, double factor)
+double dw_dispatch_queue_ratio(const struct dw_dispatch *d)
 {
-    return d->calls.congested && d->calls.congested(d->calls.opaque, factor);
+    return d->calls.queue_ratio ? d->calls.queue_ratio(d->calls.opaque) : 0.0;
 }
 
 size_t dw_dispatch_in_flight_bytes(const struct dw_dispatch *d)
@@ -465,9 +465,9 @@ static int real_free_permits(void *opaque, enum dw_channel_id channel)
     return dw_pool_free_permits(opaque, channel);
 }
 
-static bool real_congested(void *opaque, double factor)
+static double real_queue_ratio(void *opaque)
 {
-    return dw_pool_congested(opaque, factor);
+    return dw_pool_queue_ratio(opaque);
 }
 
 /* The channel-call pool, unless one was injected. */
@@ -493,7 +493,7 @@ static enum dw_err calls_open(struct dw_dispatch *d, char *errbuf, size_t errlen
         .opaque = d->own_pool,
         .submit = real_submit,
         .free_permits = real_free_permits,
-        .congested = real_congested,
+        .queue_ratio = real_queue_ratio,
     };
     return DW_OK;
 }

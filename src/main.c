@@ -160,8 +160,7 @@ static void intake_load(void *opaque, struct dw_backpressure_load *out)
         .requests = dw_dispatch_in_flight(app->dispatch),
         .bytes = dw_dispatch_in_flight_bytes(app->dispatch),
         .store_ok = dw_dispatch_store_ok(app->dispatch),
-        .channels_congested = dw_dispatch_congested(app->dispatch, 2.0),
-        .channels_busy = dw_dispatch_congested(app->dispatch, 1.0),
+        .queue_ratio = dw_dispatch_queue_ratio(app->dispatch),
     };
 }
 

@@ -276,14 +276,16 @@ enum dw_err dw_pool_submit_steps(struct dw_pool *pool, const struct dw_request *
     return DW_OK;
 }
 
-bool dw_pool_congested(struct dw_pool *pool, double factor)
+double dw_pool_queue_ratio(struct dw_pool *pool)
 {
+    double highest = 0.0;
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
         dw_pool_publish_flow(pool, (enum dw_channel_id)c, dw_guard_limit(pool->guards[c]));
-        if (dw_guard_congested(pool->guards[c], factor))
-            return true;
+        double ratio = dw_guard_queue_ratio(pool->guards[c]);
+        if (ratio > highest)
+            highest = ratio;
     }
-    return false;
+    return highest;
 }
 
 void dw_pool_channel_flow(struct dw_pool *pool, enum dw_channel_id ch, struct dw_pool_flow *out)

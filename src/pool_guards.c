@@ -6,7 +6,7 @@
  *
  * Threads: the guards are made before the workers start and destroyed
  * after they are gone. In between any worker calls in here, and so does
- * dw_pool_congested's caller (dw_pool_publish_flow). A slot given back on
+ * dw_pool_queue_ratio's caller (dw_pool_publish_flow). A slot given back on
  * one worker may reach a job parked on another: that job goes on its own
  * worker's grant list, under that worker's lock, and dw_xfer_wake
  * interrupts its wait; only the owning worker takes it from there

@@ -75,7 +75,7 @@ struct dw_dispatch_calls {
     enum dw_err (*submit)(void *opaque, const struct dw_request *req, enum dw_channel_id channel,
                           void *job, int from, const char *prev_id, int to);
     int (*free_permits)(void *opaque, enum dw_channel_id channel);
-    bool (*congested)(void *opaque, double factor);
+    double (*queue_ratio)(void *opaque);
 };
 
 /* Where completions go: dw_producer_send_completion. */
@@ -136,9 +136,9 @@ size_t dw_dispatch_in_flight(const struct dw_dispatch *d);
 /* The dw_request.bytes of those, summed (the byte budget's measure). */
 size_t dw_dispatch_in_flight_bytes(const struct dw_dispatch *d);
 
-/* True while some channel has more jobs waiting to start than factor times
- * its concurrency limit (dw_pool_congested). Any thread. */
-bool dw_dispatch_congested(const struct dw_dispatch *d, double factor);
+/* The highest, over the channels, of the jobs waiting to start per slot of
+ * the concurrency limit (dw_pool_queue_ratio); 0 without one. Any thread. */
+double dw_dispatch_queue_ratio(const struct dw_dispatch *d);
 
 /* False while the store connection is broken (being retried). */
 bool dw_dispatch_store_ok(const struct dw_dispatch *d);

@@ -48,7 +48,7 @@ struct dw_intake_calls {
     /* dw_dispatch_submit: takes ownership of req, even on failure. */
     enum dw_err (*submit)(void *opaque, struct dw_request *req, int32_t partition, int64_t offset);
     /* What dispatch holds now (dw_dispatch_in_flight, ..._bytes,
-     * ..._store_ok, ..._congested at 2 and at 1). */
+     * ..._store_ok, ..._queue_ratio). */
     void (*load)(void *opaque, struct dw_backpressure_load *out);
     bool (*paused)(void *opaque);                  /* dw_consumer_paused */
     void (*set_paused)(void *opaque, bool paused); /* dw_consumer_set_paused */

@@ -62,10 +62,10 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
 enum dw_err dw_pool_submit(struct dw_pool *pool, const struct dw_request *req,
                            enum dw_channel_id channel, void *opaque) DW_MUST_CHECK;
 
-/* True while some channel has more jobs waiting to start than factor
- * times its concurrency limit: intake should pause (the dispatch's
- * caller pauses the partitions at 2, resumes at 1). Any thread. */
-bool dw_pool_congested(struct dw_pool *pool, double factor);
+/* The highest, over the channels, of the jobs waiting to start per slot of
+ * the concurrency limit (dw_backpressure_pause decides on it). Publishes
+ * each channel's flow to the metrics on the way. Any thread. */
+double dw_pool_queue_ratio(struct dw_pool *pool);
 
 /* One channel's flow now, for tests and the operator. */
 struct dw_pool_flow {

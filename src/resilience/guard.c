@@ -356,7 +356,8 @@ double dw_guard_budget_tokens(struct dw_guard *g)
     return dw_retry_budget_tokens(g->budget);
 }
 
-bool dw_guard_congested(struct dw_guard *g, double factor)
+double dw_guard_queue_ratio(struct dw_guard *g)
 {
-    return dw_guard_waiting(g) > factor * dw_guard_limit(g);
+    int limit = dw_guard_limit(g);
+    return (double)dw_guard_waiting(g) / (limit > 0 ? limit : 1);
 }

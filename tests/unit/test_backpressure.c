@@ -16,7 +16,7 @@
 
 static bool decide(bool paused, size_t requests, size_t bytes, bool store_ok)
 {
-    struct dw_backpressure_load load = {requests, bytes, store_ok, false, false};
+    struct dw_backpressure_load load = {.requests = requests, .bytes = bytes, .store_ok = store_ok};
     return dw_backpressure_pause(paused, &load, MAX_REQ, MAX_BYTES);
 }
 
@@ -56,22 +56,26 @@ static void test_store_away(void **state)
 
 /* Intake follows the channels: pause while one has more than twice its
  * limit waiting, resume only once none has more than its limit. */
-static void test_channels_congested(void **state)
+static void test_channel_queues(void **state)
 {
     (void)state;
-    struct dw_backpressure_load load = {0, 0, true, true, true};
+    struct dw_backpressure_load load = {.store_ok = true, .queue_ratio = 2.0};
+    assert_false(dw_backpressure_pause(false, &load, MAX_REQ, MAX_BYTES)); /* 2x: not yet */
+    load.queue_ratio = 2.01;
     assert_true(dw_backpressure_pause(false, &load, MAX_REQ, MAX_BYTES));
-    load.channels_congested = false; /* between 1x and 2x: stay as we are */
+    load.queue_ratio = 1.5; /* between 1x and 2x: stay as we are */
     assert_false(dw_backpressure_pause(false, &load, MAX_REQ, MAX_BYTES));
     assert_true(dw_backpressure_pause(true, &load, MAX_REQ, MAX_BYTES));
-    load.channels_busy = false;
+    load.queue_ratio = 1.01;
+    assert_true(dw_backpressure_pause(true, &load, MAX_REQ, MAX_BYTES));
+    load.queue_ratio = 1.0;
     assert_false(dw_backpressure_pause(true, &load, MAX_REQ, MAX_BYTES));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_channels_congested),
+        cmocka_unit_test(test_channel_queues),
         cmocka_unit_test(test_requests_limit),
         cmocka_unit_test(test_bytes_limit),
         cmocka_unit_test(test_store_away),

@@ -212,11 +212,10 @@ static int calls_free_permits(void *opaque, enum dw_channel_id channel)
     return -1;
 }
 
-static bool calls_congested(void *opaque, double factor)
+static double calls_queue_ratio(void *opaque)
 {
     (void)opaque;
-    (void)factor;
-    return false;
+    return 0.0;
 }
 
 /* ---- completions and the clock ---- */
@@ -287,7 +286,7 @@ static void start(struct fixture *f, int result_hold_ms)
         st_begin,  st_save_and_finish, st_save_steps, st_claim, st_retry_at,
     };
     f->calls_if =
-        (struct dw_dispatch_calls){&f->calls, calls_submit, calls_free_permits, calls_congested};
+        (struct dw_dispatch_calls){&f->calls, calls_submit, calls_free_permits, calls_queue_ratio};
     f->sink_if = (struct dw_dispatch_completions){&f->sink, sink_send};
     f->clock_if = (struct dw_dispatch_clock){&f->clock, clock_now, clock_wall};
     struct dw_dispatch_options opts = {

@@ -219,11 +219,11 @@ static void test_backpressure_on_and_off(void **state)
 
     /* A congested channel pauses; it resumes only once no channel has more
      * than its limit waiting. */
-    f.load.channels_congested = f.load.channels_busy = true;
+    f.load.queue_ratio = 3.0;
     assert_true(dw_intake_backpressure(&in));
-    f.load.channels_congested = false;
+    f.load.queue_ratio = 1.5;
     assert_true(dw_intake_backpressure(&in));
-    f.load.channels_busy = false;
+    f.load.queue_ratio = 0.5;
     assert_false(dw_intake_backpressure(&in));
     assert_int_equal(f.set_paused_calls, 6);
 }

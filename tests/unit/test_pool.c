@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dw/backpressure.h"
 #include "dw/metrics.h"
 #include "dw/pool.h"
 #include "dw/request.h"
@@ -732,9 +733,10 @@ static void rate_limiter_spreads_calls(void **state)
     assert_true(spread >= 400);
 }
 
-/* While a channel has more jobs waiting than twice its limit the pool
- * says it is congested (the poll loop then pauses the partitions), and
- * says so no longer once they are done. */
+/* The pool's queue ratio is the jobs waiting per slot of the limit: above
+ * the pause threshold while a channel has more than twice its limit
+ * waiting (the poll loop then pauses the partitions), 0 once they are
+ * done. */
 static void congestion_follows_jobs_waiting(void **state)
 {
     struct fixture *f = *state;
@@ -743,14 +745,15 @@ static void congestion_follows_jobs_waiting(void **state)
     struct reply slow[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 100}};
     script(&f->server, 1, slow);
     start_pool(f, 1, 64);
-    assert_false(dw_pool_congested(f->pool, 2.0));
+    assert_true(dw_pool_queue_ratio(f->pool) == 0.0);
     enum { N = 10 };
     for (int i = 0; i < N; i++)
         submit(f, DW_CHANNEL_KAKAO);
-    assert_true(dw_pool_congested(f->pool, 2.0)); /* 10 waiting > 2 x 2 */
+    /* 10 jobs on a limit of 2: more than twice the limit wait. */
+    assert_true(dw_pool_queue_ratio(f->pool) > DW_BACKPRESSURE_QUEUE_PAUSE);
     wait_results(&f->results, N);
     assert_int_equal(f->results.success, N);
-    assert_false(dw_pool_congested(f->pool, 1.0));
+    assert_true(dw_pool_queue_ratio(f->pool) == 0.0);
     assert_true(metric_is(f, "dw_channel_waiting{channel=\"KAKAO\"}", "0"));
     assert_true(metric_is(f, "dw_channel_limit{channel=\"KAKAO\"}", "2"));
 }
