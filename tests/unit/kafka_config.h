@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "channel_env.h"
 #include "dw/common.h"
 #include "dw/config.h"
 
@@ -32,18 +33,8 @@ static inline struct dw_config *dw_test_kafka_config(const char *kafka_body, con
     dw_snprintf(brokers_env, sizeof(brokers_env), "DIST_KAFKA_BROKERS=%s", brokers);
     char *const env[] = {
         brokers_env,
-        "DIST_CHANNEL_URIDONGNETV_URL=https://u",
-        "DIST_CHANNEL_GINITV_URL=https://g",
-        "DIST_CHANNEL_RINGOBIZ_URL=https://r",
-        "DIST_CHANNEL_INSTAGRAM_URL=https://i",
-        "DIST_CHANNEL_NAVER_URL=https://n",
-        "DIST_CHANNEL_KAKAO_URL=https://k",
-        "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
-        "DIST_CHANNEL_GINITV_TOKEN=tg",
-        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",
-        "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",
-        "DIST_CHANNEL_NAVER_TOKEN=tn",
-        "DIST_CHANNEL_KAKAO_TOKEN=tk",
+        DW_TEST_CHANNEL_URLS,
+        DW_TEST_CHANNEL_TOKENS,
         NULL,
     };
     struct dw_config *cfg = NULL;

@@ -17,20 +17,14 @@
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
 
+#include "channel_env.h"
 #include "dw/config.h"
 
 /* Every channel's URL and token, so a case about something else loads. */
 #define ALL_URLS ALL_URLS_ONLY, ALL_TOKENS
-#define ALL_URLS_ONLY                                                                              \
-    "DIST_CHANNEL_URIDONGNETV_URL=https://u", "DIST_CHANNEL_GINITV_URL=https://g",                 \
-        "DIST_CHANNEL_RINGOBIZ_URL=https://r", "DIST_CHANNEL_INSTAGRAM_URL=https://i",             \
-        "DIST_CHANNEL_NAVER_URL=https://n", "DIST_CHANNEL_KAKAO_URL=https://k"
-
+#define ALL_URLS_ONLY DW_TEST_CHANNEL_URLS
 /* Every channel needs a non-empty token. */
-#define ALL_TOKENS                                                                                 \
-    "DIST_CHANNEL_URIDONGNETV_TOKEN=tu", "DIST_CHANNEL_GINITV_TOKEN=tg",                           \
-        "DIST_CHANNEL_RINGOBIZ_TOKEN=tr", "DIST_CHANNEL_INSTAGRAM_TOKEN=ti",                       \
-        "DIST_CHANNEL_NAVER_TOKEN=tn", "DIST_CHANNEL_KAKAO_TOKEN=tk"
+#define ALL_TOKENS DW_TEST_CHANNEL_TOKENS
 
 /* A channels group giving every channel a URL, for cases without env URLs. */
 #define FILE_URLS                                                                                  \
@@ -679,12 +673,7 @@ static void test_include(void **state)
 
     /* Every channel's URL and token but KAKAO's token, which the file gives. */
     static char *const env[] = {
-        "DIST_CHANNEL_URIDONGNETV_URL=https://u",
-        "DIST_CHANNEL_GINITV_URL=https://g",
-        "DIST_CHANNEL_RINGOBIZ_URL=https://r",
-        "DIST_CHANNEL_INSTAGRAM_URL=https://i",
-        "DIST_CHANNEL_NAVER_URL=https://n",
-        "DIST_CHANNEL_KAKAO_URL=https://k",
+        ALL_URLS_ONLY,
         "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
         "DIST_CHANNEL_GINITV_TOKEN=tg",
         "DIST_CHANNEL_RINGOBIZ_TOKEN=tr",

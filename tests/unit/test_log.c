@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "channel_env.h"
 #include "dw/common.h"
 #include "dw/config.h"
 #include "dw/log.h"
@@ -278,12 +279,7 @@ static void test_config_secrets_path(void **state)
 {
     struct capture *c = *state;
     char *const env[] = {
-        "DIST_CHANNEL_URIDONGNETV_URL=https://u",
-        "DIST_CHANNEL_GINITV_URL=https://g",
-        "DIST_CHANNEL_RINGOBIZ_URL=https://r",
-        "DIST_CHANNEL_INSTAGRAM_URL=https://i",
-        "DIST_CHANNEL_NAVER_URL=https://n",
-        "DIST_CHANNEL_KAKAO_URL=https://k",
+        DW_TEST_CHANNEL_URLS,
         "DIST_CHANNEL_KAKAO_TOKEN=kakao-secret-token",
         "DIST_CHANNEL_URIDONGNETV_TOKEN=tu",
         "DIST_CHANNEL_GINITV_TOKEN=tg",
