@@ -16,7 +16,7 @@
 
 #include "dw/request.h"
 
-void dw_intake_record(const struct dw_intake *in, const struct dw_intake_record *rec)
+void dw_intake_record(const struct dw_intake *in, const struct dw_record *rec)
 {
     char why[512] = "";
     struct dw_request *req = NULL;
@@ -25,17 +25,7 @@ void dw_intake_record(const struct dw_intake *in, const struct dw_intake_record 
     if (code != DW_DLQ_NONE) {
         dw_log_write(in->log, DW_LOG_WARN, ctx, "to the DLQ as %s: %s", dw_dlq_name(code), why);
         dw_metrics_dlq(in->metrics, code);
-        struct dw_dlq_record dlq = {
-            .key = rec->key,
-            .key_len = rec->key_len,
-            .value = rec->value,
-            .value_len = rec->value_len,
-            .topic = rec->topic,
-            .partition = rec->partition,
-            .offset = rec->offset,
-            .code = code,
-            .message = why,
-        };
+        struct dw_dlq_record dlq = {.source = rec, .code = code, .message = why};
         /* On failure the offset stays pending: never committed unsent. */
         if (in->calls.send_dlq(in->calls.opaque, &dlq) != DW_OK)
             dw_log_write(in->log, DW_LOG_ERROR, ctx, "DLQ produce failed; offset not committed");

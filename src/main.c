@@ -179,7 +179,7 @@ static void intake_set_paused(void *opaque, bool paused)
 static void handle_message(struct app *app, rd_kafka_message_t *m)
 {
     rd_kafka_timestamp_type_t ts_type;
-    struct dw_intake_record rec = {
+    struct dw_record rec = {
         .key = m->key,
         .key_len = m->key_len,
         .value = m->payload,

@@ -322,11 +322,12 @@ enum dw_err dw_producer_send_completion(struct dw_producer *p, const char *event
     return send_record(p, r);
 }
 
-enum dw_err dw_producer_send_dlq(struct dw_producer *p, const struct dw_dlq_record *rec)
+enum dw_err dw_producer_send_dlq(struct dw_producer *p, const struct dw_dlq_record *dlq)
 {
+    const struct dw_record *rec = dlq->source;
     char partition[32], offset[32];
-    const char *code = dw_dlq_name(rec->code);
-    const char *message = rec->message ? rec->message : "";
+    const char *code = dw_dlq_name(dlq->code);
+    const char *message = dlq->message ? dlq->message : "";
     dw_snprintf(partition, sizeof(partition), "%" PRId32, rec->partition);
     dw_snprintf(offset, sizeof(offset), "%" PRId64, rec->offset);
     const char *const headers[][2] = {

@@ -25,20 +25,9 @@
 #include "dw/log.h"
 #include "dw/metrics.h"
 #include "dw/producer.h"
+#include "dw/record.h"
 
 struct dw_request;
-
-/* One consumed record, borrowed for the call. */
-struct dw_intake_record {
-    const void *key; /* may be NULL */
-    size_t key_len;
-    const void *value; /* may be NULL (a null value) */
-    size_t value_len;
-    const char *topic;
-    int32_t partition;
-    int64_t offset;
-    int64_t timestamp_ms; /* the record's timestamp; <= 0 when it has none */
-};
 
 /* Where intake's decisions go (main.c: producer, dispatch, consumer). */
 struct dw_intake_calls {
@@ -63,7 +52,7 @@ struct dw_intake {
 
 /* Decodes rec and sends it to the DLQ or to dispatch. Nothing is lost: a
  * record neither sent nor submitted keeps its offset pending. */
-void dw_intake_record(const struct dw_intake *in, const struct dw_intake_record *rec);
+void dw_intake_record(const struct dw_intake *in, const struct dw_record *rec);
 
 /* Pauses or resumes the partitions as the load asks; true when they are
  * paused afterwards. */

@@ -24,6 +24,7 @@
 #include "dw/config.h"
 #include "dw/log.h"
 #include "dw/metrics.h"
+#include "dw/record.h"
 #include "dw/status.h"
 
 struct dw_producer;
@@ -58,18 +59,12 @@ enum dw_err dw_producer_send_completion(struct dw_producer *p, const char *event
  * headers and some slack) is cut to fit and gets the header
  * x-value-truncated with its original length. Copies what it needs. */
 struct dw_dlq_record {
-    const void *key;
-    size_t key_len;
-    const void *value; /* may be NULL (a null value) */
-    size_t value_len;
-    const char *topic;
-    int32_t partition;
-    int64_t offset;
+    const struct dw_record *source; /* the request record, as consumed */
     enum dw_dlq_code code;
     const char *message;
 };
 enum dw_err dw_producer_send_dlq(struct dw_producer *p,
-                                 const struct dw_dlq_record *rec) DW_MUST_CHECK;
+                                 const struct dw_dlq_record *dlq) DW_MUST_CHECK;
 
 /* Serves delivery reports; call often from the poll thread. The offsets
  * of requests now done collect until dw_producer_take_acks. */

@@ -23,7 +23,8 @@ struct fake {
     enum dw_err dlq_answer;
     int dlq_calls;
     struct dw_dlq_record dlq;
-    char dlq_message[512]; /* dlq.message points here: the original is the call's */
+    struct dw_record dlq_source; /* dlq.source points here */
+    char dlq_message[512];       /* dlq.message points here: the original is the call's */
     /* dispatch */
     enum dw_err submit_answer;
     int submit_calls;
@@ -44,6 +45,8 @@ static enum dw_err fake_send_dlq(void *opaque, const struct dw_dlq_record *rec)
     f->dlq = *rec;
     snprintf(f->dlq_message, sizeof(f->dlq_message), "%s", rec->message);
     f->dlq.message = f->dlq_message;
+    f->dlq_source = *rec->source;
+    f->dlq.source = &f->dlq_source;
     return f->dlq_answer;
 }
 
@@ -87,9 +90,9 @@ static struct dw_intake intake_of(struct fake *f)
     };
 }
 
-static struct dw_intake_record record(const char *value, int64_t timestamp_ms)
+static struct dw_record record(const char *value, int64_t timestamp_ms)
 {
-    return (struct dw_intake_record){
+    return (struct dw_record){
         .key = "k1",
         .key_len = 2,
         .value = value,
@@ -109,7 +112,7 @@ static void test_valid_goes_to_dispatch(void **state)
     (void)state;
     struct fake f = {0};
     struct dw_intake in = intake_of(&f);
-    struct dw_intake_record rec = record(valid, 1761732000500);
+    struct dw_record rec = record(valid, 1761732000500);
     dw_intake_record(&in, &rec);
     assert_int_equal(f.dlq_calls, 0);
     assert_int_equal(f.submit_calls, 1);
@@ -130,7 +133,7 @@ static void test_stopping_dispatch_loses_nothing(void **state)
     (void)state;
     struct fake f = {.submit_answer = DW_ERR_STOPPED};
     struct dw_intake in = intake_of(&f);
-    struct dw_intake_record rec = record(valid, 0);
+    struct dw_record rec = record(valid, 0);
     dw_intake_record(&in, &rec); /* logged; the request was dispatch's to free */
     assert_int_equal(f.submit_calls, 1);
     assert_int_equal(f.dlq_calls, 0);
@@ -142,7 +145,7 @@ static void test_broken_goes_to_dlq(void **state)
     struct fake f = {0};
     struct dw_intake in = intake_of(&f);
     static const char broken[] = "{\"eventId\":";
-    struct dw_intake_record rec = record(broken, 0);
+    struct dw_record rec = record(broken, 0);
     dw_intake_record(&in, &rec);
     assert_int_equal(f.submit_calls, 0);
     assert_int_equal(f.dlq_calls, 1);
@@ -150,13 +153,13 @@ static void test_broken_goes_to_dlq(void **state)
     assert_non_null(f.dlq.message);
     assert_true(f.dlq.message[0] != '\0');
     /* The record as it came, for the DLQ's headers and value. */
-    assert_ptr_equal(f.dlq.value, broken);
-    assert_int_equal(f.dlq.value_len, strlen(broken));
-    assert_int_equal(f.dlq.key_len, 2);
-    assert_memory_equal(f.dlq.key, "k1", 2);
-    assert_string_equal(f.dlq.topic, "requests");
-    assert_int_equal(f.dlq.partition, 3);
-    assert_int_equal(f.dlq.offset, 42);
+    assert_ptr_equal(f.dlq.source->value, broken);
+    assert_int_equal(f.dlq.source->value_len, strlen(broken));
+    assert_int_equal(f.dlq.source->key_len, 2);
+    assert_memory_equal(f.dlq.source->key, "k1", 2);
+    assert_string_equal(f.dlq.source->topic, "requests");
+    assert_int_equal(f.dlq.source->partition, 3);
+    assert_int_equal(f.dlq.source->offset, 42);
 
     /* Valid JSON breaking a rule: its own code. */
     static const char no_channels[] = "{\"eventId\":\"e1\",\"title\":\"t\",\"channels\":[]}";
@@ -175,7 +178,7 @@ static void test_dlq_failure_submits_nothing(void **state)
     (void)state;
     struct fake f = {.dlq_answer = DW_ERR_IO};
     struct dw_intake in = intake_of(&f);
-    struct dw_intake_record rec = record("not json", 0);
+    struct dw_record rec = record("not json", 0);
     dw_intake_record(&in, &rec);
     assert_int_equal(f.dlq_calls, 1);
     assert_int_equal(f.submit_calls, 0);

@@ -174,7 +174,7 @@ static void test_oversized_dlq_value_is_truncated(void **state)
     size_t len = 5 * MAX_MESSAGE_BYTES;
     char *value = dw_xmalloc(len);
     memset(value, 'x', len);
-    struct dw_dlq_record rec = {
+    struct dw_record source = {
         .key = "k1",
         .key_len = 2,
         .value = value,
@@ -182,9 +182,9 @@ static void test_oversized_dlq_value_is_truncated(void **state)
         .topic = "req",
         .partition = 0,
         .offset = 42,
-        .code = DW_DLQ_TOO_LARGE,
-        .message = "too large",
     };
+    struct dw_dlq_record rec = {
+        .source = &source, .code = DW_DLQ_TOO_LARGE, .message = "too large"};
     assert_int_equal(dw_producer_send_dlq(f->producer, &rec), DW_OK);
     free(value);
     wait_delivered(f, 1);
@@ -203,7 +203,7 @@ static void test_oversized_dlq_value_is_truncated(void **state)
 static void test_small_dlq_value_is_whole(void **state)
 {
     struct fixture *f = *state;
-    struct dw_dlq_record rec = {
+    struct dw_record source = {
         .key = "k2",
         .key_len = 2,
         .value = "{oops",
@@ -211,9 +211,8 @@ static void test_small_dlq_value_is_whole(void **state)
         .topic = "req",
         .partition = 0,
         .offset = 7,
-        .code = DW_DLQ_INVALID_JSON,
-        .message = "bad",
     };
+    struct dw_dlq_record rec = {.source = &source, .code = DW_DLQ_INVALID_JSON, .message = "bad"};
     assert_int_equal(dw_producer_send_dlq(f->producer, &rec), DW_OK);
     wait_delivered(f, 1);
     rd_kafka_message_t *m = read_back(f, "req.dlq");
