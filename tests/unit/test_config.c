@@ -21,7 +21,7 @@
 #include "dw/config.h"
 
 /* Every channel's URL and token, so a case about something else loads. */
-#define ALL_URLS ALL_URLS_ONLY, ALL_TOKENS
+#define ALL_URLS      ALL_URLS_ONLY, ALL_TOKENS
 #define ALL_URLS_ONLY DW_TEST_CHANNEL_URLS
 /* Every channel needs a non-empty token. */
 #define ALL_TOKENS DW_TEST_CHANNEL_TOKENS
