@@ -142,8 +142,8 @@ static void *worker_main(void *arg)
             dw_pool_job_start(w, dw_pool_queued_job(dw_list_pop_front(&w->ready)));
 
         dw_xfer_run_due(w->loop, dw_now_ms());
-        if (!dw_list_empty(&w->ready) && w->running < w->max_running)
-            continue; /* a finished step or retry is ready to go now */
+        if ((!dw_list_empty(&w->ready) || dw_pool_grants_here(w)) && w->running < w->max_running)
+            continue; /* a finished step, retry or granted job is ready to go now */
 
         now = dw_now_ms();
         size_connection_cache(w, now);
@@ -300,7 +300,7 @@ void dw_pool_channel_flow(struct dw_pool *pool, enum dw_channel_id ch, struct dw
 static void abandon(struct dw_pool *pool, struct job *job)
 {
     dw_metrics_gauge_add(pool->opts.metrics, DW_GAUGE_CHANNEL_JOBS, -1);
-    dw_pool_give_back(pool, job);
+    dw_pool_give_back(pool, NULL, job);
     dw_pool_job_free(job);
 }
 
@@ -365,6 +365,7 @@ void dw_pool_stop(struct dw_pool *pool)
         }
         w->timers.len = 0;
         struct dw_list_node *node;
+        dw_list_splice_back(&w->granted, &w->granted_here);
         while ((node = dw_list_pop_front(&w->granted))) {
             job = DW_CONTAINER_OF(node, struct job, grant);
             job->ticket.has_slot = true;

@@ -85,6 +85,7 @@ struct worker {
     struct dw_list granted;
 
     /* Owned by the worker thread alone. */
+    struct dw_list granted_here; /* slots this thread handed to its own parked jobs */
     struct dw_list ready;
     struct dw_heap timers;       /* parked jobs, by when they are due */
     struct dw_list running_jobs; /* jobs with a call in the loop */
@@ -237,15 +238,22 @@ void dw_pool_report(struct dw_pool *pool, enum dw_channel_id ch,
 /* The channel's limit and its jobs waiting, to metrics. */
 void dw_pool_publish_flow(struct dw_pool *pool, enum dw_channel_id ch, int limit);
 
+/* In these three, self is the worker whose thread calls, or NULL from any
+ * other thread: a slot handed to a job of self's own needs no wake-up. */
+
 /* A slot was given back: to the job it was handed to, or free. */
-void dw_pool_slot_back(struct dw_pool *pool, enum dw_channel_id ch,
+void dw_pool_slot_back(struct dw_pool *pool, struct worker *self, enum dw_channel_id ch,
                        struct dw_bulkhead_waiter *handed);
 
 /* The limit may have grown: hand what it frees to parked jobs. */
-void dw_pool_grant_free_slots(struct dw_pool *pool, enum dw_channel_id ch);
+void dw_pool_grant_free_slots(struct dw_pool *pool, struct worker *self, enum dw_channel_id ch);
 
 /* Gives back whatever the job holds, without an outcome. */
-void dw_pool_give_back(struct dw_pool *pool, struct job *job);
+void dw_pool_give_back(struct dw_pool *pool, struct worker *self, struct job *job);
+
+/* True while this thread has handed slots to its own jobs that
+ * dw_pool_take_grants has not yet taken. */
+bool dw_pool_grants_here(const struct worker *w);
 
 /* On the worker thread: parked jobs that were handed a slot go to the
  * front of its ready list, holding it. */

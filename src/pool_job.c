@@ -74,7 +74,7 @@ static void finish(struct worker *w, struct job *job, enum dw_errcode error, con
     struct dw_pool *pool = w->pool;
     struct dw_call_result res;
 
-    dw_pool_give_back(pool, job);
+    dw_pool_give_back(pool, w, job);
     dw_metrics_gauge_add(pool->opts.metrics, DW_GAUGE_CHANNEL_JOBS, -1);
     memset(&res, 0, sizeof(res));
     res.channel = job->channel;
@@ -255,7 +255,7 @@ static void end_try(struct worker *w, struct job *job, enum dw_errcode error,
                             took_us);
     dw_metrics_retry_budget(pool->opts.metrics, job->channel, dw_guard_budget_tokens(g), false);
     if (had_slot)
-        dw_pool_slot_back(pool, job->channel, handed);
+        dw_pool_slot_back(pool, w, job->channel, handed);
 }
 
 static void retry_or_fail(struct worker *w, struct job *job, enum dw_errcode error,
@@ -327,7 +327,7 @@ void dw_pool_on_call_done(void *owner, const struct dw_xfer_result *r)
     int limit = dw_guard_call_ended(g, dw_now_us(), r->took_us, job->inflight_at_start,
                                     dw_guard_signal(error, r->status));
     dw_pool_publish_flow(pool, job->channel, limit);
-    dw_pool_grant_free_slots(pool, job->channel);
+    dw_pool_grant_free_slots(pool, w, job->channel);
 
     struct dw_channel_reply reply;
     reply.external_id[0] = reply.url[0] = '\0';
