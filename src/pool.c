@@ -142,7 +142,8 @@ static void *worker_main(void *arg)
             dw_pool_job_start(w, dw_pool_queued_job(dw_list_pop_front(&w->ready)));
 
         dw_xfer_run_due(w->loop, dw_now_ms());
-        if ((!dw_list_empty(&w->ready) || dw_pool_grants_here(w)) && w->running < w->max_running)
+        if ((!dw_list_empty(&w->ready) || !dw_list_empty(&w->granted_here)) &&
+            w->running < w->max_running)
             continue; /* a finished step, retry or granted job is ready to go now */
 
         now = dw_now_ms();
@@ -280,8 +281,10 @@ double dw_pool_queue_ratio(struct dw_pool *pool)
 {
     double highest = 0.0;
     for (int c = 0; c < DW_CHANNEL_COUNT; c++) {
-        dw_pool_publish_flow(pool, (enum dw_channel_id)c, dw_guard_limit(pool->guards[c]));
-        double ratio = dw_guard_queue_ratio(pool->guards[c]);
+        /* The limit is read once (under the guard's lock) for both. */
+        int limit = dw_guard_limit(pool->guards[c]);
+        dw_pool_publish_flow(pool, (enum dw_channel_id)c, limit);
+        double ratio = (double)dw_guard_waiting(pool->guards[c]) / (limit > 0 ? limit : 1);
         if (ratio > highest)
             highest = ratio;
     }

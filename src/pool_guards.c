@@ -135,11 +135,6 @@ void dw_pool_give_back(struct dw_pool *pool, struct worker *self, struct job *jo
         dw_pool_slot_back(pool, self, job->channel, handed);
 }
 
-bool dw_pool_grants_here(const struct worker *w)
-{
-    return !dw_list_empty(&w->granted_here);
-}
-
 /* ---- on the worker thread ---- */
 
 /* Parked jobs that were handed a slot: to the front of ready, holding it,

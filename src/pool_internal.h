@@ -251,10 +251,6 @@ void dw_pool_grant_free_slots(struct dw_pool *pool, struct worker *self, enum dw
 /* Gives back whatever the job holds, without an outcome. */
 void dw_pool_give_back(struct dw_pool *pool, struct worker *self, struct job *job);
 
-/* True while this thread has handed slots to its own jobs that
- * dw_pool_take_grants has not yet taken. */
-bool dw_pool_grants_here(const struct worker *w);
-
 /* On the worker thread: parked jobs that were handed a slot go to the
  * front of its ready list, holding it. */
 void dw_pool_take_grants(struct worker *w);

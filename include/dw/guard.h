@@ -176,7 +176,5 @@ int dw_guard_limit(struct dw_guard *g);
 int dw_guard_in_use(struct dw_guard *g);
 int dw_guard_waiting(struct dw_guard *g);
 double dw_guard_budget_tokens(struct dw_guard *g);
-/* The jobs waiting to start per slot of the limit (waiting / limit). */
-double dw_guard_queue_ratio(struct dw_guard *g);
 
 #endif /* DW_GUARD_H */

@@ -355,9 +355,3 @@ double dw_guard_budget_tokens(struct dw_guard *g)
 {
     return dw_retry_budget_tokens(g->budget);
 }
-
-double dw_guard_queue_ratio(struct dw_guard *g)
-{
-    int limit = dw_guard_limit(g);
-    return (double)dw_guard_waiting(g) / (limit > 0 ? limit : 1);
-}
