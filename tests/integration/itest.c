@@ -24,6 +24,46 @@
 static char values[32][1024];
 static int used;
 
+/* Workers started and not yet stopped through itest_worker_stop. A case
+ * that fails mid-way returns before its stop; its worker must not outlive
+ * this test binary, or it stays in the consumer group and takes
+ * partitions from the next binary's workers. */
+static pid_t live_workers[64];
+
+static void kill_live_workers(void)
+{
+    for (size_t i = 0; i < sizeof(live_workers) / sizeof(live_workers[0]); i++) {
+        pid_t pid = live_workers[i];
+        /* Still our unreaped child: a pid reaped elsewhere is not touched. */
+        if (pid > 0 && waitpid(pid, NULL, WNOHANG) == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+    }
+}
+
+static void live_add(pid_t pid)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(kill_live_workers);
+        registered = true;
+    }
+    for (size_t i = 0; i < sizeof(live_workers) / sizeof(live_workers[0]); i++) {
+        if (live_workers[i] <= 0) {
+            live_workers[i] = pid;
+            return;
+        }
+    }
+}
+
+static void live_remove(pid_t pid)
+{
+    for (size_t i = 0; i < sizeof(live_workers) / sizeof(live_workers[0]); i++)
+        if (live_workers[i] == pid)
+            live_workers[i] = 0;
+}
+
 static void fail(const char *fmt, ...)
 {
     va_list ap;
@@ -252,12 +292,14 @@ static bool worker_try_start(struct itest_worker *w, const char *name, const cha
         _exit(127);
     }
     w->pid = pid;
+    live_add(pid);
 
     char url[128];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", w->http_port);
     for (int i = 0; i < 600; i++) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
+            live_remove(pid);
             if (!last_try && lost_port_race(w))
                 return false;
             itest_worker_log_tail(w, 30);
@@ -276,6 +318,7 @@ int itest_worker_stop(struct itest_worker *w, int sig, int timeout_ms)
 {
     if (w->pid <= 0)
         return -1;
+    live_remove(w->pid);
     kill(w->pid, sig);
     for (int waited = 0; waited <= timeout_ms; waited += 20) {
         int st;
