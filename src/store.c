@@ -564,14 +564,23 @@ enum dw_err dw_store_save_steps(struct dw_store *store, const struct dw_store_st
     struct dw_pgarray cols[3];
     for (size_t c = 0; c < DW_ARRAY_LEN(cols); c++)
         dw_pgarray_init(&cols[c]);
+    struct key *keys = dw_xcalloc(n, sizeof(*keys));
+    struct groups g = {0};
     enum dw_err err = DW_ERR_INVALID;
     for (size_t i = 0; i < n; i++) {
         if (!event_id_ok(items[i].event_id) || (unsigned)items[i].channel >= DW_CHANNEL_COUNT ||
             !items[i].step_id || !*items[i].step_id)
             goto out;
-        dw_pgarray_add_text(&cols[0], items[i].event_id);
-        dw_pgarray_add_text(&cols[1], dw_channel_name(items[i].channel));
-        dw_pgarray_add_text(&cols[2], items[i].step_id);
+        keys[i] = (struct key){items[i].event_id, (int)items[i].channel, i};
+    }
+    /* One row per key (an upsert may not touch a row twice): the last id
+     * given for it, as separate calls in that order would leave. */
+    groups_build(&g, keys, n);
+    for (size_t i = 0; i < g.count; i++) {
+        const struct dw_store_step *last = &items[keys[g.start[i + 1] - 1].index];
+        dw_pgarray_add_text(&cols[0], last->event_id);
+        dw_pgarray_add_text(&cols[1], dw_channel_name(last->channel));
+        dw_pgarray_add_text(&cols[2], last->step_id);
     }
     struct dw_pg_step steps[3];
     steps[0] = dw_pg_sql_step("BEGIN ISOLATION LEVEL READ COMMITTED");
@@ -589,6 +598,8 @@ enum dw_err dw_store_save_steps(struct dw_store *store, const struct dw_store_st
 out:
     for (size_t c = DW_ARRAY_LEN(cols); c-- > 0;)
         dw_pgarray_cleanup(&cols[c]);
+    groups_cleanup(&g);
+    free(keys);
     return err;
 }
 

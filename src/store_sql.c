@@ -147,11 +147,22 @@ const struct dw_store_statement dw_store_statements[DW_STMT_COUNT] = {
         {"dw_redrive_read",
          "SELECT floor(extract(epoch FROM next_at) * 1000)::int8, channels::text[]\n"
          "  FROM redrive WHERE event_id = $1"},
+    /* An upsert, not UPDATE ... FROM unnest(...): that is a join, and the
+     * generic plan a session makes while channel_status is empty (a young
+     * database, before autoanalyze) hash-joins a scan of the whole table,
+     * kept for every later call: 12 ms a call, 60 % of PostgreSQL's time
+     * in a 20,000-request bench. An upsert finds each row through the
+     * primary key (its arbiter) whatever the plan. Begin made the row
+     * (PENDING); were it gone, the PENDING row begin would make is what
+     * comes back. updated_at stays: this is no status change. */
     [DW_STMT_SAVE_STEPS] =
         {"dw_save_steps",
-         "UPDATE channel_status c SET step_id = r.step_id, step_id_at = now()\n"
+         "INSERT INTO channel_status AS c\n"
+         "       (event_id, channel, status, attempts, step_id, step_id_at, updated_at)\n"
+         "SELECT r.event_id, r.channel, 'PENDING', 0, r.step_id, now(), now()\n"
          "  FROM unnest($1::text[], $2::text[], $3::text[]) AS r(event_id, channel, step_id)\n"
-         " WHERE c.event_id = r.event_id AND c.channel = r.channel"},
+         "ON CONFLICT (event_id, channel) DO UPDATE\n"
+         "   SET step_id = EXCLUDED.step_id, step_id_at = EXCLUDED.step_id_at"},
 };
 
 enum dw_err dw_store_prepare_session(struct dw_store *store, const char *what)

@@ -181,8 +181,9 @@ enum dw_err dw_store_save_and_finish(struct dw_store *store, const struct dw_sto
                                      size_t nfin) DW_MUST_CHECK;
 
 /* Stores what a first step answered (dw_channel_state.step_id) for each
- * (event, channel), before the next step may be sent. A channel row must
- * exist (dw_store_begin made it). One transaction, one round trip. */
+ * (event, channel), before the next step may be sent: on the row
+ * dw_store_begin made (were it gone, it comes back PENDING). Items of one
+ * key in one batch: the last one's id. One transaction, one round trip. */
 struct dw_store_step {
     const char *event_id;
     enum dw_channel_id channel;

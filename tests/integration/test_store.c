@@ -24,6 +24,7 @@
 #include "dw/status.h"
 #include "dw/store.h"
 #include "itest.h"
+#include "store_internal.h" /* the statements' SQL, to plan them */
 
 static char run_suffix[24];
 
@@ -1000,6 +1001,114 @@ static void test_failed_batch_rolls_back(void **state)
     PQfinish(admin);
 }
 
+/* A first step's id lands on the channel's row and changes nothing else;
+ * of two ids for one key in one batch the later one stays. */
+static void test_step_ids_stored(void **state)
+{
+    (void)state;
+    char a[96], b[96];
+    make_id(a, sizeof(a), "step-a");
+    make_id(b, sizeof(b), "step-b");
+    struct dw_status before;
+    begin_one(shared, a, BIT(DW_CHANNEL_INSTAGRAM) | BIT(DW_CHANNEL_KAKAO), &before);
+    begin_one(shared, b, BIT(DW_CHANNEL_INSTAGRAM), NULL);
+    struct dw_store_step steps[] = {
+        {a, DW_CHANNEL_INSTAGRAM, "container-1"},
+        {b, DW_CHANNEL_INSTAGRAM, "container-b"},
+        {a, DW_CHANNEL_INSTAGRAM, "container-2"},
+    };
+    uint64_t rt = dw_store_round_trips(shared);
+    assert_int_equal(dw_store_save_steps(shared, steps, DW_ARRAY_LEN(steps)), DW_OK);
+    assert_int_equal(dw_store_round_trips(shared) - rt, 1);
+
+    struct dw_status st = read_status(shared, a);
+    const struct dw_channel_state *ig = &st.channels[DW_CHANNEL_INSTAGRAM];
+    assert_string_equal(ig->step_id, "container-2");
+    assert_true(ig->step_id_at_ms > 0);
+    assert_int_equal(ig->status, DW_CH_PENDING);
+    assert_int_equal(ig->attempts, 0);
+    assert_int_equal(ig->updated_at_ms, before.channels[DW_CHANNEL_INSTAGRAM].updated_at_ms);
+    assert_string_equal(st.channels[DW_CHANNEL_KAKAO].step_id, "");
+    assert_string_equal(read_status(shared, b).channels[DW_CHANNEL_INSTAGRAM].step_id,
+                        "container-b");
+}
+
+/* The statements that name event ids, and the tables a plan of theirs must
+ * not scan (the re-drive claim and its count scan the schedule by due time
+ * on purpose: they name none). */
+static const struct {
+    enum dw_stmt_id id;
+    const char *tables[3];
+} keyed[] = {
+    {DW_STMT_BEGIN_DISTRIBUTION, {"distribution"}},
+    {DW_STMT_BEGIN_CHANNELS, {"channel_status"}},
+    {DW_STMT_SAVE_RESULTS, {"channel_status"}},
+    {DW_STMT_FINISH, {"distribution"}},
+    {DW_STMT_LOAD_MANY, {"distribution", "channel_status"}},
+    {DW_STMT_LOAD_ONE, {"distribution", "channel_status"}},
+    {DW_STMT_SAVE_STEPS, {"channel_status"}},
+    {DW_STMT_REDRIVE_LOCK, {"redrive"}},
+    {DW_STMT_REDRIVE_SCHEDULE, {"redrive"}},
+    {DW_STMT_REDRIVE_CLEAR, {"redrive"}},
+    {DW_STMT_REDRIVE_READ, {"redrive"}},
+};
+
+/*
+ * Every statement that names event ids finds their rows through a key,
+ * even in the generic plan a session makes while the tables are empty: a
+ * young database has no statistics until autoanalyze, and a session keeps
+ * a cached plan. A statement planned as a scan then costs a whole table per
+ * call as the tables grow; dw_save_steps, an UPDATE ... FROM unnest(...),
+ * did (a hash join over a scan of channel_status: 12 ms a call at 120,000
+ * rows, 60 % of PostgreSQL's time in a 20,000-request bench).
+ */
+static void test_keyed_statements_never_scan(void **state)
+{
+    (void)state;
+    PGconn *admin = connect_admin(pg_dsn());
+    char dbname[64], conninfo[2048];
+    snprintf(dbname, sizeof(dbname), "dwtest_plans_%d", (int)getpid());
+    create_database(admin, dbname);
+    make_conninfo(admin, dbname, "dw-test-plans", conninfo, sizeof(conninfo));
+    dw_store_destroy(open_store(conninfo)); /* the schema, tables empty */
+
+    PGconn *db = connect_admin(conninfo);
+    sql_do(db, "SET plan_cache_mode = force_generic_plan");
+    for (size_t k = 0; k < DW_ARRAY_LEN(keyed); k++) {
+        const struct dw_store_statement *st = &dw_store_statements[keyed[k].id];
+        PGresult *res = PQprepare(db, st->name, st->sql, 0, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            fail_msg("%s: %s", st->name, PQresultErrorMessage(res));
+        PQclear(res);
+        res = PQdescribePrepared(db, st->name);
+        int nparams = PQnparams(res);
+        PQclear(res);
+        /* The values do not matter to a generic plan: NULL for each. */
+        char query[512];
+        int len = snprintf(query, sizeof(query), "EXPLAIN EXECUTE %s(", st->name);
+        for (int p = 0; p < nparams; p++)
+            len += snprintf(query + len, sizeof(query) - (size_t)len, "%sNULL", p ? ", " : "");
+        snprintf(query + len, sizeof(query) - (size_t)len, ")");
+        res = sql(db, query, 0, NULL);
+        char plan[4096] = "";
+        size_t used = 0;
+        for (int row = 0; row < PQntuples(res) && used < sizeof(plan); row++)
+            used +=
+                (size_t)snprintf(plan + used, sizeof(plan) - used, "%s\n", PQgetvalue(res, row, 0));
+        PQclear(res);
+        for (int t = 0; t < 3 && keyed[k].tables[t]; t++) {
+            char scan[64];
+            snprintf(scan, sizeof(scan), "Seq Scan on %s", keyed[k].tables[t]);
+            if (strstr(plan, scan))
+                fail_msg("%s scans %s in its generic plan:\n%s", st->name, keyed[k].tables[t],
+                         plan);
+        }
+    }
+    PQfinish(db);
+    drop_database(admin, dbname);
+    PQfinish(admin);
+}
+
 static void test_invalid_arguments(void **state)
 {
     (void)state;
@@ -1040,6 +1149,8 @@ int main(void)
         cmocka_unit_test(test_database_down_and_back),
         cmocka_unit_test(test_offline_store),
         cmocka_unit_test(test_failed_batch_rolls_back),
+        cmocka_unit_test(test_step_ids_stored),
+        cmocka_unit_test(test_keyed_statements_never_scan),
         cmocka_unit_test(test_invalid_arguments),
     };
     int failed = cmocka_run_group_tests(tests, setup_shared, teardown_shared);
