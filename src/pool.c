@@ -67,6 +67,11 @@
 #define IDLE_WAIT_MS 200
 /* How often a worker brings its connection cache's size to the limits. */
 #define CONN_CAP_EVERY_MS 100
+/* The cache holds what the limits allowed at their highest of this long:
+ * a limit that dips for a few round trips (a 503, a connect timeout) and
+ * climbs back finds its connections still open, where closing them would
+ * send it back through the server's accept queue. */
+#define CONN_KEEP_MS 30000
 
 /* ---- timers ---- */
 
@@ -105,7 +110,8 @@ static void timer_fired(struct worker *w, struct job *job)
 
 /* Keeps the loop's connection cache near what the limits use: busy
  * connections are at most the calls the limits allow, and idle ones beyond
- * them are closed oldest first. */
+ * what they allowed at their highest of the last CONN_KEEP_MS are closed,
+ * oldest first. */
 static void size_connection_cache(struct worker *w, int64_t now)
 {
     if (now - w->conn_cap_ms < CONN_CAP_EVERY_MS)
@@ -114,9 +120,10 @@ static void size_connection_cache(struct worker *w, int64_t now)
     long sum = 0;
     for (int c = 0; c < DW_CHANNEL_COUNT; c++)
         sum += dw_guard_limit(w->pool->guards[c]);
-    if (sum > w->max_running)
-        sum = w->max_running;
-    dw_xfer_set_max_connections(w->loop, sum + 8);
+    long keep = dw_peak_update(&w->conn_peak, now, sum);
+    if (keep > w->max_running)
+        keep = w->max_running;
+    dw_xfer_set_max_connections(w->loop, keep + 8);
 }
 
 static void *worker_main(void *arg)
@@ -202,6 +209,7 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
         w->max_running = opts->max_calls / opts->threads;
         w->rnd = (seed + (uint64_t)i * 0x2545F4914F6CDD1DULL) | 1;
         w->conn_cap_ms = INT64_MIN / 2;
+        dw_peak_init(&w->conn_peak, CONN_KEEP_MS);
         w->connq_due_ms = INT64_MAX;
         pthread_mutex_init(&w->lock, NULL);
         struct dw_xfer_options xo = {

@@ -31,6 +31,7 @@
 #include "dw/heap.h"
 #include "dw/list.h"
 #include "dw/pace.h"
+#include "dw/peak.h"
 #include "dw/pool.h"
 #include "dw/transfer.h"
 
@@ -92,8 +93,9 @@ struct worker {
     int running;
     int max_running;
     uint64_t rnd;
-    int64_t conn_cap_ms; /* when the connection cache was last sized */
-    int64_t snapshot_ms; /* worker 0: when the breakers were last snapshot */
+    int64_t conn_cap_ms;      /* when the connection cache was last sized */
+    struct dw_peak conn_peak; /* the limits' sum, at its highest of late */
+    int64_t snapshot_ms;      /* worker 0: when the breakers were last snapshot */
     /* Per channel, on this worker's loop: connections its calls opened
      * and that are still open, and its calls running. A call whose
      * channel has no spare connection opens one, at the channel's pace. */

@@ -812,6 +812,70 @@ static void job_gauge_follows_jobs(void **state)
     assert_true(metric_is(f, "dw_channel_calls_in_flight", "0"));
 }
 
+static long metric_value(struct fixture *f, const char *series)
+{
+    struct dw_buf out;
+    char line[512];
+    dw_buf_init(&out, 4 * 1024 * 1024);
+    assert_int_equal(dw_metrics_render(f->metrics, &out), DW_OK);
+    snprintf(line, sizeof(line), "\n%s ", series);
+    const char *at = strstr(out.data, line);
+    long v = at ? strtol(at + strlen(line), NULL, 10) : -1;
+    dw_buf_cleanup(&out);
+    return v;
+}
+
+/*
+ * A limit that dips and climbs back keeps its connections: the connection
+ * cache is sized to what the limits allowed at their highest of the last
+ * half minute. 24 calls at once open 24 connections; then the server
+ * takes one call at a time and answers 503 beyond, so Kakao's limit falls
+ * from 24 to about 1. The cache sized to the limits of the moment (1 for
+ * Kakao, 1 for each other channel, plus 8) closed an idle connection at
+ * each call's end, down to 14; now all 24 stay open for the limit to use
+ * when it climbs back.
+ */
+static void connections_outlive_a_dip_of_the_limit(void **state)
+{
+    struct fixture *f = *state;
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++)
+        f->cfg.channels[ch].max_concurrent = 1;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_KAKAO];
+    cc->max_concurrent = 24;
+    cc->limit = (struct dw_limit_config){.mode = DW_LIMIT_ADAPTIVE, .initial = 24, .min = 1};
+    cc->bulkhead_max_wait_ms = 60000;
+    cc->max_attempts = 1; /* a 503 under the adaptive limit does not use it up */
+    cc->initial_backoff_ms = 5;
+    cc->max_backoff_ms = 20;
+    struct reply slow[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 300}};
+    script(&f->server, 1, slow);
+    start_pool(f, 1, 200);
+    enum { WAVE = 24, DIP = 16 };
+    for (int i = 0; i < WAVE; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, WAVE);
+    assert_int_equal(server_get(&f->server, &f->server.connections), WAVE);
+    assert_int_equal(metric_value(f, "dw_channel_connections{channel=\"KAKAO\"}"), WAVE);
+
+    struct reply quick[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 20}};
+    script(&f->server, 1, quick);
+    pthread_mutex_lock(&f->server.lock);
+    f->server.capacity = 1;
+    pthread_mutex_unlock(&f->server.lock);
+    for (int i = 0; i < DIP; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, WAVE + DIP);
+    assert_int_equal(f->results.success, WAVE + DIP);
+    struct dw_pool_flow flow;
+    dw_pool_channel_flow(f->pool, DW_CHANNEL_KAKAO, &flow);
+    long open = metric_value(f, "dw_channel_connections{channel=\"KAKAO\"}");
+    print_message("  after the dip: limit %d, %ld connections open, %d answered 503\n", flow.limit,
+                  open, server_get(&f->server, &f->server.shed));
+    assert_true(flow.limit <= 4);
+    assert_int_equal(open, WAVE);
+    assert_int_equal(server_get(&f->server, &f->server.connections), WAVE);
+}
+
 static void run_one(struct fixture *f, enum dw_channel_id ch)
 {
     int before = f->results.n;
@@ -1156,6 +1220,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(stop_with_parked_and_running_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(stuck_half_open_shows_open_without_traffic, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(connections_outlive_a_dip_of_the_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(adaptive_limit_keeps_a_burst_within_capacity, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(retry_after_pauses_the_whole_channel, setup, teardown),
