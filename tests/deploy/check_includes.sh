@@ -15,7 +15,7 @@
 #                                               leaves common.h, status.h,
 #                                               channel_id.h, utf8.h)
 #   the libraries out of the rule files (json_scan, rfc3339, backoff,
-#   pgarray):                                   no domain header either
+#   pgarray, peak):                             no domain header either
 #   vocabulary (channel_id):                    no dw/ header at all
 # usage: check_includes.sh SOURCE_DIR
 set -euo pipefail
@@ -103,7 +103,7 @@ allow="dw/metrics.h metrics_internal.h" check "metrics include no domain header"
     src/metrics*.c src/metrics_internal.h include/dw/metrics.h
 check "the log includes no domain header" - src/log.c include/dw/log.h
 check "the channel vocabulary is a leaf" - src/channel_id.c include/dw/channel_id.h
-for lib in json_scan rfc3339 backoff pgarray; do
+for lib in json_scan rfc3339 backoff pgarray peak; do
     check "the $lib library includes no domain header" - src/$lib.c include/dw/$lib.h
 done
 [ -z "$(sed -nE 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"(dw\/[^"]+)".*/\1/p' \
