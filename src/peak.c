@@ -29,7 +29,8 @@ long dw_peak_update(struct dw_peak *p, int64_t now_ms, long value)
     }
     long highest = value;
     for (int k = 0; k < DW_PEAK_SLOTS; k++) {
-        if (p->stamp[k] > slot - DW_PEAK_SLOTS && p->stamp[k] <= slot && p->max[k] > highest)
+        if (p->stamp[k] >= 0 && p->stamp[k] > slot - DW_PEAK_SLOTS && p->stamp[k] <= slot &&
+            p->max[k] > highest)
             highest = p->max[k];
     }
     return highest;

@@ -44,6 +44,16 @@ static void a_long_gap_forgets(void **state)
     assert_int_equal(dw_peak_update(&p, 31000, 3), 3);
 }
 
+/* Slots never written count for nothing, even against values below 0. */
+static void empty_slots_are_not_zeros(void **state)
+{
+    (void)state;
+    struct dw_peak p;
+    dw_peak_init(&p, 8000);
+    assert_int_equal(dw_peak_update(&p, 0, -5), -5);
+    assert_int_equal(dw_peak_update(&p, 3000, -7), -5);
+}
+
 /* A window shorter than the slots still works (1 ms slots). */
 static void a_tiny_window(void **state)
 {
@@ -60,6 +70,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_peak_stays_for_the_window),
         cmocka_unit_test(a_long_gap_forgets),
+        cmocka_unit_test(empty_slots_are_not_zeros),
         cmocka_unit_test(a_tiny_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
