@@ -830,10 +830,10 @@ static long metric_value(struct fixture *f, const char *series)
  * cache is sized to what the limits allowed at their highest of the last
  * half minute. 24 calls at once open 24 connections; then the server
  * takes one call at a time and answers 503 beyond, so Kakao's limit falls
- * from 24 to about 1. The cache sized to the limits of the moment (1 for
- * Kakao, 1 for each other channel, plus 8) closed an idle connection at
- * each call's end, down to 14; now all 24 stay open for the limit to use
- * when it climbs back.
+ * from 24 to 1 or 2. The cache sized to the limits of the moment (Kakao's,
+ * 1 for each other channel, plus 8) closed an idle connection at each
+ * call's end, down to 14; now all 24 stay open for the limit to use when
+ * it climbs back.
  */
 static void connections_outlive_a_dip_of_the_limit(void **state)
 {
@@ -871,7 +871,9 @@ static void connections_outlive_a_dip_of_the_limit(void **state)
     long open = metric_value(f, "dw_channel_connections{channel=\"KAKAO\"}");
     print_message("  after the dip: limit %d, %ld connections open, %d answered 503\n", flow.limit,
                   open, server_get(&f->server, &f->server.shed));
-    assert_true(flow.limit <= 4);
+    /* Low enough that a cache of the moment (Kakao's limit, 1 for each of
+     * the 5 others, 8 spare) would hold fewer than WAVE connections. */
+    assert_true(flow.limit + 5 + 8 < WAVE);
     assert_int_equal(open, WAVE);
     assert_int_equal(server_get(&f->server, &f->server.connections), WAVE);
 }
