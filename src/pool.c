@@ -265,6 +265,9 @@ enum dw_err dw_pool_submit_steps(struct dw_pool *pool, const struct dw_request *
     job->opaque = opaque;
     job->step = from;
     job->last_step = to;
+    /* A later step continues work a slot already served: it waits for a
+     * slot ahead of jobs that would start new work (bulkhead.h). */
+    job->ticket.waiter.first = from > 0;
     if (prev_id)
         dw_strlcpy(job->prev_id, prev_id, sizeof(job->prev_id));
     job->new_try = true;

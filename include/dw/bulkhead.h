@@ -2,7 +2,13 @@
  * A bulkhead for one channel (Resilience4j's semaphore bulkhead): at most
  * max_concurrent calls hold a slot at once. A call that finds it full may
  * queue; a slot given back while calls are queued goes straight to the
- * oldest of them (first come, first served), so nobody can jump the queue.
+ * oldest of them (first come, first served), so nobody can jump the queue
+ * but a continuation (waiter.first): the next step of work a slot already
+ * served (Instagram's publish after its container) goes ahead of calls
+ * that would start new work, behind earlier continuations. Finishing what
+ * was started first keeps a request's time in the worker to its own calls
+ * instead of two waits through the whole queue; continuations come only
+ * from first steps that ended, so they cannot starve the others.
  *
  * Pure logic: nothing here blocks, sleeps or reads a clock. Waiting is the
  * caller's business: it parks the call (the pool puts the job on its timer
@@ -16,7 +22,8 @@
  * size takes effect as calls end; a larger one through dw_bulkhead_grant.
  *
  * Invariants: in_use <= max except while a lowered max drains; a waiter
- * is queued only while in_use >= max.
+ * is queued only while in_use >= max; continuations are served before the
+ * others, each kind in order.
  */
 #ifndef DW_BULKHEAD_H
 #define DW_BULKHEAD_H
@@ -29,8 +36,9 @@
 /* A place in the queue. Caller-allocated (embed it in the job); only the
  * bulkhead reads or writes its fields, under its lock. */
 struct dw_bulkhead_waiter {
+    bool first; /* the caller's, set before queueing and kept while queued: a continuation */
     bool queued;
-    struct dw_list_node node; /* in the bulkhead's FIFO while queued */
+    struct dw_list_node node; /* in one of the bulkhead's FIFOs while queued */
 };
 
 enum dw_bulkhead_result {
@@ -52,7 +60,8 @@ enum dw_bulkhead_result dw_bulkhead_acquire(struct dw_bulkhead *b,
                                             struct dw_bulkhead_waiter *waiter) DW_MUST_CHECK;
 
 /* Gives a slot back. When calls are queued (and the size was not lowered
- * below the slots in use) the slot passes to the oldest one, which is
+ * below the slots in use) the slot passes to the oldest one (the oldest
+ * continuation, if any), which is
  * returned (now holding the slot; the caller must wake it); otherwise
  * NULL. */
 struct dw_bulkhead_waiter *dw_bulkhead_release(struct dw_bulkhead *b) DW_MUST_CHECK;

@@ -1,7 +1,8 @@
 /*
  * The bulkhead of one channel (include/dw/bulkhead.h): a counting
- * semaphore with a FIFO of waiters, and direct hand-over of a released
- * slot to the oldest waiter.
+ * semaphore with two FIFOs of waiters (continuations, then the rest), and
+ * direct hand-over of a released slot to the oldest waiter of the first
+ * non-empty one.
  *
  * Threads: any; one mutex guards the count and the queue, held for a few
  * instructions. Nothing blocks: a queued caller is told later, through the
@@ -11,7 +12,8 @@
  * after dw_bulkhead_set_max lowered max (releases then drain in_use down
  * to it before handing anything over); the queue is non-empty only while
  * in_use >= max (a release with waiters and in_use <= max keeps in_use and
- * hands the slot over); a waiter is queued iff waiter->queued.
+ * hands the slot over); a waiter is queued iff waiter->queued, in firsts
+ * iff waiter->first.
  */
 #include "dw/bulkhead.h"
 
@@ -22,7 +24,8 @@ struct dw_bulkhead {
     pthread_mutex_t lock;
     int max;
     int in_use;
-    struct dw_list waiters; /* FIFO */
+    struct dw_list firsts;  /* FIFO of continuations: served first */
+    struct dw_list waiters; /* FIFO of the rest */
 };
 
 struct dw_bulkhead *dw_bulkhead_create(int max_concurrent)
@@ -41,16 +44,22 @@ void dw_bulkhead_destroy(struct dw_bulkhead *b)
     free(b);
 }
 
+static struct dw_list *queue_of(struct dw_bulkhead *b, const struct dw_bulkhead_waiter *w)
+{
+    return w->first ? &b->firsts : &b->waiters;
+}
+
 static void unlink_waiter(struct dw_bulkhead *b, struct dw_bulkhead_waiter *w)
 {
-    dw_list_remove(&b->waiters, &w->node);
+    dw_list_remove(queue_of(b, w), &w->node);
     w->queued = false;
 }
 
+/* The next to serve: the oldest continuation, else the oldest other. */
 static struct dw_bulkhead_waiter *oldest(const struct dw_bulkhead *b)
 {
-    return b->waiters.head ? DW_CONTAINER_OF(b->waiters.head, struct dw_bulkhead_waiter, node)
-                           : NULL;
+    const struct dw_list *q = b->firsts.head ? &b->firsts : &b->waiters;
+    return q->head ? DW_CONTAINER_OF(q->head, struct dw_bulkhead_waiter, node) : NULL;
 }
 
 enum dw_bulkhead_result dw_bulkhead_acquire(struct dw_bulkhead *b,
@@ -63,7 +72,7 @@ enum dw_bulkhead_result dw_bulkhead_acquire(struct dw_bulkhead *b,
         b->in_use++;
         res = DW_BULKHEAD_GRANTED;
     } else if (waiter) {
-        dw_list_push_back(&b->waiters, &waiter->node);
+        dw_list_push_back(queue_of(b, waiter), &waiter->node);
         waiter->queued = true;
         res = DW_BULKHEAD_QUEUED;
     } else {
@@ -99,8 +108,7 @@ struct dw_bulkhead_waiter *dw_bulkhead_grant(struct dw_bulkhead *b)
     struct dw_bulkhead_waiter *next = NULL;
 
     pthread_mutex_lock(&b->lock);
-    if (b->in_use < b->max && !dw_list_empty(&b->waiters)) {
-        next = oldest(b);
+    if (b->in_use < b->max && (next = oldest(b))) {
         unlink_waiter(b, next);
         b->in_use++;
     }
@@ -139,7 +147,7 @@ int dw_bulkhead_in_use(struct dw_bulkhead *b)
 int dw_bulkhead_queued(struct dw_bulkhead *b)
 {
     pthread_mutex_lock(&b->lock);
-    int n = (int)b->waiters.len;
+    int n = (int)(b->firsts.len + b->waiters.len);
     pthread_mutex_unlock(&b->lock);
     return n;
 }

@@ -1,6 +1,7 @@
 /*
  * The bulkhead: slots up to max_concurrent, refusal without a waiter, the
- * FIFO queue with direct hand-over (no queue jumping), cancelling a wait,
+ * FIFO queue with direct hand-over (no queue jumping but continuations'),
+ * cancelling a wait,
  * and many threads taking, queueing for, cancelling and giving back slots
  * while never more than max_concurrent are held (run under TSan by the
  * test command).
@@ -38,6 +39,38 @@ static void grants_up_to_the_limit_then_refuses(void **state)
     assert_int_equal(dw_bulkhead_in_use(b), 0);
     dw_bulkhead_destroy(b);
     dw_bulkhead_destroy(NULL);
+}
+
+/* Continuations (waiter.first: the next step of work a slot already served)
+ * are served before the calls that would start new work, in their own
+ * order; cancelling one takes it out of its own queue. */
+static void continuations_go_first(void **state)
+{
+    (void)state;
+    struct dw_bulkhead *b = dw_bulkhead_create(1);
+    struct dw_bulkhead_waiter w[5] = {{0}};
+    w[2].first = w[3].first = w[4].first = true;
+    assert_int_equal(dw_bulkhead_acquire(b, NULL), DW_BULKHEAD_GRANTED);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(dw_bulkhead_acquire(b, &w[i]), DW_BULKHEAD_QUEUED);
+    assert_int_equal(dw_bulkhead_queued(b), 5);
+    assert_true(dw_bulkhead_cancel(b, &w[3]));
+    assert_int_equal(dw_bulkhead_queued(b), 4);
+    assert_ptr_equal(dw_bulkhead_release(b), &w[2]);
+    assert_ptr_equal(dw_bulkhead_release(b), &w[4]);
+    assert_ptr_equal(dw_bulkhead_release(b), &w[0]);
+    /* A grant (a larger size) follows the same order. */
+    struct dw_bulkhead_waiter late = {.first = true};
+    assert_int_equal(dw_bulkhead_acquire(b, &late), DW_BULKHEAD_QUEUED);
+    dw_bulkhead_set_max(b, 2);
+    assert_ptr_equal(dw_bulkhead_grant(b), &late);
+    assert_null(dw_bulkhead_grant(b));
+    assert_ptr_equal(dw_bulkhead_release(b), &w[1]);
+    assert_int_equal(dw_bulkhead_queued(b), 0);
+    assert_null(dw_bulkhead_release(b));
+    assert_null(dw_bulkhead_release(b));
+    assert_int_equal(dw_bulkhead_in_use(b), 0);
+    dw_bulkhead_destroy(b);
 }
 
 /* The pool makes the size follow the adaptive limit: a larger size hands
@@ -238,6 +271,7 @@ int main(void)
         cmocka_unit_test(released_slots_go_to_waiters_in_order),
         cmocka_unit_test(cancel_tells_whether_a_slot_came),
         cmocka_unit_test(the_size_follows_the_limit),
+        cmocka_unit_test(continuations_go_first),
         cmocka_unit_test(never_more_than_the_limit_under_many_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

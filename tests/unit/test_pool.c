@@ -418,6 +418,41 @@ static void next_step_goes_before_queued_jobs(void **state)
     assert_int_equal(f->results.all[0].channel, DW_CHANNEL_INSTAGRAM);
 }
 
+/* A later step submitted as a job of its own (dispatch stores Instagram's
+ * container first, then asks for the publish) waits for a slot ahead of
+ * first steps: with one slot held and three first steps queued, the
+ * publish submitted after them is the next call. */
+static void a_later_step_queues_ahead_of_first_steps(void **state)
+{
+    struct fixture *f = *state;
+    struct dw_channel_config *cc = &f->cfg.channels[DW_CHANNEL_INSTAGRAM];
+    cc->max_concurrent = 1;
+    cc->bulkhead_max_wait_ms = 60000;
+    const char *body = "{\"id\":\"c-1\",\"permalink\":\"p\"}";
+    /* The first call answers late, so the others are queued by then. */
+    struct reply r[] = {{200, body, NULL, 300}, {200, body, NULL, 0}};
+    script(&f->server, 2, r);
+    start_pool(f, 1, 8);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(
+            dw_pool_submit_steps(f->pool, f->req, DW_CHANNEL_INSTAGRAM, &f->results, 0, NULL, 0),
+            DW_OK);
+    struct dw_pool_flow flow = {0};
+    for (int i = 0; i < 200 && (server_calls(&f->server) < 1 || flow.waiting < 3); i++) {
+        usleep(5000);
+        dw_pool_channel_flow(f->pool, DW_CHANNEL_INSTAGRAM, &flow);
+    }
+    assert_int_equal(
+        dw_pool_submit_steps(f->pool, f->req, DW_CHANNEL_INSTAGRAM, &f->results, 1, "c-0", 1),
+        DW_OK);
+    wait_results(&f->results, 5);
+    assert_int_equal(f->results.success, 5);
+    assert_string_equal(f->server.paths[0], "/v1/media");
+    assert_string_equal(f->server.paths[1], "/v1/media_publish");
+    for (int i = 2; i < 5; i++)
+        assert_string_equal(f->server.paths[i], "/v1/media");
+}
+
 static void transient_errors_are_retried(void **state)
 {
     struct fixture *f = *state;
@@ -1194,6 +1229,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(success_sends_headers_and_reads_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(instagram_makes_two_calls, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_later_step_queues_ahead_of_first_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(next_step_goes_before_queued_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(transient_errors_are_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(attempts_run_out, setup, teardown),
