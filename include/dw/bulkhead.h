@@ -33,10 +33,11 @@
 #include "dw/common.h"
 #include "dw/list.h"
 
-/* A place in the queue. Caller-allocated (embed it in the job); only the
- * bulkhead reads or writes its fields, under its lock. */
+/* A place in the queue. Caller-allocated (embed it in the job); the caller
+ * sets `first` before it first queues it and leaves it alone after, and
+ * only the bulkhead touches the rest, under its lock. */
 struct dw_bulkhead_waiter {
-    bool first; /* the caller's, set before queueing and kept while queued: a continuation */
+    bool first; /* a continuation: served before the others (the caller's) */
     bool queued;
     struct dw_list_node node; /* in one of the bulkhead's FIFOs while queued */
 };
@@ -61,9 +62,8 @@ enum dw_bulkhead_result dw_bulkhead_acquire(struct dw_bulkhead *b,
 
 /* Gives a slot back. When calls are queued (and the size was not lowered
  * below the slots in use) the slot passes to the oldest one (the oldest
- * continuation, if any), which is
- * returned (now holding the slot; the caller must wake it); otherwise
- * NULL. */
+ * continuation, if any), which is returned (now holding the slot; the
+ * caller must wake it); otherwise NULL. */
 struct dw_bulkhead_waiter *dw_bulkhead_release(struct dw_bulkhead *b) DW_MUST_CHECK;
 
 /* A new size (>= 1; smaller values count as 1). Nobody is woken here: call
@@ -71,8 +71,9 @@ struct dw_bulkhead_waiter *dw_bulkhead_release(struct dw_bulkhead *b) DW_MUST_CH
  * frees. */
 void dw_bulkhead_set_max(struct dw_bulkhead *b, int max_concurrent);
 
-/* Hands a free slot to the oldest queued waiter and returns it (the caller
- * must wake it); NULL when no slot is free or nobody waits. */
+/* Hands a free slot to the oldest queued waiter (continuations first) and
+ * returns it (the caller must wake it); NULL when no slot is free or nobody
+ * waits. */
 struct dw_bulkhead_waiter *dw_bulkhead_grant(struct dw_bulkhead *b) DW_MUST_CHECK;
 
 /* Takes a queued waiter out (it gave up waiting). True: it was queued and
