@@ -111,7 +111,13 @@ static void timer_fired(struct worker *w, struct job *job)
 /* Keeps the loop's connection cache near what the limits use: busy
  * connections are at most the calls the limits allow, and idle ones beyond
  * what they allowed at their highest of the last CONN_KEEP_MS are closed,
- * oldest first. */
+ * oldest first. Not capped at the calls this thread may run at once: each
+ * channel is its own origin, whose connections serve no other, so the
+ * connections worth keeping are what each channel used, which add up to
+ * more than the calls under way at any one moment when the channels peak
+ * in turn (a cap there closed one channel's idle connections to open
+ * another's, and back). Only connections that served a call are kept, so
+ * this never opens more than the channels used. */
 static void size_connection_cache(struct worker *w, int64_t now)
 {
     if (now - w->conn_cap_ms < CONN_CAP_EVERY_MS)
@@ -121,8 +127,6 @@ static void size_connection_cache(struct worker *w, int64_t now)
     for (int c = 0; c < DW_CHANNEL_COUNT; c++)
         sum += dw_guard_limit(w->pool->guards[c]);
     long keep = dw_peak_update(&w->conn_peak, now, sum);
-    if (keep > w->max_running)
-        keep = w->max_running;
     dw_xfer_set_max_connections(w->loop, keep + 8);
 }
 

@@ -913,6 +913,48 @@ static void connections_outlive_a_dip_of_the_limit(void **state)
     assert_int_equal(server_get(&f->server, &f->server.connections), WAVE);
 }
 
+/*
+ * Channels of different origins (in production each channel is its own
+ * API) cannot share connections: each needs its own, and the connection
+ * cache must hold what every channel used, even when that is more than the
+ * calls that can run at once. Kakao on 127.0.0.1 and Uri-dongne TV on
+ * localhost (two origins to libcurl, one server), waves of 16 calls to one
+ * channel and then the other, with 16 calls at most in flight: a cache
+ * capped at those 16 (+8) closed 8 idle connections of one channel to open
+ * the other's at every wave, 48 opened in all; the cache sized to the
+ * limits keeps all 32.
+ */
+static void channels_of_their_own_origins_keep_their_connections(void **state)
+{
+    struct fixture *f = *state;
+    enum { WAVE = 16, WAVES = 4 };
+    char other[64];
+    snprintf(other, sizeof(other), "http://localhost:%d", f->server.port);
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+        f->cfg.channels[ch].max_concurrent = 1;
+        f->cfg.channels[ch].limit.mode = DW_LIMIT_FIXED;
+    }
+    f->cfg.channels[DW_CHANNEL_KAKAO].max_concurrent = WAVE;
+    f->cfg.channels[DW_CHANNEL_URIDONGNETV].max_concurrent = WAVE;
+    f->cfg.channels[DW_CHANNEL_URIDONGNETV].url = other;
+    struct reply slow[] = {{200, "{\"postId\":\"p\",\"adId\":\"ad\",\"url\":\"u\"}", NULL, 100}};
+    script(&f->server, 1, slow);
+    start_pool(f, 1, WAVE);
+    for (int w = 0; w < WAVES; w++) {
+        enum dw_channel_id ch = w % 2 ? DW_CHANNEL_URIDONGNETV : DW_CHANNEL_KAKAO;
+        for (int i = 0; i < WAVE; i++)
+            submit(f, ch);
+        wait_results(&f->results, WAVE * (w + 1));
+    }
+    assert_int_equal(f->results.success, WAVE * WAVES);
+    int opened = server_get(&f->server, &f->server.connections);
+    print_message("  %d waves of %d calls, two origins: %d connections opened\n", WAVES, WAVE,
+                  opened);
+    assert_int_equal(opened, 2 * WAVE);
+    assert_int_equal(metric_value(f, "dw_channel_connections{channel=\"KAKAO\"}"), WAVE);
+    assert_int_equal(metric_value(f, "dw_channel_connections{channel=\"URIDONGNETV\"}"), WAVE);
+}
+
 static void run_one(struct fixture *f, enum dw_channel_id ch)
 {
     int before = f->results.n;
@@ -1259,6 +1301,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(stuck_half_open_shows_open_without_traffic, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(connections_outlive_a_dip_of_the_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(channels_of_their_own_origins_keep_their_connections, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(adaptive_limit_keeps_a_burst_within_capacity, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(retry_after_pauses_the_whole_channel, setup, teardown),
