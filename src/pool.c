@@ -15,11 +15,20 @@
  *
  * Threads: dw_pool_start starts opts->threads worker threads. Each owns one
  * transfer loop, its ready list, its timer heap and its running list; no
- * other thread touches them. Shared between threads:
+ * other thread touches them. A channel's jobs all run on one worker
+ * (channel % threads): its connections then sit in one connection cache,
+ * where every call of the channel can reuse them (spread over the workers,
+ * a channel kept up to one connection per worker for each call it could
+ * make at once: 659 to 723 open for a limit of 500 at 100 ms), and a
+ * bulkhead slot it gives back goes to a job of the same worker, which
+ * wakes nobody. Shared between threads:
  * - each worker's inbox (new jobs) and grant list (parked jobs that were
  *   handed a bulkhead slot), both guarded by the worker's mutex and
  *   followed by dw_xfer_wake, which interrupts the worker's wait;
- * - per channel, one struct dw_guard, thread-safe on its own.
+ * - per channel, one struct dw_guard, thread-safe on its own;
+ * - the count of calls under way on all workers, which opts->max_calls
+ *   caps (an atomic; a worker that finds it full is woken when a call
+ *   ends on another).
  *
  * A try: the guards say GO (the job holds a breaker permit and a slot of
  * the channel's limit), WAIT (a 429 pause or the rate limiter: a timer),
@@ -44,8 +53,10 @@
  *   try and its end (or while it waits for its connect pace), and gives
  *   both back on every path: the try's end, a refusal, finish, and
  *   dw_pool_stop.
- * - A worker runs at most max_running calls; the rest wait in ready,
- *   those that hold a slot at its front.
+ * - The workers run about opts->max_calls calls at most, together (one
+ *   more per other worker that checked at the same moment, and the jobs
+ *   of a connect queue, which hold a slot); the rest wait in ready, those
+ *   that hold a slot at its front.
  * - The done callback is called exactly once per job that ends, on the
  *   worker thread, and never after dw_pool_stop has begun.
  */
@@ -149,12 +160,12 @@ static void *worker_main(void *arg)
             timer_fired(w, dw_pool_timer_job(dw_heap_pop(&w->timers)));
         dw_pool_connq_run(w, now);
 
-        while (!dw_list_empty(&w->ready) && w->running < w->max_running)
+        while (!dw_list_empty(&w->ready) && dw_pool_room_for_calls(pool))
             dw_pool_job_start(w, dw_pool_queued_job(dw_list_pop_front(&w->ready)));
 
         dw_xfer_run_due(w->loop, dw_now_ms());
         if ((!dw_list_empty(&w->ready) || !dw_list_empty(&w->granted_here)) &&
-            w->running < w->max_running)
+            dw_pool_room_for_calls(pool))
             continue; /* a finished step, retry or granted job is ready to go now */
 
         now = dw_now_ms();
@@ -210,14 +221,13 @@ enum dw_err dw_pool_start(const struct dw_pool_options *opts, struct dw_pool **o
     for (int i = 0; i < pool->nworkers; i++) {
         struct worker *w = &pool->workers[i];
         w->pool = pool;
-        w->max_running = opts->max_calls / opts->threads;
         w->rnd = (seed + (uint64_t)i * 0x2545F4914F6CDD1DULL) | 1;
         w->conn_cap_ms = INT64_MIN / 2;
         dw_peak_init(&w->conn_peak, CONN_KEEP_MS);
         w->connq_due_ms = INT64_MAX;
         pthread_mutex_init(&w->lock, NULL);
         struct dw_xfer_options xo = {
-            .max_calls = w->max_running,
+            .max_calls = opts->max_calls,
             .response_cap = DW_POOL_RESPONSE_CAP,
             .env_proxy = env_proxy,
             .transport = pool->transport,
@@ -277,8 +287,7 @@ enum dw_err dw_pool_submit_steps(struct dw_pool *pool, const struct dw_request *
     job->new_try = true;
     dw_guard_want(pool->guards[channel], &job->ticket);
 
-    unsigned i = atomic_fetch_add(&pool->next_worker, 1) % (unsigned)pool->nworkers;
-    struct worker *w = &pool->workers[i];
+    struct worker *w = &pool->workers[(int)channel % pool->nworkers];
     job->worker = w;
     pthread_mutex_lock(&w->lock);
     /* A non-empty inbox has a wake-up on its way already: the worker takes

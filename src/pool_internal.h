@@ -91,7 +91,6 @@ struct worker {
     struct dw_heap timers;       /* parked jobs, by when they are due */
     struct dw_list running_jobs; /* jobs with a call in the loop */
     int running;
-    int max_running;
     uint64_t rnd;
     int64_t conn_cap_ms;      /* when the connection cache was last sized */
     struct dw_peak conn_peak; /* the limits' sum, at its highest of late */
@@ -123,7 +122,7 @@ struct dw_pool {
     struct breaker_observer observers[DW_CHANNEL_COUNT];
     struct worker *workers;
     int nworkers;
-    atomic_uint next_worker;
+    atomic_int calls; /* calls under way on all workers; opts.max_calls caps it */
     atomic_bool stopping;
     struct dw_guard *guards[DW_CHANNEL_COUNT];
     /* Per channel, the header lines that are the same on every call.
@@ -173,6 +172,12 @@ static inline void dw_pool_park(struct worker *w, struct job *job, enum job_wait
     job->wait = wait;
     job->timer.key = due_ms;
     dw_heap_push(&w->timers, &job->timer);
+}
+
+/* Whether the workers together run fewer calls than opts.max_calls. */
+static inline bool dw_pool_room_for_calls(struct dw_pool *pool)
+{
+    return atomic_load_explicit(&pool->calls, memory_order_relaxed) < pool->opts.max_calls;
 }
 
 /* ---- pool_job.c: a job's life ---- */

@@ -51,9 +51,25 @@ static void running_link(struct worker *w, struct job *job)
     dw_list_push_front(&w->running_jobs, &job->run);
     job->running = true;
     w->running++;
+    atomic_fetch_add_explicit(&w->pool->calls, 1, memory_order_relaxed);
     w->calls[job->channel]++;
     dw_metrics_gauge_add(w->pool->opts.metrics, DW_GAUGE_CALLS_IN_FLIGHT, 1);
     dw_metrics_channel_gauge_add(w->pool->opts.metrics, job->channel, DW_CHGAUGE_IN_FLIGHT, 1);
+}
+
+/* One call fewer under way. If the workers were at the cap, one of the
+ * others may have calls ready that waited for this one to end: wake them.
+ * Rare (only at the cap), and a wake of a worker with nothing ready costs
+ * one turn of its loop. Not while stopping: the loops may be gone. */
+static void call_ended(struct worker *w)
+{
+    struct dw_pool *pool = w->pool;
+    if (atomic_fetch_sub_explicit(&pool->calls, 1, memory_order_relaxed) != pool->opts.max_calls ||
+        atomic_load(&pool->stopping))
+        return;
+    for (int i = 0; i < pool->nworkers; i++)
+        if (&pool->workers[i] != w)
+            dw_xfer_wake(pool->workers[i].loop);
 }
 
 void dw_pool_running_unlink(struct worker *w, struct job *job)
@@ -63,6 +79,7 @@ void dw_pool_running_unlink(struct worker *w, struct job *job)
     dw_list_remove(&w->running_jobs, &job->run);
     job->running = false;
     w->running--;
+    call_ended(w);
     w->calls[job->channel]--;
     dw_metrics_gauge_add(w->pool->opts.metrics, DW_GAUGE_CALLS_IN_FLIGHT, -1);
     dw_metrics_channel_gauge_add(w->pool->opts.metrics, job->channel, DW_CHGAUGE_IN_FLIGHT, -1);

@@ -955,6 +955,70 @@ static void channels_of_their_own_origins_keep_their_connections(void **state)
     assert_int_equal(metric_value(f, "dw_channel_connections{channel=\"URIDONGNETV\"}"), WAVE);
 }
 
+/*
+ * A channel's calls all run on one worker, so its connections sit in one
+ * connection cache and every call of the channel can reuse them. Kakao on
+ * 127.0.0.1 and Uri-dongne TV on localhost (two origins), limits of 16, two
+ * workers; two waves of 16 calls each, interleaved Kakao, Uri-dongne TV,
+ * Kakao... and then the other way round. Spread over the workers in turn,
+ * the first wave put every Kakao call on one worker and the second on the
+ * other, which had no Kakao connection: 32 open for a limit of 16.
+ */
+static void a_channel_keeps_its_connections_in_one_cache(void **state)
+{
+    struct fixture *f = *state;
+    enum { WAVE = 16 };
+    char other[64];
+    snprintf(other, sizeof(other), "http://localhost:%d", f->server.port);
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+        f->cfg.channels[ch].max_concurrent = 1;
+        f->cfg.channels[ch].limit.mode = DW_LIMIT_FIXED;
+    }
+    f->cfg.channels[DW_CHANNEL_KAKAO].max_concurrent = WAVE;
+    f->cfg.channels[DW_CHANNEL_URIDONGNETV].max_concurrent = WAVE;
+    f->cfg.channels[DW_CHANNEL_URIDONGNETV].url = other;
+    struct reply slow[] = {{200, "{\"postId\":\"p\",\"adId\":\"ad\",\"url\":\"u\"}", NULL, 100}};
+    script(&f->server, 1, slow);
+    start_pool(f, 2, 200);
+    for (int w = 0; w < 2; w++) {
+        for (int i = 0; i < WAVE; i++) {
+            submit(f, w ? DW_CHANNEL_URIDONGNETV : DW_CHANNEL_KAKAO);
+            submit(f, w ? DW_CHANNEL_KAKAO : DW_CHANNEL_URIDONGNETV);
+        }
+        wait_results(&f->results, 2 * WAVE * (w + 1));
+    }
+    assert_int_equal(f->results.success, 4 * WAVE);
+    long kakao = metric_value(f, "dw_channel_connections{channel=\"KAKAO\"}");
+    long uri = metric_value(f, "dw_channel_connections{channel=\"URIDONGNETV\"}");
+    print_message("  two waves on two workers: %ld Kakao and %ld Uri-dongne TV connections\n",
+                  kakao, uri);
+    assert_int_equal(kakao, WAVE);
+    assert_int_equal(uri, WAVE);
+    assert_int_equal(server_get(&f->server, &f->server.connections), 2 * WAVE);
+}
+
+/*
+ * worker.max_in_flight_calls caps the calls of all workers together: one
+ * channel, whose jobs all run on one worker, may use the whole of it (not
+ * its worker's share), and never more.
+ */
+static void the_calls_cap_is_shared_by_the_workers(void **state)
+{
+    struct fixture *f = *state;
+    enum { CAP = 4, JOBS = 12 };
+    f->cfg.channels[DW_CHANNEL_KAKAO].limit.mode = DW_LIMIT_FIXED;
+    struct reply slow[] = {{200, "{\"postId\":\"kp\",\"url\":\"u\"}", NULL, 150}};
+    script(&f->server, 1, slow);
+    start_pool(f, 2, CAP);
+    for (int i = 0; i < JOBS; i++)
+        submit(f, DW_CHANNEL_KAKAO);
+    wait_results(&f->results, JOBS);
+    assert_int_equal(f->results.success, JOBS);
+    print_message("  %d calls at most in flight, cap %d over 2 workers\n",
+                  server_max_in_flight(&f->server), CAP);
+    assert_int_equal(server_max_in_flight(&f->server), CAP);
+}
+
 static void run_one(struct fixture *f, enum dw_channel_id ch)
 {
     int before = f->results.n;
@@ -1301,6 +1365,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(stuck_half_open_shows_open_without_traffic, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(connections_outlive_a_dip_of_the_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_channel_keeps_its_connections_in_one_cache, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(the_calls_cap_is_shared_by_the_workers, setup, teardown),
         cmocka_unit_test_setup_teardown(channels_of_their_own_origins_keep_their_connections, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(adaptive_limit_keeps_a_burst_within_capacity, setup,
