@@ -90,7 +90,6 @@ struct worker {
     struct dw_list ready;
     struct dw_heap timers;       /* parked jobs, by when they are due */
     struct dw_list running_jobs; /* jobs with a call in the loop */
-    int running;
     uint64_t rnd;
     int64_t conn_cap_ms;      /* when the connection cache was last sized */
     struct dw_peak conn_peak; /* the limits' sum, at its highest of late */

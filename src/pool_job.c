@@ -18,8 +18,9 @@
  *   both back on every path: the try's end, a refusal, finish.
  * - The done callback is called exactly once per job that ends, and the
  *   job is freed right after it.
- * - A running job is on its worker's running list and counted in w->running
- *   and w->calls[its channel]; it leaves them when its call ends.
+ * - A running job is on its worker's running list and counted in
+ *   w->calls[its channel] and pool->calls; it leaves them when its call
+ *   ends.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -50,7 +51,6 @@ static void running_link(struct worker *w, struct job *job)
 {
     dw_list_push_front(&w->running_jobs, &job->run);
     job->running = true;
-    w->running++;
     atomic_fetch_add_explicit(&w->pool->calls, 1, memory_order_relaxed);
     w->calls[job->channel]++;
     dw_metrics_gauge_add(w->pool->opts.metrics, DW_GAUGE_CALLS_IN_FLIGHT, 1);
@@ -78,7 +78,6 @@ void dw_pool_running_unlink(struct worker *w, struct job *job)
         return;
     dw_list_remove(&w->running_jobs, &job->run);
     job->running = false;
-    w->running--;
     call_ended(w);
     w->calls[job->channel]--;
     dw_metrics_gauge_add(w->pool->opts.metrics, DW_GAUGE_CALLS_IN_FLIGHT, -1);

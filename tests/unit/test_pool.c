@@ -261,6 +261,7 @@ struct fixture {
     struct dw_metrics *metrics;
     struct dw_request *req;
     char url[64];
+    char other_url[64]; /* the same server under another origin (two_origins) */
 };
 
 static void configure(struct fixture *f, const char *url)
@@ -913,6 +914,23 @@ static void connections_outlive_a_dip_of_the_limit(void **state)
     assert_int_equal(server_get(&f->server, &f->server.connections), WAVE);
 }
 
+/* Kakao on 127.0.0.1 and Uri-dongne TV on localhost: one server, two
+ * origins to libcurl, whose connections serve only their own. Both at a
+ * fixed limit, the other channels at 1; every call answers in 100 ms. */
+static void two_origins(struct fixture *f, int limit)
+{
+    snprintf(f->other_url, sizeof(f->other_url), "http://localhost:%d", f->server.port);
+    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
+        f->cfg.channels[ch].max_concurrent = 1;
+        f->cfg.channels[ch].limit.mode = DW_LIMIT_FIXED;
+    }
+    f->cfg.channels[DW_CHANNEL_KAKAO].max_concurrent = limit;
+    f->cfg.channels[DW_CHANNEL_URIDONGNETV].max_concurrent = limit;
+    f->cfg.channels[DW_CHANNEL_URIDONGNETV].url = f->other_url;
+    struct reply slow[] = {{200, "{\"postId\":\"p\",\"adId\":\"ad\",\"url\":\"u\"}", NULL, 100}};
+    script(&f->server, 1, slow);
+}
+
 /*
  * Channels of different origins (in production each channel is its own
  * API) cannot share connections: each needs its own, and the connection
@@ -928,17 +946,7 @@ static void channels_of_their_own_origins_keep_their_connections(void **state)
 {
     struct fixture *f = *state;
     enum { WAVE = 16, WAVES = 4 };
-    char other[64];
-    snprintf(other, sizeof(other), "http://localhost:%d", f->server.port);
-    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
-        f->cfg.channels[ch].max_concurrent = 1;
-        f->cfg.channels[ch].limit.mode = DW_LIMIT_FIXED;
-    }
-    f->cfg.channels[DW_CHANNEL_KAKAO].max_concurrent = WAVE;
-    f->cfg.channels[DW_CHANNEL_URIDONGNETV].max_concurrent = WAVE;
-    f->cfg.channels[DW_CHANNEL_URIDONGNETV].url = other;
-    struct reply slow[] = {{200, "{\"postId\":\"p\",\"adId\":\"ad\",\"url\":\"u\"}", NULL, 100}};
-    script(&f->server, 1, slow);
+    two_origins(f, WAVE);
     start_pool(f, 1, WAVE);
     for (int w = 0; w < WAVES; w++) {
         enum dw_channel_id ch = w % 2 ? DW_CHANNEL_URIDONGNETV : DW_CHANNEL_KAKAO;
@@ -968,17 +976,7 @@ static void a_channel_keeps_its_connections_in_one_cache(void **state)
 {
     struct fixture *f = *state;
     enum { WAVE = 16 };
-    char other[64];
-    snprintf(other, sizeof(other), "http://localhost:%d", f->server.port);
-    for (int ch = 0; ch < DW_CHANNEL_COUNT; ch++) {
-        f->cfg.channels[ch].max_concurrent = 1;
-        f->cfg.channels[ch].limit.mode = DW_LIMIT_FIXED;
-    }
-    f->cfg.channels[DW_CHANNEL_KAKAO].max_concurrent = WAVE;
-    f->cfg.channels[DW_CHANNEL_URIDONGNETV].max_concurrent = WAVE;
-    f->cfg.channels[DW_CHANNEL_URIDONGNETV].url = other;
-    struct reply slow[] = {{200, "{\"postId\":\"p\",\"adId\":\"ad\",\"url\":\"u\"}", NULL, 100}};
-    script(&f->server, 1, slow);
+    two_origins(f, WAVE);
     start_pool(f, 2, 200);
     for (int w = 0; w < 2; w++) {
         for (int i = 0; i < WAVE; i++) {
