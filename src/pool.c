@@ -287,8 +287,7 @@ enum dw_err dw_pool_submit_steps(struct dw_pool *pool, const struct dw_request *
     job->new_try = true;
     dw_guard_want(pool->guards[channel], &job->ticket);
 
-    struct worker *w = &pool->workers[(int)channel % pool->nworkers];
-    job->worker = w;
+    struct worker *w = dw_pool_worker_of(pool, channel);
     pthread_mutex_lock(&w->lock);
     /* A non-empty inbox has a wake-up on its way already: the worker takes
      * the whole inbox at once, after the wake that its first job sent. */

@@ -92,10 +92,11 @@ static struct job *job_of_waiter(struct dw_bulkhead_waiter *waiter)
 
 /* A parked job was handed a slot: tell its worker (any thread may call;
  * self is the caller's worker, or NULL). */
-static void deliver_grant(struct worker *self, struct dw_bulkhead_waiter *waiter)
+static void deliver_grant(struct dw_pool *pool, struct worker *self,
+                          struct dw_bulkhead_waiter *waiter)
 {
     struct job *job = job_of_waiter(waiter);
-    struct worker *w = job->worker;
+    struct worker *w = dw_pool_worker_of(pool, job->channel);
     if (w == self) {
         dw_list_push_back(&w->granted_here, &job->grant);
         return;
@@ -111,7 +112,7 @@ void dw_pool_slot_back(struct dw_pool *pool, struct worker *self, enum dw_channe
                        struct dw_bulkhead_waiter *handed)
 {
     if (handed)
-        deliver_grant(self, handed);
+        deliver_grant(pool, self, handed);
     else
         dw_metrics_bulkhead_change(pool->opts.metrics, ch, -1, 0);
 }
@@ -122,7 +123,7 @@ void dw_pool_grant_free_slots(struct dw_pool *pool, struct worker *self, enum dw
     struct dw_bulkhead_waiter *waiter;
     while ((waiter = dw_guard_grant(pool->guards[ch]))) {
         dw_metrics_bulkhead_change(pool->opts.metrics, ch, 1, 0);
-        deliver_grant(self, waiter);
+        deliver_grant(pool, self, waiter);
     }
 }
 

@@ -47,7 +47,6 @@ enum job_wait {
 
 struct job {
     struct dw_list_node queue; /* in the inbox, the ready list or a connect queue */
-    struct worker *worker;
     const struct dw_request *req;
     enum dw_channel_id channel;
     void *opaque;
@@ -171,6 +170,12 @@ static inline void dw_pool_park(struct worker *w, struct job *job, enum job_wait
     job->wait = wait;
     job->timer.key = due_ms;
     dw_heap_push(&w->timers, &job->timer);
+}
+
+/* The worker that runs every job of channel ch (pool.c says why one). */
+static inline struct worker *dw_pool_worker_of(struct dw_pool *pool, enum dw_channel_id ch)
+{
+    return &pool->workers[(int)ch % pool->nworkers];
 }
 
 /* Whether the workers together run fewer calls than opts.max_calls. */
