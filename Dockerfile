@@ -19,7 +19,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config \
         librdkafka-dev libpq-dev libcurl4-openssl-dev libjson-c-dev \
-        libconfig-dev libmicrohttpd-dev libcmocka-dev \
+        libconfig-dev libmicrohttpd-dev libcmocka-dev libmimalloc-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -45,6 +45,7 @@ LABEL org.opencontainers.image.title="distribution-worker" \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
         librdkafka1 libpq5 libcurl4 libjson-c5 libconfig9 libmicrohttpd12 \
+        libmimalloc2.0 \
         ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 

@@ -6,7 +6,7 @@ DW_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Debian packages the project builds and runs with.
 DW_PACKAGES="build-essential cmake pkg-config clang clang-format libclang-rt-14-dev \
 librdkafka-dev libpq-dev libcurl4-openssl-dev libjson-c-dev libconfig-dev \
-libcmocka-dev libmicrohttpd-dev postgresql postgresql-client curl procps jq gnuplot-nox \
+libcmocka-dev libmicrohttpd-dev libmimalloc-dev postgresql postgresql-client curl procps jq gnuplot-nox \
 yamllint python3-yaml graphviz time nginx openssl"
 
 dw_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
