@@ -201,9 +201,12 @@ void key_table_record(struct sim *sim, const char *key, size_t len, enum channel
         lru_unlink(s, e);
     }
     lru_push_newest(s, e);
-    e->calls++;
+    if (e->calls++ == 0)
+        e->first_ms = arrival_ms;
     key_entry_add_time(e, arrival_ms);
     out->was_succeeded = e->seq != 0;
+    if (out->was_succeeded)
+        e->duplicates++;
     out->posted = false;
     if (want_post && e->seq == 0) {
         e->seq = atomic_fetch_add_explicit(&sim->next_seq, 1, memory_order_relaxed);
@@ -224,7 +227,8 @@ json_object *key_table_describe(struct sim *sim, const char *key)
     uint64_t hash = hash_bytes(key, len);
     struct key_shard *s = shard_of(kt, hash);
     int64_t times[SIM_KEY_TIMES_MAX];
-    uint32_t calls, posts, ntimes;
+    uint32_t calls, posts, ntimes, duplicates;
+    int64_t first_ms;
     uint64_t seq;
     enum channel ch;
 
@@ -236,6 +240,8 @@ json_object *key_table_describe(struct sim *sim, const char *key)
     }
     calls = e->calls;
     posts = e->posts;
+    duplicates = e->duplicates;
+    first_ms = e->first_ms;
     seq = e->seq;
     ch = (enum channel)e->channel;
     ntimes = e->ntimes;
@@ -249,9 +255,37 @@ json_object *key_table_describe(struct sim *sim, const char *key)
     json_object_object_add(o, "calls", json_object_new_int64(calls));
     json_object_object_add(o, "posts", json_object_new_int64(posts));
     json_object_object_add(o, "succeeded", json_object_new_boolean(seq != 0));
+    json_object_object_add(o, "firstCallMs", json_object_new_int64(first_ms));
+    json_object_object_add(o, "duplicatePosts", json_object_new_int64(duplicates));
     json_object *arr = json_object_new_array();
     for (uint32_t i = 0; i < ntimes; i++)
         json_object_array_add(arr, json_object_new_int64(times[i]));
     json_object_object_add(o, "callTimesMs", arr);
+    return o;
+}
+
+/* Builds the /_sim/duplicates answer: every key that was called again
+ * after it had succeeded, with its first arrival, so that a test can tell
+ * which fault each re-sent call can be laid to. */
+json_object *key_table_duplicates(struct sim *sim)
+{
+    struct key_table *kt = &sim->keys;
+    json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < SIM_KEY_SHARDS; i++) {
+        struct key_shard *s = &kt->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (struct key_entry *e = s->oldest; e != NULL; e = e->newer) {
+            if (e->duplicates == 0)
+                continue;
+            json_object *k = json_object_new_object();
+            json_object_object_add(k, "key", json_object_new_string(e->key));
+            json_object_object_add(k, "firstCallMs", json_object_new_int64(e->first_ms));
+            json_object_object_add(k, "duplicatePosts", json_object_new_int64(e->duplicates));
+            json_object_array_add(arr, k);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "keys", arr);
     return o;
 }

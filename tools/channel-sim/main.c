@@ -692,9 +692,11 @@ static enum MHD_Result handle_control(struct sim *sim, struct sim_request *req, 
             return send_error(req->conn, 404, "NOT_FOUND", "unknown Idempotency-Key");
         return send_json_object(req->conn, 200, o);
     }
+    if (strcmp(what, "duplicates") == 0 && get)
+        return send_json_object(req->conn, 200, key_table_duplicates(sim));
     bool known = strcmp(what, "stats") == 0 || strcmp(what, "faults") == 0 ||
                  strcmp(what, "reset") == 0 || strcmp(what, "reset-counters") == 0 ||
-                 strncmp(what, "keys/", 5) == 0;
+                 strncmp(what, "keys/", 5) == 0 || strcmp(what, "duplicates") == 0;
     if (known)
         return send_error(req->conn, 405, "METHOD_NOT_ALLOWED", "wrong method for this path");
     return send_error(req->conn, 404, "NOT_FOUND", "unknown control path");

@@ -176,8 +176,10 @@ struct key_entry {
     uint64_t seq; /* id sequence of the post; 0 while nothing was posted */
     int64_t *times;
     int64_t inline_times[2];
+    int64_t first_ms; /* the first arrival (times keeps the last few only) */
     uint32_t calls;
     uint32_t posts;
+    uint32_t duplicates; /* arrivals after the key had succeeded */
     uint8_t channel;
     uint8_t ntimes;
     uint8_t times_cap;
@@ -282,6 +284,7 @@ void faults_reset(struct sim *sim);
 
 /* keys.c: the idempotency key table */
 json_object *key_table_describe(struct sim *sim, const char *key);
+json_object *key_table_duplicates(struct sim *sim);
 size_t key_table_count(struct key_table *kt);
 void key_table_cleanup(struct key_table *kt);
 void key_table_clear(struct key_table *kt);
