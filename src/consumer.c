@@ -79,9 +79,12 @@ static void beat(struct dw_consumer *c)
     atomic_store_explicit(&c->heartbeat_ms, dw_now_ms(), memory_order_relaxed);
 }
 
-static void commit_partitions(struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts,
+/* Returns false when a commit was sent and refused (a synchronous one's
+ * refusal is known here; an asynchronous one's comes to on_commit). */
+static bool commit_partitions(struct dw_consumer *c, const rd_kafka_topic_partition_list_t *parts,
                               bool only_new, bool sync)
 {
+    bool ok = true;
     rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(8);
     int32_t ids[1024];
     size_t n;
@@ -102,12 +105,15 @@ static void commit_partitions(struct dw_consumer *c, const rd_kafka_topic_partit
     }
     if (offsets->cnt > 0) {
         rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, offsets, sync ? 0 : 1);
-        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
             dw_log_warn(c->log, "commit failed: %s", rd_kafka_err2str(err));
-        else if (sync)
+            ok = false;
+        } else if (sync) {
             dw_metrics_count(c->metrics, DW_COUNTER_OFFSETS_COMMITTED, (uint64_t)offsets->cnt);
+        }
     }
     rd_kafka_topic_partition_list_destroy(offsets);
+    return ok;
 }
 
 /*
@@ -245,12 +251,16 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         dw_consumer_take_acks(c);
         if (!lost)
             finish_revoked(c, parts);
-        if (!lost)
-            commit_partitions(c, parts, false, true);
+        /* A refused commit loses nothing: the next owner reads the done
+         * work again and finds it stored. */
+        bool committed = !lost && commit_partitions(c, parts, false, true);
         for (int i = 0; i < parts->cnt; i++)
             dw_tracker_forget(c->tracker, parts->elems[i].partition);
         dw_log_info(c->log, "%s %d partition(s); %s", lost ? "lost" : "revoked", parts->cnt,
-                    lost ? "nothing committed" : "done work committed");
+                    lost        ? "nothing committed"
+                    : committed ? "done work committed"
+                                : "done work not committed: the next owner reads it again and "
+                                  "finds it stored");
         rd_kafka_assign(rk, NULL);
         c->assigned = 0;
         dw_metrics_gauge_set(c->metrics, DW_GAUGE_PARTITIONS_PAUSED, 0);
