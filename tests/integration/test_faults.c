@@ -471,6 +471,70 @@ static void rebalance_kill_one_add_one(void **state)
     itest_sim("/_sim/reset", NULL);
 }
 
+/* Every channel answers in JOIN_LATENCY_MS, so a request's calls (two in
+ * turn for Instagram: 8 s) outlast the rebalance that a joining worker
+ * starts (the dev broker's takes about 5 s with the tests' 6 s session);
+ * the channels' timeouts are raised above them for the case. */
+#define JOIN_LATENCY_MS 4000
+
+/* A worker joins while every call of the group's only member is still in
+ * flight and will be for seconds: the rebalance takes half of the
+ * partitions away from a. a must finish (store, commit) the revoked
+ * partitions' requests before it lets them go; if it let them go at once,
+ * b would read the same requests from the last commit, find no SUCCESS
+ * stored and post every call a second time. Without a crash nothing may be
+ * re-sent. */
+static void a_joining_worker_resends_nothing(void **state)
+{
+    (void)state;
+    enum { N = 120 };
+    char faults[96];
+    snprintf(faults, sizeof(faults), "{\"channel\":\"*\",\"latencyMs\":%d}", JOIN_LATENCY_MS);
+    itest_sim("/_sim/faults", faults);
+    static const char *const slow[] = {"DIST_CHANNEL_URIDONGNETV_TIMEOUT_MS=20000",
+                                       "DIST_CHANNEL_GINITV_TIMEOUT_MS=20000",
+                                       "DIST_CHANNEL_RINGOBIZ_TIMEOUT_MS=20000",
+                                       "DIST_CHANNEL_INSTAGRAM_TIMEOUT_MS=20000",
+                                       "DIST_CHANNEL_NAVER_TIMEOUT_MS=20000",
+                                       "DIST_CHANNEL_KAKAO_TIMEOUT_MS=20000",
+                                       NULL};
+    struct ledger *l = ledger_new("join", N);
+    int64_t resent0 = sim_resent();
+    struct itest_worker a, b;
+    itest_worker_start(&a, "join-a", slow);
+    struct itest_worker *only_a[] = {&a};
+    await_spread(only_a, 1);
+    send_range(l, 0, N);
+    /* Every request taken and its calls sent: six calls each. */
+    double in_flight = 0;
+    for (int i = 0; i < 100 && in_flight < N * 6; i++) {
+        read_completions(50);
+        in_flight = itest_metric(&a, "dw_channel_calls_in_flight");
+    }
+    snapshot_successes(l); /* none yet; any later success is a's or b's */
+    printf("  %.0f calls in flight on a; adding b\n", in_flight);
+    assert_true(in_flight >= N * 6);
+    assert_int_equal(completed(l), 0);
+    itest_worker_start(&b, "join-b", slow);
+    struct itest_worker *ab[] = {&a, &b};
+    await_spread(ab, 2);
+    printf("  partitions after the rebalance: a %.0f, b %.0f; %d completed so far\n",
+           itest_metric(&a, "dw_partitions_assigned"), itest_metric(&b, "dw_partitions_assigned"),
+           completed(l));
+    wait_completed(l, N, 60000);
+    /* The dev broker refuses the commit a makes after its wait: the group
+     * is still rebalancing, or a's wait outlasted its session there (a real
+     * broker takes a commit from the generation being revoked, and
+     * librdkafka keeps the session alive meanwhile). So the new owners
+     * read those requests again, find them stored and commit them; wait
+     * for that before the stop, which would leave them uncommitted. */
+    committed_within(20000);
+    assert_int_equal(itest_worker_stop(&a, SIGTERM, 30000), 0);
+    assert_int_equal(itest_worker_stop(&b, SIGTERM, 30000), 0);
+    verdict("join", l, 0, resent0, 0);
+    itest_sim("/_sim/reset", NULL);
+}
+
 /* SIGTERM mid-load: in-flight work finishes, the worker exits 0 within the
  * drain timeout, what is done is committed, the rest is redelivered. */
 static void sigterm_drains(void **state)
@@ -858,6 +922,7 @@ int main(void)
         cmocka_unit_test(sigterm_drains),
         cmocka_unit_test(sigkill_mid_load_five_times),
         cmocka_unit_test(rebalance_kill_one_add_one),
+        cmocka_unit_test(a_joining_worker_resends_nothing),
         cmocka_unit_test(postgres_outage),
         cmocka_unit_test(postgres_hangs),
         cmocka_unit_test(kafka_outage),
