@@ -127,8 +127,14 @@ static void timer_fired(struct worker *w, struct job *job)
  * connections worth keeping are what each channel used, which add up to
  * more than the calls under way at any one moment when the channels peak
  * in turn (a cap there closed one channel's idle connections to open
- * another's, and back). Only connections that served a call are kept, so
- * this never opens more than the channels used. */
+ * another's, and back). The sum is over every channel, not only this
+ * worker's own, for the same reason: summed over its own channels alone,
+ * a 5,000 burst at 100 ms on six origins opened 3,859 and 3,943
+ * connections for a peak of 1,970 and 2,043 open (6 % more worker CPU),
+ * against 2,106 and 1,955 opened for peaks of 2,102 and 1,954; the
+ * other channels' limits are headroom that costs only idle connections.
+ * Only connections that served a call are kept, so this never opens more
+ * than the channels used. */
 static void size_connection_cache(struct worker *w, int64_t now)
 {
     if (now - w->conn_cap_ms < CONN_CAP_EVERY_MS)
