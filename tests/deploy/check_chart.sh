@@ -14,7 +14,9 @@
 #     the Deployment sets is documented in docs/configuration.md.
 #  5. The dashboard is valid JSON, and every dw_* metric that the
 #     dashboard and the alerts use is documented in docs/metrics.md (or
-#     listed in tests/deploy/pending-metrics.txt, with who adds it).
+#     listed in tests/deploy/pending-metrics.txt, with who adds it); every
+#     alert has its section in docs/operations.md and a runbook annotation
+#     pointing at it.
 #  6. Autoscaling follows the backlog: the ScaledObject's default trigger
 #     is prometheus, its query (the chart's own) names dw_consumer_backlog,
 #     which the worker exports (src/metrics*.c) and docs/metrics.md
@@ -173,6 +175,19 @@ for m in $used; do
     fail "$m is used by the dashboard or the alerts but not documented in docs/metrics.md"
 done
 ok "metrics used by the dashboard and the alerts: $(tr '\n' ' ' <<<"$used")"
+# Every alert has its section in docs/operations.md ("Alerts"), and its
+# runbook annotation points at that section.
+rules=$chart/templates/prometheusrule.yaml
+alerts=$(sed -n 's/^ *- alert: *\([A-Za-z]*\).*/\1/p' "$rules")
+for a in $alerts; do
+    grep -qx "### $a" "$src/docs/operations.md" ||
+        fail "alert $a has no '### $a' section in docs/operations.md"
+    anchor=$(tr '[:upper:]' '[:lower:]' <<<"$a")
+    awk -v a="$a" '$0 ~ "- alert: " a "$" {on = 1; next} on && /- alert:/ {exit} on' "$rules" |
+        grep -q "runbook: docs/operations.md#$anchor\$" ||
+        fail "alert $a: its runbook annotation is not docs/operations.md#$anchor"
+done
+ok "alerts with a runbook section: $(tr '\n' ' ' <<<"$alerts")"
 
 # ---- 6. the ScaledObject scales on the backlog metric ----
 backlog_metric=dw_consumer_backlog
