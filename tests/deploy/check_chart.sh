@@ -183,8 +183,8 @@ for a in $alerts; do
     grep -qx "### $a" "$src/docs/operations.md" ||
         fail "alert $a has no '### $a' section in docs/operations.md"
     anchor=$(tr '[:upper:]' '[:lower:]' <<<"$a")
-    awk -v a="$a" '$0 ~ "- alert: " a "$" {on = 1; next} on && /- alert:/ {exit} on' "$rules" |
-        grep -q "runbook: docs/operations.md#$anchor\$" ||
+    rule=$(awk -v a="$a" '$0 ~ "- alert: " a "$" {on = 1; next} on && /- alert:/ {exit} on' "$rules")
+    grep -q "runbook: docs/operations.md#$anchor\$" <<<"$rule" ||
         fail "alert $a: its runbook annotation is not docs/operations.md#$anchor"
 done
 ok "alerts with a runbook section: $(tr '\n' ' ' <<<"$alerts")"
