@@ -220,6 +220,14 @@ void key_table_record(struct sim *sim, const char *key, size_t len, enum channel
 }
 
 /* Builds the /_sim/keys answer for key; NULL when the key is unknown. */
+/* The two fields of a key that say whether and since when it was re-sent,
+ * shared by the key's description and the duplicates list. */
+static void add_resend_fields(json_object *o, int64_t first_ms, uint32_t duplicates)
+{
+    json_object_object_add(o, "firstCallMs", json_object_new_int64(first_ms));
+    json_object_object_add(o, "duplicatePosts", json_object_new_int64(duplicates));
+}
+
 json_object *key_table_describe(struct sim *sim, const char *key)
 {
     struct key_table *kt = &sim->keys;
@@ -255,8 +263,7 @@ json_object *key_table_describe(struct sim *sim, const char *key)
     json_object_object_add(o, "calls", json_object_new_int64(calls));
     json_object_object_add(o, "posts", json_object_new_int64(posts));
     json_object_object_add(o, "succeeded", json_object_new_boolean(seq != 0));
-    json_object_object_add(o, "firstCallMs", json_object_new_int64(first_ms));
-    json_object_object_add(o, "duplicatePosts", json_object_new_int64(duplicates));
+    add_resend_fields(o, first_ms, duplicates);
     json_object *arr = json_object_new_array();
     for (uint32_t i = 0; i < ntimes; i++)
         json_object_array_add(arr, json_object_new_int64(times[i]));
@@ -279,8 +286,7 @@ json_object *key_table_duplicates(struct sim *sim)
                 continue;
             json_object *k = json_object_new_object();
             json_object_object_add(k, "key", json_object_new_string(e->key));
-            json_object_object_add(k, "firstCallMs", json_object_new_int64(e->first_ms));
-            json_object_object_add(k, "duplicatePosts", json_object_new_int64(e->duplicates));
+            add_resend_fields(k, e->first_ms, e->duplicates);
             json_object_array_add(arr, k);
         }
         pthread_mutex_unlock(&s->lock);
