@@ -349,6 +349,20 @@ static void everything_committed(void)
     committed_within(10000);
 }
 
+/* Stops the workers (SIGTERM, each within timeout_ms) once the group has
+ * committed every request. Stopping one starts a rebalance, and the dev
+ * broker refuses the commits the others make meanwhile (their revoke's,
+ * their own stop's: "Group rebalance in progress"); a real broker takes a
+ * commit from the generation being revoked. Nothing is lost either way
+ * (the next owner reads the work again and finds it stored), but with
+ * every worker stopping nobody would be left to commit it. */
+static void stop_when_committed(struct itest_worker **ws, int n, int timeout_ms)
+{
+    committed_within(20000);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(itest_worker_stop(ws[i], SIGTERM, timeout_ms), 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -460,9 +474,7 @@ static void rebalance_kill_one_add_one(void **state)
            itest_metric(&b, "dw_partitions_assigned"), itest_metric(&c, "dw_partitions_assigned"),
            itest_metric(&d, "dw_partitions_assigned"), completed(l));
     wait_completed(l, N, 120000);
-    assert_int_equal(itest_worker_stop(&b, SIGTERM, 20000), 0);
-    assert_int_equal(itest_worker_stop(&c, SIGTERM, 20000), 0);
-    assert_int_equal(itest_worker_stop(&d, SIGTERM, 20000), 0);
+    stop_when_committed(bcd, 3, 20000);
     int unexplained = resent_without_a_kill(l, killed_ms);
     verdict("rebalance", l, 0, resent0, may_resend);
     printf("  re-sent calls first sent after the kill: %d\n", unexplained);
@@ -522,15 +534,11 @@ static void a_joining_worker_resends_nothing(void **state)
            itest_metric(&a, "dw_partitions_assigned"), itest_metric(&b, "dw_partitions_assigned"),
            completed(l));
     wait_completed(l, N, 60000);
-    /* The dev broker refuses the commit a makes after its wait: the group
-     * is still rebalancing, or a's wait outlasted its session there (a real
-     * broker takes a commit from the generation being revoked, and
-     * librdkafka keeps the session alive meanwhile). So the new owners
-     * read those requests again, find them stored and commit them; wait
-     * for that before the stop, which would leave them uncommitted. */
-    committed_within(20000);
-    assert_int_equal(itest_worker_stop(&a, SIGTERM, 30000), 0);
-    assert_int_equal(itest_worker_stop(&b, SIGTERM, 30000), 0);
+    /* The dev broker also refuses the commit a makes after its revoke's
+     * wait (the group is still rebalancing, or the wait outlasted a's
+     * session there; librdkafka keeps the session alive meanwhile), so the
+     * new owners read those requests again and commit them. */
+    stop_when_committed(ab, 2, 30000);
     verdict("join", l, 0, resent0, 0);
     itest_sim("/_sim/reset", NULL);
 }
